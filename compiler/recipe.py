@@ -1,0 +1,210 @@
+"""Recipes: strict, versioned, frozen dataclasses loaded from YAML.
+
+Every key is checked: an unknown key, a wrong type or a missing field raises RecipeError
+naming the file and the key path (e.g. `recipes/sd-turbo.yaml: components.denoiser.precison`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+import yaml
+
+from .errors import RecipeError
+
+RECIPE_VERSION = 1
+FAMILIES = ("eps-turbo", "sample-lightning", "lcm", "rectified-flow")
+PRECISIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class Image:
+    height: int = 512
+    width: int = 512
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How one component is quantized (issue 4). Layered like coremltools.optimize:
+    global scheme -> per op type -> per node name, where `null` keeps that op/node in float."""
+
+    scheme: Literal["w8a8", "w8"] = "w8a8"
+    op_types: Mapping[str, Optional[str]] = field(default_factory=dict)
+    nodes: Mapping[str, Optional[str]] = field(default_factory=dict)
+    max_float_weight_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Component:
+    precision: Literal["fp32", "int8"] = "fp32"
+    quantization: Optional[Quantization] = None
+
+
+@dataclass(frozen=True)
+class Decoder(Component):
+    # Folder (relative to the model folder) of the VAE whose decoder ships: an
+    # AutoencoderKL or an AutoencoderTiny ("TAESD") as a drop-in, faster decoder.
+    subfolder: str = "vae"
+
+
+@dataclass(frozen=True)
+class Components:
+    text_encoder: Component = Component()
+    denoiser: Component = Component()
+    vae_decoder: Decoder = Decoder()
+
+
+@dataclass(frozen=True)
+class Sampler:
+    # LCM's guidance embedding w is computed from this (w = guidance_scale - 1);
+    # other families reject it because their students are trained without guidance.
+    guidance_scale: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Export:
+    opset: int = 18
+
+
+@dataclass(frozen=True)
+class Parity:
+    prompts: str = "calibration/heldout.txt"
+    num_prompts: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    prompts: str = "calibration/calibration.txt"
+    num_prompts: int = 32
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class Recipe:
+    version: int
+    name: str
+    family: Literal["eps-turbo", "sample-lightning", "lcm", "rectified-flow"]
+    model: Optional[str] = None
+    image: Image = Image()
+    components: Components = Components()
+    sampler: Sampler = Sampler()
+    export: Export = Export()
+    parity: Parity = Parity()
+    calibration: Calibration = Calibration()
+
+    @property
+    def quantized(self) -> bool:
+        return any(c.precision == "int8" for c in self.component_specs().values())
+
+    def component_specs(self) -> dict[str, Component]:
+        return {f.name: getattr(self.components, f.name) for f in dataclasses.fields(Components)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(where, "recipe file not found") from None
+    except UnicodeDecodeError:
+        raise RecipeError(where, "recipe is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise RecipeError(where, f"invalid YAML{line}") from None
+    if data is None:
+        raise RecipeError(where, "recipe is empty; it needs at least version, name and family")
+    recipe = _build(Recipe, data, where, "")
+    if recipe.version != RECIPE_VERSION:
+        raise RecipeError(f"{where}: version", f"unsupported recipe version {recipe.version}; this compiler reads version {RECIPE_VERSION}")
+    _check_values(recipe, where)
+    return recipe
+
+
+def override(recipe: Recipe, **changes: Any) -> Recipe:
+    return dataclasses.replace(recipe, **changes)
+
+
+def _check_values(r: Recipe, where: str) -> None:
+    def bad(key: str, msg: str) -> RecipeError:
+        return RecipeError(f"{where}: {key}", msg)
+
+    for key in ("height", "width"):
+        value = getattr(r.image, key)
+        if value <= 0 or value % 8:
+            raise bad(f"image.{key}", f"must be a positive multiple of 8, got {value}")
+    if r.parity.num_prompts < 1:
+        raise bad("parity.num_prompts", "must be at least 1")
+    if r.calibration.num_prompts < 1:
+        raise bad("calibration.num_prompts", "must be at least 1")
+    if r.export.opset < 17:
+        raise bad("export.opset", "must be >= 17 (LayerNormalization, dynamo exporter)")
+    for name, comp in r.component_specs().items():
+        q = comp.quantization
+        if comp.precision == "fp32" and q is not None:
+            raise bad(f"components.{name}.quantization", "given but precision is fp32; set precision: int8 or remove it")
+        if q is not None and not 0.0 <= q.max_float_weight_fraction <= 1.0:
+            raise bad(f"components.{name}.quantization.max_float_weight_fraction", "must be within [0, 1]")
+
+
+def _build(cls: Any, data: Any, where: str, path: str) -> Any:
+    """Recursively build `cls` from plain YAML data, rejecting anything not declared."""
+    label = path or "(top level)"
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: {label}", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(fields))
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise RecipeError(f"{where}: {key}", f"unknown key (allowed: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"{where}: {key}", "missing required field")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], where, key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise RecipeError(f"{where}: {key}", f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin in (Mapping, dict, typing.Mapping) or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: {key}", f"expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, where, f"{key}.{k}") for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise RecipeError(f"{where}: {key}", f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"recipe schema uses unsupported type {tp!r} at {key}")
