@@ -1,0 +1,178 @@
+"""Console entry points: compile, generate, verify. Every failure is one line on stderr and a
+documented exit code (README, shared/ERRORS.md); `--debug` adds the traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from .errors import CompileError, Exit
+
+EXIT_CODES = """exit codes:
+  0  success            2  recipe / usage       3  model input        4  calibration / prompts
+  5  export / lowering  6  parity / accuracy    7  bundle verify      8  environment
+  130 interrupted (nothing half-written is left behind)"""
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("diffusers", "transformers", "torch", "onnxscript", "nncf", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import torch
+
+        torch._logging.set_logs(all=logging.ERROR)
+        logging.getLogger("torch").setLevel(logging.ERROR)
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        dlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _run(prog: str, argv: list[str] | None, parser: argparse.ArgumentParser, body: Callable) -> int:
+    args = parser.parse_args(argv)
+    try:
+        _quiet_libraries()
+        body(args)
+        return Exit.OK
+    except CompileError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+        return Exit.INTERRUPTED
+    except Exception as exc:  # a bug in this tool, not bad input
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return Exit.INTERNAL
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="print the traceback on errors")
+    return p
+
+
+def compile_parser() -> argparse.ArgumentParser:
+    p = _parser("compile", "Compile a one-step text-to-image student (diffusers folder, safetensors only) into a "
+                           "verified bundle: export every component, bake the family's one-step sampler into the "
+                           "denoiser, check parity against torch on held-out prompts, and write manifest.json, "
+                           "tokenizer and report.html. The output directory is written atomically.")
+    p.add_argument("--target", required=True, help="export target: onnx")
+    p.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/sd-turbo.yaml")
+    p.add_argument("--model", help="local diffusers folder or hub id (org/name; needs network). "
+                                   "Default: the recipe's `model`")
+    p.add_argument("--out", help="bundle directory (default build/<recipe name>-<target>)")
+    p.add_argument("--force", action="store_true", help="replace an existing, non-empty --out atomically")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and plan; write nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _compile(args) -> None:
+    from .errors import RecipeError
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    from .targets import TARGETS
+
+    if args.target not in TARGETS:
+        raise RecipeError("--target", f"unknown target {args.target!r}; available: {', '.join(sorted(TARGETS))}")
+    model = args.model or recipe.model
+    if not model:
+        raise RecipeError(f"{args.recipe}: model", "no model given: pass --model or set `model` in the recipe")
+    out = Path(args.out or f"build/{recipe.name}-{args.target}")
+    if args.dry_run:
+        plan = {"recipe": recipe.to_dict(), "plan": {
+            "target": args.target, "model": model, "out": str(out),
+            "stages": ["load", "wrap", "export", "quantize", "verify", "bundle"],
+            "components": {n: c.precision for n, c in recipe.component_specs().items()},
+            "decoder_subfolder": recipe.components.vae_decoder.subfolder}}
+        print(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    from .pipeline import compile_bundle
+    from .progress import Progress
+
+    result = compile_bundle(recipe, args.target, model, out, args.force, Progress(quiet=args.quiet))
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    m = result.manifest
+    print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {m['image']['height']}x{m['image']['width']})")
+    for name, c in m["components"].items():
+        size = sum(m["files"][f]["size"] for f in c["files"])
+        print(f"  {name:<13} {c['precision']:<5} {size / 1e6:9.2f} MB  {c['file']}")
+    for p in result.parity:
+        for name, c in p.as_dict()["checks"].items():
+            w = c["worst"]
+            print(f"  parity {p.label:<12} {name:<13} PSNR {w['psnr_db']:7.2f} dB  cos {w['cosine']:.6f}  "
+                  f"{'pass' if c['passed'] else 'FAIL'}")
+    for w in m["warnings"]:
+        print(f"  warning: {w}")
+    print(f"report: {result.out / 'report.html'}")
+
+
+def compile_main(argv: list[str] | None = None) -> int:
+    return _run("compile", argv, compile_parser(), _compile)
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (ONNX Runtime). "
+                            "The bundle's hashes are checked first; the noise comes from the documented portable "
+                            "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
+    p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output PNG path")
+    return p
+
+
+def _generate(args) -> None:
+    from .runtime import load_bundle, to_png
+
+    chain, manifest = load_bundle(args.bundle)
+    from .prompts import tokenize
+
+    if tokenize(chain.tokenizers, args.prompt).truncated:
+        print(f"generate: warning: prompt truncated to {manifest['tokenizers'][0]['max_length']} tokens",
+              file=sys.stderr)
+    image = chain(args.prompt, args.seed)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    to_png(image, tmp)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def generate_main(argv: list[str] | None = None) -> int:
+    return _run("generate", argv, generate_parser(), _generate)
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    from .verify_bundle import verify_command, verify_parser
+
+    return _run("verify", argv, verify_parser(_parser), verify_command)
+
+
+if __name__ == "__main__":
+    sys.exit(compile_main())

@@ -1,0 +1,82 @@
+"""eps-turbo (SD-Turbo, SDXL-Turbo, SwiftBrush...) and sample-lightning (SDXL-Lightning 1-step).
+
+Both are one Euler step of diffusers' EulerDiscreteScheduler with timestep_spacing="trailing"
+from t=999 to sigma=0. The constants are read from the student's own scheduler after
+`set_timesteps(1)`, so a student with another beta schedule or prediction type stays exact.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .common import BakedStep, reject_guidance
+
+
+def _scheduler(student, prediction_type):
+    from diffusers import EulerDiscreteScheduler
+
+    overrides = {"timestep_spacing": "trailing"}
+    if prediction_type:
+        overrides["prediction_type"] = prediction_type
+    sched = EulerDiscreteScheduler.from_config(student.scheduler_config, **overrides)
+    sched.set_timesteps(1)
+    return sched
+
+
+class EulerStep(BakedStep):
+    def __init__(self, student, recipe, c: dict):
+        super().__init__(student, recipe)
+        self.prediction_type = c["prediction_type"]
+        self.register_buffer("timestep", torch.tensor([c["timestep"]], dtype=torch.float32), persistent=False)
+        self.sigma = c["sigma"]
+        self.init_noise_sigma = c["init_noise_sigma"]
+        self.input_scale = c["init_noise_sigma"] / math.sqrt(c["sigma"] ** 2 + 1)
+
+    def forward(self, prompt_embeds, noise, pooled_prompt_embeds=None):
+        sample = noise * self.init_noise_sigma
+        out = self._unet(noise * self.input_scale, self.timestep, prompt_embeds, pooled_prompt_embeds)
+        s = self.sigma
+        if self.prediction_type == "epsilon":
+            return sample - s * out
+        if self.prediction_type == "v_prediction":
+            return out * (-s / math.sqrt(s * s + 1)) + sample / (s * s + 1)
+        return out  # "sample": the UNet predicts x0 directly
+
+
+class EulerOneStep:
+    def __init__(self, name: str, prediction_type: str | None):
+        self.name = name
+        self.prediction_type = prediction_type
+
+    def constants(self, student, recipe) -> dict:
+        reject_guidance(self.name, recipe)
+        sched = _scheduler(student, self.prediction_type)
+        return {
+            "scheduler": "EulerDiscreteScheduler",
+            "timestep_spacing": "trailing",
+            "timestep": float(sched.timesteps[0]),
+            "sigma": float(sched.sigmas[0]),
+            "init_noise_sigma": float(sched.init_noise_sigma),
+            "prediction_type": sched.config.prediction_type,
+        }
+
+    def denoiser(self, student, recipe):
+        return EulerStep(student, recipe, self.constants(student, recipe)).eval()
+
+    def oracle(self, student, recipe, prompt, noise):
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        sched = _scheduler(student, self.prediction_type)
+        common = dict(vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0],
+                      unet=student.unet, scheduler=sched)
+        if student.dual:
+            pipe = StableDiffusionXLPipeline(text_encoder_2=student.text_encoders[1], tokenizer_2=student.tokenizers[1],
+                                             **common)
+        else:
+            pipe = StableDiffusionPipeline(safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                                           **common)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            return pipe(prompt, num_inference_steps=1, guidance_scale=0.0, latents=noise,
+                        height=recipe.image.height, width=recipe.image.width, output_type="pt").images

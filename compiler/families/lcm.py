@@ -1,0 +1,90 @@
+"""lcm: Latent Consistency Models. One LCMScheduler step at t=999 with the boundary
+scalings c_skip/c_out and the guidance embedding w folded in as constants."""
+from __future__ import annotations
+
+import torch
+
+from .common import BakedStep
+
+DEFAULT_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scale
+
+
+def _scheduler(student):
+    from diffusers import LCMScheduler
+
+    sched = LCMScheduler.from_config(student.scheduler_config)
+    sched.set_timesteps(1)
+    return sched
+
+
+def _guidance(recipe) -> float:
+    g = recipe.sampler.guidance_scale
+    return DEFAULT_GUIDANCE if g is None else g
+
+
+class LCMStep(BakedStep):
+    def __init__(self, student, recipe, c: dict):
+        super().__init__(student, recipe)
+        from diffusers import LatentConsistencyModelPipeline
+
+        self.c = c
+        self.register_buffer("timestep", torch.tensor([c["timestep"]], dtype=torch.float32), persistent=False)
+        w = torch.tensor([c["guidance_scale"] - 1.0])
+        emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(
+            None, w, embedding_dim=student.unet.config.time_cond_proj_dim)
+        self.register_buffer("w_embedding", emb.float(), persistent=False)
+
+    def forward(self, prompt_embeds, noise, pooled_prompt_embeds=None):
+        c = self.c
+        sample = noise * c["init_noise_sigma"]
+        cond = self.w_embedding.expand(noise.shape[0], -1)
+        eps = self._unet(sample, self.timestep, prompt_embeds, pooled_prompt_embeds, timestep_cond=cond)
+        x0 = (sample - c["sqrt_one_minus_alpha_prod"] * eps) / c["sqrt_alpha_prod"]
+        return c["c_out"] * x0 + c["c_skip"] * sample
+
+
+class LCMOneStep:
+    name = "lcm"
+
+    def constants(self, student, recipe) -> dict:
+        if student.unet.config.time_cond_proj_dim is None:
+            from ..errors import ModelError
+
+            raise ModelError(f"{student.source}/unet/config.json: time_cond_proj_dim",
+                             "an LCM student needs a guidance-embedding UNet (time_cond_proj_dim is null)")
+        sched = _scheduler(student)
+        t = sched.timesteps[0]
+        c_skip, c_out = sched.get_scalings_for_boundary_condition_discrete(t)
+        abar = float(sched.alphas_cumprod[int(t)])
+        if sched.config.prediction_type != "epsilon":
+            from ..errors import ModelError
+
+            raise ModelError(f"{student.source}/scheduler/scheduler_config.json: prediction_type",
+                             f"lcm supports epsilon prediction, got {sched.config.prediction_type}")
+        return {
+            "scheduler": "LCMScheduler",
+            "timestep": float(t),
+            "alpha_prod": abar,
+            "sqrt_alpha_prod": abar ** 0.5,
+            "sqrt_one_minus_alpha_prod": (1 - abar) ** 0.5,
+            "c_skip": float(c_skip),
+            "c_out": float(c_out),
+            "init_noise_sigma": float(sched.init_noise_sigma),
+            "guidance_scale": _guidance(recipe),
+            "prediction_type": "epsilon",
+        }
+
+    def denoiser(self, student, recipe):
+        return LCMStep(student, recipe, self.constants(student, recipe)).eval()
+
+    def oracle(self, student, recipe, prompt, noise):
+        from diffusers import LatentConsistencyModelPipeline
+
+        pipe = LatentConsistencyModelPipeline(
+            vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0],
+            unet=student.unet, scheduler=_scheduler(student), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            return pipe(prompt, num_inference_steps=1, guidance_scale=_guidance(recipe), latents=noise,
+                        height=recipe.image.height, width=recipe.image.width, output_type="pt").images

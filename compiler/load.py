@@ -1,0 +1,185 @@
+"""Stage 1, load: a diffusers-format student from a local folder (or a hub id resolved to one).
+
+Only safetensors are read. Pickle-based weights (.bin, .ckpt, .pt, .pth, .pkl) are refused
+before anything is loaded, and every tensor is checked for NaN/Inf after loading.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class Student:
+    source: str                      # the folder it was read from
+    family: str
+    tokenizers: list[Any]
+    tokenizer_dirs: list[Path]
+    text_encoders: list[Any]
+    unet: Any
+    vae: Any                          # AutoencoderKL or AutoencoderTiny (its decoder ships)
+    vae_subfolder: str
+    scheduler_config: dict = field(default_factory=dict)
+
+    @property
+    def dual(self) -> bool:
+        """SDXL layout: two text encoders and pooled text embeddings."""
+        return len(self.text_encoders) == 2
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        cfg = self.vae.config
+        blocks = cfg.get("block_out_channels") or cfg.get("decoder_block_out_channels")
+        return 2 ** (len(blocks) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.get("scaling_factor", 1.0))
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int, int]:
+        f = self.vae_scale_factor
+        return (1, self.latent_channels, height // f, width // f)
+
+
+def resolve_source(model: str) -> Path:
+    """A local folder as is; a hub id (org/name) downloaded as safetensors + configs only."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(model, "model must be a diffusers folder (with model_index.json), not a file")
+        return path
+    if not HUB_ID.match(model):
+        raise ModelError(model, "no such folder, and not a hub id of the form org/name")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.safetensors"]))
+    except Exception as exc:  # network, auth, missing repo: all the same to the user
+        raise ModelError(model, f"could not fetch hub id ({type(exc).__name__}); this machine may be offline: "
+                                f"download it on a networked machine and pass the local folder") from None
+
+
+def load_student(model: str, family: str, decoder_subfolder: str = "vae") -> Student:
+    root = resolve_source(model)
+    index = _read_json(root / "model_index.json")
+    dual = "text_encoder_2" in index and index["text_encoder_2"] and index["text_encoder_2"][0] is not None
+    text_subs = ["text_encoder", "text_encoder_2"] if dual else ["text_encoder"]
+    token_subs = ["tokenizer", "tokenizer_2"] if dual else ["tokenizer"]
+    for sub in [*text_subs, "unet", decoder_subfolder]:
+        _check_weights(root, sub)
+
+    import transformers
+    import diffusers
+
+    tokenizers = [_load(root, sub, transformers.CLIPTokenizer, weights=False) for sub in token_subs]
+    encoders = []
+    for sub in text_subs:
+        cls_name = _class_name(root, sub, index, default="CLIPTextModel")
+        if cls_name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+            raise ModelError(f"{root / sub / 'config.json'}: architectures", f"unsupported text encoder {cls_name}")
+        encoders.append(_load(root, sub, getattr(transformers, cls_name)))
+    unet = _load(root, "unet", diffusers.UNet2DConditionModel)
+    vae_cls = _class_name(root, decoder_subfolder, index, default="AutoencoderKL")
+    if vae_cls not in ("AutoencoderKL", "AutoencoderTiny"):
+        raise ModelError(f"{root / decoder_subfolder / 'config.json'}: _class_name",
+                         f"unsupported decoder {vae_cls} (AutoencoderKL or AutoencoderTiny)")
+    vae = _load(root, decoder_subfolder, getattr(diffusers, vae_cls))
+    sched_path = root / "scheduler" / "scheduler_config.json"
+    scheduler_config = _read_json(sched_path) if sched_path.exists() else {}
+    student = Student(str(root), family, tokenizers, [root / s for s in token_subs], encoders, unet, vae,
+                      decoder_subfolder, scheduler_config)
+    _check_compatible(student, root)
+    return student
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise ModelError(str(path), "missing (a diffusers folder needs model_index.json and component subfolders)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(str(path), f"not valid JSON ({exc})") from None
+
+
+def _class_name(root: Path, sub: str, index: dict, default: str) -> str:
+    cfg = _read_json(root / sub / "config.json")
+    if "_class_name" in cfg:
+        return cfg["_class_name"]
+    if cfg.get("architectures"):
+        return cfg["architectures"][0]
+    entry = index.get(sub)
+    return entry[1] if isinstance(entry, list) and len(entry) == 2 and entry[1] else default
+
+
+def _check_weights(root: Path, sub: str) -> None:
+    folder = root / sub
+    if not folder.is_dir():
+        raise ModelError(str(folder), "component folder missing")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    if not safetensors:
+        if pickles:
+            raise ModelError(str(pickles[0]), "pickle-based weights are refused (they can execute code); "
+                                              "convert them to .safetensors")
+        raise ModelError(str(folder), "no .safetensors weights found")
+    from safetensors import safe_open
+
+    for p in safetensors:
+        try:
+            with safe_open(str(p), framework="pt"):
+                pass
+            _check_lengths(p, p.stat().st_size)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(str(p), f"unreadable safetensors file ({str(exc).splitlines()[0][:120]})") from None
+
+
+def _check_lengths(path: Path, size: int) -> None:
+    """A truncated file can still have a valid header: compare the header's data end with the size."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise ModelError(str(path), f"truncated or padded: header says {8 + n + end} bytes, file has {size}")
+
+
+def _load(root: Path, sub: str, cls: Any, weights: bool = True) -> Any:
+    kwargs = {"use_safetensors": True} if weights else {}
+    try:
+        model = cls.from_pretrained(str(root / sub), **kwargs)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first}") from None
+    if weights:
+        model = model.eval().float()
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise ModelError(str(root / sub), f"weight {name} contains NaN or Inf")
+    return model
+
+
+def _check_compatible(student: Student, root: Path) -> None:
+    unet = student.unet.config
+    widths = [int(e.config.hidden_size) for e in student.text_encoders]
+    if sum(widths) != unet.cross_attention_dim:
+        raise ModelError(f"{root / 'unet' / 'config.json'}: cross_attention_dim",
+                         f"is {unet.cross_attention_dim} but the text encoder(s) produce {sum(widths)}")
+    latent = int(student.vae.config.latent_channels)
+    if latent != unet.in_channels:
+        raise ModelError(f"{root / student.vae_subfolder / 'config.json'}: latent_channels",
+                         f"is {latent} but the UNet takes {unet.in_channels} channels")

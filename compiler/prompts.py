@@ -1,0 +1,62 @@
+"""Prompt files (calibration and held-out) and tokenization shared by compile, verify and generate."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CalibrationError
+
+
+def read_prompts(path: str | Path, field: str) -> list[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    path = Path(path)
+    where = f"{path} ({field})"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CalibrationError(where, "prompt file not found") from None
+    except IsADirectoryError:
+        raise CalibrationError(where, "is a directory, expected a text file with one prompt per line") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CalibrationError(f"{path}:{line} ({field})", "not valid UTF-8; save the file as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise CalibrationError(where, "contains no prompts")
+    return prompts
+
+
+def normalize(prompt: str) -> str:
+    return " ".join(prompt.lower().split())
+
+
+def check_disjoint(calibration: list[str], calibration_path: str, heldout: list[str], heldout_path: str) -> None:
+    """Held-out prompts must never be calibrated on (case- and whitespace-insensitive)."""
+    held = {normalize(p) for p in heldout}
+    for i, p in enumerate(calibration, 1):
+        if normalize(p) in held:
+            raise CalibrationError(f"{calibration_path} (calibration.prompts)",
+                                   f"prompt {i} {p[:60]!r} also appears in the held-out set {heldout_path}")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    ids: dict[str, np.ndarray]   # graph input name -> int64 [1, L]
+    truncated: bool
+
+
+def tokenize(tokenizers, prompt: str) -> Tokens:
+    names = ["input_ids", "input_ids_2"]
+    ids, truncated = {}, False
+    for name, tok in zip(names, tokenizers):
+        L = int(tok.model_max_length)
+        full = tok(prompt, truncation=False)["input_ids"]
+        truncated |= len(full) > L
+        out = tok(prompt, padding="max_length", max_length=L, truncation=True, return_tensors="np")
+        ids[name] = out["input_ids"].astype(np.int64)
+    return Tokens(ids, truncated)

@@ -1,0 +1,64 @@
+"""The reference runtime: prompt + seed -> image from exported components.
+
+It is what the Swift and Kotlin runtimes mirror: tokenize, portable noise, text encoder,
+denoiser once, decoder. `generate` runs it on a verified bundle; verify runs the same chain
+on freshly exported files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import noise
+from .bundle import read_verified_manifest
+from .prompts import Tokens, tokenize
+from .targets import Runner, get_target
+
+
+@dataclass
+class Chain:
+    tokenizers: list
+    runners: dict[str, Runner]
+    latent_shape: tuple[int, ...]
+    dual: bool
+
+    def embed(self, tokens: Tokens) -> dict[str, np.ndarray]:
+        out = self.runners["text_encoder"](tokens.ids)
+        names = ["prompt_embeds", "pooled_prompt_embeds"] if self.dual else ["prompt_embeds"]
+        return dict(zip(names, out))
+
+    def denoise(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+        return self.runners["denoiser"]({**embeds, "noise": z})[0]
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        return self.runners["vae_decoder"]({"latents": latents})[0]
+
+    def __call__(self, prompt: str, seed: int) -> np.ndarray:
+        z = noise.gaussian(seed, self.latent_shape)
+        return self.decode(self.denoise(self.embed(tokenize(self.tokenizers, prompt)), z))
+
+
+def load_tokenizers(folders: list[Path]) -> list:
+    from transformers import CLIPTokenizer
+
+    return [CLIPTokenizer.from_pretrained(str(f)) for f in folders]
+
+
+def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
+    bundle = Path(bundle)
+    manifest = read_verified_manifest(bundle)
+    target = get_target(manifest["target"])
+    runners = {name: target.load(bundle / c["file"]) for name, c in sorted(manifest["components"].items())}
+    tokenizers = load_tokenizers([bundle / t["folder"] for t in manifest["tokenizers"]])
+    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), len(tokenizers) == 2)
+    return chain, manifest
+
+
+def to_png(image: np.ndarray, path: str | Path) -> None:
+    """[1, 3, H, W] float in [0, 1] -> 8-bit PNG (round half up, as the runtimes do)."""
+    from PIL import Image
+
+    pixels = np.clip(np.asarray(image)[0].transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format="PNG")

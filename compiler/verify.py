@@ -1,0 +1,135 @@
+"""Stage 5, verify: parity of a candidate chain (exported / quantized) against the torch fp32
+reference, per component and end to end, on held-out prompts. One tolerance table; a miss
+(NaN included) is a ParityError naming the component and by how much."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import noise
+from .errors import ParityError
+from .metrics import Metrics, compare, ssim
+from .prompts import tokenize
+from .runtime import Chain
+
+END_TO_END = "end_to_end"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_psnr_db: float
+    min_cosine: float
+
+
+# component x precision -> the gate. fp32 exports must match torch to float round-off;
+# int8 gates are the smallest figures at which images stay visually the same (issue 4).
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("text_encoder", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
+    ("denoiser", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
+    ("vae_decoder", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
+    (END_TO_END, "fp32"): Tolerance(min_psnr_db=50.0, min_cosine=0.9999),
+    ("text_encoder", "int8"): Tolerance(min_psnr_db=30.0, min_cosine=0.999),
+    ("denoiser", "int8"): Tolerance(min_psnr_db=25.0, min_cosine=0.99),
+    ("vae_decoder", "int8"): Tolerance(min_psnr_db=25.0, min_cosine=0.99),
+    (END_TO_END, "int8"): Tolerance(min_psnr_db=20.0, min_cosine=0.98),
+}
+
+
+@dataclass
+class Check:
+    name: str
+    precision: str
+    tolerance: Tolerance
+    per_prompt: list[Metrics] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+
+    @property
+    def worst(self) -> Metrics:
+        return min(self.per_prompt, key=lambda m: (m.finite, m.psnr_db))
+
+    @property
+    def passed(self) -> bool:
+        t = self.tolerance
+        return all(m.finite and m.psnr_db >= t.min_psnr_db and m.cosine >= t.min_cosine for m in self.per_prompt)
+
+    def as_dict(self) -> dict:
+        d = {"precision": self.precision, "passed": self.passed,
+             "tolerance": {"min_psnr_db": self.tolerance.min_psnr_db, "min_cosine": self.tolerance.min_cosine},
+             "worst": self.worst.as_dict(), "per_prompt": [m.as_dict() for m in self.per_prompt]}
+        if self.ssim:
+            d["min_ssim"] = round(min(self.ssim), 6)
+        return d
+
+
+@dataclass
+class Sample:
+    prompt: str
+    seed: int
+    truncated: bool
+    reference: np.ndarray   # [1, 3, H, W] in [0, 1]
+    candidate: np.ndarray
+
+
+@dataclass
+class Parity:
+    label: str
+    checks: list[Check]
+    samples: list[Sample]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "passed": self.passed,
+                "prompts": [{"prompt": s.prompt, "seed": s.seed, "truncated": s.truncated} for s in self.samples],
+                "checks": {c.name: c.as_dict() for c in self.checks}}
+
+    def failure(self) -> str | None:
+        for c in self.checks:
+            if not c.passed:
+                bad = next(i for i, m in enumerate(c.per_prompt) if not (
+                    m.finite and m.psnr_db >= c.tolerance.min_psnr_db and m.cosine >= c.tolerance.min_cosine))
+                m = c.per_prompt[bad]
+                what = "NaN/Inf in output" if not m.finite else (
+                    f"PSNR {m.psnr_db:.1f} dB (min {c.tolerance.min_psnr_db}), cosine {m.cosine:.5f} "
+                    f"(min {c.tolerance.min_cosine})")
+                return f"{c.name} ({c.precision}) {self.label}: {what} on held-out prompt {bad + 1} " \
+                       f"{self.samples[bad].prompt[:50]!r}"
+        return None
+
+
+def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str], prompts: list[str],
+                 seed: int, label: str, progress=None) -> Parity:
+    """Feed the reference's intermediate values into each candidate component (isolating its
+    error), and run the candidate chain alone end to end."""
+    e2e_precision = "int8" if "int8" in precisions.values() else "fp32"
+    checks = {name: Check(name, p, TOLERANCES[(name, p)]) for name, p in precisions.items()}
+    checks[END_TO_END] = Check(END_TO_END, e2e_precision, TOLERANCES[(END_TO_END, e2e_precision)])
+    samples = []
+    for i, prompt in enumerate(prompts):
+        tokens = tokenize(reference.tokenizers, prompt)
+        z = noise.gaussian(seed + i, reference.latent_shape)
+        ref_embeds = reference.embed(tokens)
+        cand_embeds = candidate.embed(tokens)
+        ref_flat = np.concatenate([v.ravel() for v in ref_embeds.values()])
+        checks["text_encoder"].per_prompt.append(
+            compare(ref_flat, np.concatenate([v.ravel() for v in cand_embeds.values()])))
+        ref_latents = reference.denoise(ref_embeds, z)
+        checks["denoiser"].per_prompt.append(compare(ref_latents, candidate.denoise(ref_embeds, z)))
+        ref_image = reference.decode(ref_latents)
+        checks["vae_decoder"].per_prompt.append(compare(ref_image, candidate.decode(ref_latents), data_range=1.0))
+        image = candidate.decode(candidate.denoise(cand_embeds, z))
+        checks[END_TO_END].per_prompt.append(compare(ref_image, image, data_range=1.0))
+        checks[END_TO_END].ssim.append(ssim(ref_image, image))
+        samples.append(Sample(prompt, seed + i, tokens.truncated, ref_image, image))
+        if progress:
+            progress.step(f"{label}: prompt {i + 1}/{len(prompts)}")
+    return Parity(label, list(checks.values()), samples)
+
+
+def require(parity: Parity) -> None:
+    failure = parity.failure()
+    if failure:
+        raise ParityError("parity", failure)
