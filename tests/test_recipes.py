@@ -1,0 +1,82 @@
+"""Recipes are strict: every shipped recipe loads, and each kind of mistake names its key and exits 2."""
+from pathlib import Path
+
+import pytest
+
+from compiler.errors import Exit, RecipeError
+from compiler.recipe import load_recipe
+from conftest import REPO, write_recipe
+
+SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+def test_every_family_has_a_shipped_recipe():
+    families = {load_recipe(p).family for p in SHIPPED}
+    assert {"eps-turbo", "sample-lightning", "lcm", "rectified-flow"} <= families
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_recipe_loads(path):
+    recipe = load_recipe(path)
+    assert recipe.version == 1 and recipe.name
+
+
+@pytest.mark.parametrize("body, key", [
+    ("version: 1\nname: x\nfamily: lcm\ncomponets: {}\n", "componets"),
+    ("version: 1\nname: x\nfamily: lcm\ncomponents: {denoiser: {precison: int8}}\n", "components.denoiser.precison"),
+    ("version: 1\nname: x\nfamily: lcm\nimage: {height: '512'}\n", "image.height"),
+    ("version: 1\nname: x\nfamily: lcm\nimage: {height: 500}\n", "image.height"),
+    ("version: 1\nname: x\nfamily: nope\n", "family"),
+    ("version: 1\nfamily: lcm\n", "name"),
+    ("version: 2\nname: x\nfamily: lcm\n", "version"),
+    ("version: 1\nname: x\nfamily: eps-turbo\ncomponents: {denoiser: {precision: fp16}}\n", "components.denoiser.precision"),
+])
+def test_bad_recipe_names_the_key(tmp_path, body, key):
+    path = tmp_path / "r.yaml"
+    path.write_text(body)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert err.value.code == Exit.RECIPE
+    assert str(path) in str(err.value) and key in str(err.value)
+
+
+@pytest.mark.parametrize("body", ["", "version: [1\n", "- a\n- b\n"])
+def test_empty_or_malformed_recipe_is_a_usage_error(tmp_path, run_cli, body):
+    path = tmp_path / "r.yaml"
+    path.write_text(body)
+    code, out, err = run_cli("compile", "--target", "onnx", "--recipe", path, "--model", tmp_path, "--out", tmp_path / "o")
+    assert code == Exit.RECIPE
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and str(path) in err
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("version: 1\nname: !!python/object/apply:os.system ['touch pwned']\nfamily: lcm\n")
+    with pytest.raises(RecipeError):
+        load_recipe(path)
+    assert not Path("pwned").exists()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path, run_cli, students):
+    recipe = write_recipe(tmp_path / "r.yaml")
+    out = tmp_path / "bundle"
+    code, stdout, _ = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students["eps-turbo"],
+                              "--out", out, "--dry-run")
+    assert code == 0
+    assert '"family": "eps-turbo"' in stdout and '"stages"' in stdout and '"denoiser": "fp32"' in stdout
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+def test_unknown_target_is_a_usage_error(tmp_path, run_cli, students):
+    recipe = write_recipe(tmp_path / "r.yaml")
+    code, _, err = run_cli("compile", "--target", "tflite", "--recipe", recipe, "--model", students["eps-turbo"])
+    assert code == Exit.RECIPE and "tflite" in err and "onnx" in err
+
+
+def test_guidance_rejected_for_family_without_it(tmp_path, run_cli, students):
+    recipe = write_recipe(tmp_path / "r.yaml", extra="sampler: {guidance_scale: 2.0}\n")
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students["eps-turbo"],
+                           "--out", tmp_path / "o")
+    assert code == Exit.RECIPE and "guidance_scale" in err
+    assert not (tmp_path / "o").exists()
