@@ -3,6 +3,7 @@ documented exit code (README, shared/ERRORS.md); `--debug` adds the traceback.""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from .errors import CompileError, Exit
 EXIT_CODES = """exit codes:
   0  success            2  recipe / usage       3  model input        4  calibration / prompts
   5  export / lowering  6  parity / accuracy    7  bundle verify      8  environment
+  1  internal error (a bug in this tool; rerun with --debug and report it)
   130 interrupted (nothing half-written is left behind)"""
 
 
@@ -43,26 +45,44 @@ def _quiet_libraries() -> None:
         pass
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The out-of-disk OSError behind `exc` (itself, or what it was raised from), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _run(prog: str, argv: list[str] | None, parser: argparse.ArgumentParser, body: Callable) -> int:
     args = parser.parse_args(argv)
     try:
         _quiet_libraries()
         body(args)
         return Exit.OK
-    except CompileError as exc:
+    except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
-        return Exit.INTERRUPTED
-    except Exception as exc:  # a bug in this tool, not bad input
-        if args.debug:
-            traceback.print_exc()
+        full = _disk_full(exc)
+        if full is not None:  # an environment failure whichever stage hit it (ERRORS.md: exit 8)
+            where = exc.where if isinstance(exc, CompileError) else (full.filename or "output")
+            print(f"{prog}: error: {where}: out of disk space ({full.strerror}); free space and rerun "
+                  f"(nothing was written)", file=sys.stderr)
+            return Exit.ENVIRONMENT
+        if isinstance(exc, CompileError):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return exc.code
         print(f"{prog}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"(rerun with --debug for the traceback)", file=sys.stderr)
         return Exit.INTERNAL
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+        return Exit.INTERRUPTED
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -148,7 +168,12 @@ def generate_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args) -> None:
+    from .errors import RecipeError
     from .runtime import load_bundle, to_png
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise RecipeError(f"--out {out}", "its directory does not exist")
 
     chain, manifest = load_bundle(args.bundle)
     from .prompts import tokenize
@@ -157,10 +182,13 @@ def _generate(args) -> None:
         print(f"generate: warning: prompt truncated to {manifest['tokenizers'][0]['max_length']} tokens",
               file=sys.stderr)
     image = chain(args.prompt, args.seed)
-    out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp")
-    to_png(image, tmp)
-    os.replace(tmp, out)
+    try:
+        to_png(image, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     print(f"wrote {out}")
 
 
