@@ -1,0 +1,109 @@
+"""`make demo`: compile a student into an ONNX bundle and generate two images from it.
+
+If the trained shapes student has shipped (students/shapes-rf/model_index.json), it is compiled
+with recipes/shapes-rf.yaml. Otherwise a seeded random-weight student of the real classes
+(compiler/seeded_students.py, the same kind the tests use) is built into build/demo-student and
+compiled with recipes/demo-seeded.yaml: it proves the toolchain end to end, but its images are
+noise-like patterns, not pictures. Re-runnable (--force); exits non-zero if any step fails.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import Exit
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINED = Path("students/shapes-rf")
+TRAINED_RECIPE = Path("recipes/shapes-rf.yaml")
+SEEDED = Path("build/demo-student")
+SEEDED_RECIPE = Path("recipes/demo-seeded.yaml")
+IMAGES = Path("build/demo")
+SEEDED_PROMPTS = ("a red fox in the snow", "a watercolor painting of a house by the sea")
+SEED = 0
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _slug(prompt: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in prompt.lower()).split())[:60]
+
+
+def _trained_prompts() -> list[str]:
+    """Two held-out captions of the shapes world (compositions the student never trained on)."""
+    from .shapes.scenes import prompt_sets
+
+    return prompt_sets()[0][:2]
+
+
+def _seeded_student() -> None:
+    from .seeded_students import TinySpec, build
+
+    _say(f"demo: building a SEEDED RANDOM-WEIGHT student (eps-turbo layout, real diffusers/transformers classes) "
+         f"into {SEEDED}")
+    _say("demo: no trained student ships yet (students/shapes-rf is missing); this seeded student is replaced "
+         "once a trained one ships. Its images are patterns from random weights, not pictures.")
+    build(SEEDED, TinySpec(kind="eps-turbo", image_size=64, max_length=77, seed=0))
+
+
+def _recipe_name(recipe: Path) -> str:
+    from .recipe import load_recipe
+
+    return load_recipe(recipe).name
+
+
+def main() -> int:
+    os.chdir(REPO)  # recipes name their prompt files and models relative to the repository root
+    from .cli import compile_main, generate_main
+
+    if (TRAINED / "model_index.json").exists():
+        if not TRAINED_RECIPE.exists():
+            print(f"demo: error: {TRAINED_RECIPE}: missing; the trained student {TRAINED} needs its recipe",
+                  file=sys.stderr)
+            return Exit.RECIPE
+        model, recipe, prompts = TRAINED, TRAINED_RECIPE, _trained_prompts()
+        _say(f"demo: compiling the trained student {TRAINED} with {recipe}")
+    else:
+        try:
+            _seeded_student()
+        except Exception as exc:  # the demo's own step failed: one line, non-zero exit
+            print(f"demo: error: {SEEDED}: could not build the seeded student ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return Exit.INTERNAL
+        model, recipe, prompts = SEEDED, SEEDED_RECIPE, list(SEEDED_PROMPTS)
+
+    bundle = Path("build") / f"{_recipe_name(recipe)}-onnx"
+    _say(f"demo: compile --target onnx --recipe {recipe} --model {model} --out {bundle} --force")
+    code = compile_main(["--target", "onnx", "--recipe", str(recipe), "--model", str(model), "--out", str(bundle),
+                         "--force"])
+    if code != Exit.OK:
+        print(f"demo: compile failed with exit code {code}", file=sys.stderr)
+        return code
+
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    images = []
+    for prompt in prompts:
+        png = IMAGES / f"{_slug(prompt)}.png"
+        _say(f"demo: generate --bundle {bundle} --prompt {prompt!r} --seed {SEED} --out {png}")
+        code = generate_main(["--bundle", str(bundle), "--prompt", prompt, "--seed", str(SEED), "--out", str(png)])
+        if code != Exit.OK:
+            print(f"demo: generate failed with exit code {code}", file=sys.stderr)
+            return code
+        images.append(png)
+
+    _say()
+    _say(f"bundle:  {REPO / bundle}   (manifest.json, ONNX models, tokenizer)")
+    _say(f"report:  {REPO / bundle / 'report.html'}")
+    for png, prompt in zip(images, prompts):
+        _say(f"image:   {REPO / png}   {prompt!r}")
+    if model == SEEDED:
+        _say("note:    built from a seeded random-weight student of the real classes; "
+             "replaced once a trained student ships (students/shapes-rf)")
+    return Exit.OK
+
+
+if __name__ == "__main__":
+    sys.exit(int(main()))
