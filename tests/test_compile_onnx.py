@@ -1,0 +1,304 @@
+"""End to end through the CLI: `compile --target onnx` for every family on tiny seeded students
+(AutoencoderKL and AutoencoderTiny decoders), the manifest the runtimes read, `generate`, and
+the bundle's integrity and reproducibility. Each student is compiled once per session."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler import cli
+from compiler.errors import Exit
+from conftest import REPO, family_of, tree_snapshot, write_recipe
+
+# case -> (seeded student layout, decoder subfolder). Both decoder classes are covered.
+CASES = {
+    "eps-turbo": ("eps-turbo", "vae"),
+    "eps-turbo-xl": ("eps-turbo-xl", "vae_tiny"),
+    "sample-lightning": ("sample-lightning", "vae"),
+    "lcm": ("lcm", "vae_tiny"),
+    "rectified-flow": ("rectified-flow", "vae"),
+}
+DECODER_CLASS = {"vae": "AutoencoderKL", "vae_tiny": "AutoencoderTiny"}
+TINY = 32                    # image side (write_recipe)
+LATENT = TINY // 2           # both tiny decoders upsample by 2
+TOKENS = 16                  # TinySpec.max_length
+TEXT_HIDDEN = 32             # TinySpec.text_hidden
+COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
+PARITY_CHECKS = (*COMPONENTS, "end_to_end")
+
+
+# Longer than the tiny tokenizer's 16 tokens: compile truncates it and records a warning.
+LONG_PROMPT = ("a small red car and a large blue house with a green tree on the left and a yellow "
+               "mountain above them in the night sky")
+LONG_PROMPT_CASE = "lcm"
+
+
+def _recipe(path: Path, case: str) -> Path:
+    kind, decoder = CASES[case]
+    recipe = write_recipe(path, family_of(kind), extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n")
+    if case == LONG_PROMPT_CASE:
+        prompts = path.with_suffix(".prompts.txt")
+        prompts.write_text(f"a red fox in the snow\n{LONG_PROMPT}\n", encoding="utf-8")
+        recipe.write_text(recipe.read_text().replace(str(REPO / "tests/fixtures/heldout-tiny.txt"), str(prompts)))
+    return recipe
+
+
+def _compile(recipe: Path, model: Path, out: Path, *extra: str) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.compile_main(["--target", "onnx", "--recipe", str(recipe), "--model", str(model),
+                                 "--out", str(out), "--quiet", *extra])
+    assert code == Exit.OK, err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def bundles(students, tmp_path_factory):
+    """case -> bundle directory, compiled on first use and shared by every test in the session."""
+    root = tmp_path_factory.mktemp("bundles")
+    built: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in built:
+            recipe = _recipe(root / f"{case}.yaml", case)
+            _compile(recipe, students[CASES[case][0]], root / case)
+            built[case] = root / case
+        return built[case]
+
+    return get
+
+
+def _manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _expected_io(case: str) -> dict[str, tuple[list, list]]:
+    """component -> (inputs, outputs) as (name, shape, dtype) triples, from the tiny student's config."""
+    dual = CASES[case][0] in ("eps-turbo-xl", "sample-lightning")
+    ids = [("input_ids", [1, TOKENS], "int64")] + ([("input_ids_2", [1, TOKENS], "int64")] if dual else [])
+    embeds = [("prompt_embeds", [1, TOKENS, TEXT_HIDDEN * (2 if dual else 1)], "float32")]
+    pooled = [("pooled_prompt_embeds", [1, TEXT_HIDDEN], "float32")] if dual else []
+    latents = ("latents", [1, 4, LATENT, LATENT], "float32")
+    return {
+        "text_encoder": (ids, embeds + pooled),
+        "denoiser": (embeds + [("noise", [1, 4, LATENT, LATENT], "float32")] + pooled, [latents]),
+        "vae_decoder": ([latents], [("image", [1, 3, TINY, TINY], "float32")]),
+    }
+
+
+def _triples(specs: list[dict]) -> list[tuple]:
+    return [(s["name"], s["shape"], s["dtype"]) for s in specs]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifest_lists_every_file_with_sha256_and_size(bundles, case):
+    bundle = bundles(case)
+    files = _manifest(bundle)["files"]
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    # report.html is for people (it may hold timings) and need not be hashed; everything else must be
+    assert set(files) == on_disk - {"manifest.json"} - ({"report.html"} - set(files))
+    assert "report.html" in on_disk
+    for rel, entry in files.items():
+        data = (bundle / rel).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest(), rel
+        assert entry["size"] == len(data), rel
+    for name in COMPONENTS:
+        assert f"{name}.onnx" in files
+    assert "tokenizer/vocab.json" in files and "tokenizer/merges.txt" in files
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifest_describes_component_inputs_and_outputs(bundles, case):
+    import onnxruntime as ort
+
+    bundle = bundles(case)
+    components = _manifest(bundle)["components"]
+    assert set(components) == set(COMPONENTS)
+    for name, (inputs, outputs) in _expected_io(case).items():
+        c = components[name]
+        assert c["file"] == f"{name}.onnx" and c["file"] in c["files"] and c["precision"] == "fp32"
+        assert c["opset"] == 18
+        assert _triples(c["inputs"]) == inputs, name
+        assert _triples(c["outputs"]) == outputs, name
+        # the file really has that interface (what a runtime binds to)
+        session = ort.InferenceSession(str(bundle / c["file"]), providers=["CPUExecutionProvider"])
+        assert [(i.name, i.shape) for i in session.get_inputs()] == [(n, s) for n, s, _ in inputs]
+        assert [(o.name, o.shape) for o in session.get_outputs()] == [(n, s) for n, s, _ in outputs]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifest_records_image_latent_noise_and_tokenizers(bundles, case):
+    kind, decoder = CASES[case]
+    m = _manifest(bundles(case))
+    assert m["family"] == family_of(kind) and m["target"] == "onnx" and m["schema_version"] == 1
+    assert m["image"] == {"height": TINY, "width": TINY, "channels": 3, "layout": "NCHW", "dtype": "float32",
+                          "range": [0.0, 1.0]}
+    assert m["latent"]["decoder_class"] == DECODER_CLASS[decoder]
+    assert m["latent"]["shape"] == m["noise"]["shape"] == [1, 4, LATENT, LATENT]
+    assert m["noise"]["algorithm"] == "splitmix64-box-muller-v1"
+    folders = [t["folder"] for t in m["tokenizers"]]
+    assert folders == (["tokenizer", "tokenizer_2"] if kind in ("eps-turbo-xl", "sample-lightning") else ["tokenizer"])
+    for t in m["tokenizers"]:
+        assert t["max_length"] == TOKENS and t["class"] == "CLIPTokenizer"
+        assert {"vocab.json", "merges.txt"} <= set(t["files"])
+
+
+def _euler_trailing(student: Path, prediction_type: str | None):
+    from diffusers import EulerDiscreteScheduler
+
+    overrides = {"timestep_spacing": "trailing", **({"prediction_type": prediction_type} if prediction_type else {})}
+    sched = EulerDiscreteScheduler.from_pretrained(str(student / "scheduler"), **overrides)
+    sched.set_timesteps(1)
+    return sched
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_manifest_records_the_baked_sampler_constants(bundles, students, case):
+    kind, _ = CASES[case]
+    s = _manifest(bundles(case))["sampler"]
+    if case in ("eps-turbo", "eps-turbo-xl", "sample-lightning"):
+        sched = _euler_trailing(students[kind], "sample" if case == "sample-lightning" else None)
+        assert s["scheduler"] == "EulerDiscreteScheduler" and s["timestep_spacing"] == "trailing"
+        assert s["timestep"] == 999.0 == float(sched.timesteps[0])
+        assert s["sigma"] == pytest.approx(float(sched.sigmas[0]), rel=1e-7)
+        assert s["init_noise_sigma"] == pytest.approx(float(sched.init_noise_sigma), rel=1e-7)
+        assert s["prediction_type"] == ("sample" if case == "sample-lightning" else "epsilon")
+    elif case == "lcm":
+        from diffusers import LCMScheduler
+
+        sched = LCMScheduler.from_pretrained(str(students[kind] / "scheduler"))
+        sched.set_timesteps(1)
+        t = sched.timesteps[0]
+        c_skip, c_out = sched.get_scalings_for_boundary_condition_discrete(t)
+        assert s["scheduler"] == "LCMScheduler" and s["timestep"] == float(t) == 999.0
+        assert s["c_skip"] == pytest.approx(float(c_skip)) and s["c_out"] == pytest.approx(float(c_out))
+        assert s["alpha_prod"] == pytest.approx(float(sched.alphas_cumprod[int(t)]))
+        assert s["guidance_scale"] == 8.5  # LatentConsistencyModelPipeline's default
+    else:
+        assert s == {"timestep": 1000.0, "dt": 1.0, "prediction_type": "velocity", "reference": "InstaFlow"}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_parity_passed_for_every_component(bundles, case):
+    parity = _manifest(bundles(case))["parity"]
+    assert parity, "no parity results recorded"
+    for run in parity:
+        assert run["passed"] is True, run["label"]
+        assert set(PARITY_CHECKS) <= set(run["checks"])
+        for name in PARITY_CHECKS:
+            check = run["checks"][name]
+            assert check["passed"] is True, (run["label"], name)
+            assert check["worst"]["finite"] is True
+            assert check["worst"]["psnr_db"] >= check["tolerance"]["min_psnr_db"]
+            assert check["worst"]["cosine"] >= check["tolerance"]["min_cosine"]
+        assert len(run["prompts"]) == 2
+
+
+def test_prompt_longer_than_the_tokenizer_is_truncated_with_a_recorded_warning(bundles, run_cli, tmp_path):
+    bundle = bundles(LONG_PROMPT_CASE)
+    m = _manifest(bundle)
+    assert [p["truncated"] for p in m["parity"][0]["prompts"]] == [False, True]
+    assert len(m["warnings"]) == 1 and "truncated" in m["warnings"][0] and str(TOKENS) in m["warnings"][0]
+    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", LONG_PROMPT, "--out", tmp_path / "x.png")
+    assert code == Exit.OK
+    assert "truncated" in err and "Traceback" not in err
+
+
+def test_prompts_within_the_limit_leave_no_warning(bundles):
+    m = _manifest(bundles("eps-turbo"))
+    assert m["warnings"] == [] and not any(p["truncated"] for p in m["parity"][0]["prompts"])
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return np.asarray(img.convert("RGB"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generate_writes_a_deterministic_png(bundles, run_cli, tmp_path, case):
+    bundle = bundles(case)
+    paths = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        paths[name] = tmp_path / f"{name}.png"
+        code, out, err = run_cli("generate", "--bundle", bundle, "--prompt", "a red fox in the snow",
+                                 "--seed", seed, "--out", paths[name])
+        assert code == Exit.OK, err
+        assert str(paths[name]) in out
+    assert paths["a"].read_bytes() == paths["b"].read_bytes()
+    assert paths["a"].read_bytes() != paths["c"].read_bytes()
+    pixels = _png_pixels(paths["a"])
+    assert pixels.shape == (TINY, TINY, 3) and pixels.std() > 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png"]  # no temp file left
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_generate_refuses_a_bundle_with_one_flipped_byte(bundles, run_cli, tmp_path, component):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles("eps-turbo"), bundle)
+    _flip_byte(bundle / f"{component}.onnx")
+    out = tmp_path / "x.png"
+    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "a red fox", "--out", out)
+    assert code == Exit.BUNDLE
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{component}.onnx" in err and "sha256" in err
+    assert not out.exists()
+
+
+def test_generate_refuses_a_bundle_with_a_missing_file(bundles, run_cli, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles("eps-turbo"), bundle)
+    (bundle / "tokenizer" / "merges.txt").unlink()
+    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "a red fox", "--out", tmp_path / "x.png")
+    assert code == Exit.BUNDLE and "merges.txt" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_two_compiles_of_the_same_inputs_are_byte_identical(bundles, students, tmp_path):
+    """Rebuilt into another directory, which held a stale file: --force replaces it, and every
+    byte of the result equals the first build."""
+    first = bundles("eps-turbo-xl")
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "stale.txt").write_text("old")
+    _compile(_recipe(tmp_path / "r.yaml", "eps-turbo-xl"), students["eps-turbo-xl"], again, "--force")
+    a, b = tree_snapshot(first), tree_snapshot(again)
+    assert sorted(a) == sorted(b)
+    # The promise covers every file the manifest hashes, and the manifest itself.
+    promised = set(_manifest(first)["files"]) | {"manifest.json"}
+    assert len(promised) >= 8
+    assert [rel for rel in sorted(promised) if a[rel] != b[rel]] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "r.yaml"]  # no staging or old dirs left
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dry_run_prints_the_plan_and_writes_nothing(students, run_cli, tmp_path, case):
+    kind, decoder = CASES[case]
+    recipe = _recipe(tmp_path / "r.yaml", case)
+    out = tmp_path / "bundle"
+    before = tree_snapshot(tmp_path)
+    code, stdout, _ = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students[kind],
+                              "--out", out, "--dry-run")
+    assert code == Exit.OK
+    plan = json.loads(stdout)
+    assert plan["recipe"]["family"] == family_of(kind)
+    assert plan["plan"]["target"] == "onnx" and plan["plan"]["out"] == str(out)
+    assert plan["plan"]["model"] == str(students[kind]) and plan["plan"]["decoder_subfolder"] == decoder
+    assert plan["plan"]["stages"][0] == "load" and plan["plan"]["stages"][-1] == "bundle"
+    assert set(plan["plan"]["components"]) == set(COMPONENTS)
+    assert not out.exists()
+    assert tree_snapshot(tmp_path) == before and len(list(tmp_path.iterdir())) == len(before)

@@ -1,0 +1,112 @@
+"""Oracle rule (shared/FAMILIES.md): the fp32 torch graphs the compiler exports (compiler.wrap +
+the family's baked step) reproduce diffusers' own pipeline at num_inference_steps=1 with the
+same `latents=` noise, to float32 round-off. rectified-flow has no diffusers pipeline; it is
+checked against the InstaFlow reference formula x0 = z + v(z, t=1000) run on the UNet directly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compiler import noise
+from compiler.families import get_family
+from compiler.load import load_student
+from compiler.prompts import tokenize
+from compiler.recipe import load_recipe
+from compiler.wrap import wrap
+from conftest import family_of, write_recipe
+
+# fp32 round-off between two orderings of the same arithmetic: observed ~5e-7 on images in [0, 1].
+MAX_ABS_ROUNDOFF = 1e-4
+# A different noise must move the image by far more than the round-off gate, or the
+# comparison above would pass vacuously.
+MIN_SENSITIVITY = 100 * MAX_ABS_ROUNDOFF
+
+PROMPTS = (
+    "a red fox in the snow",
+    # longer than the tiny tokenizer's 16 tokens: both sides must truncate the same way
+    "a small blue car on a street at night with a large green tree and a white house "
+    "above a yellow mountain in the sky",
+)
+
+# (student layout, decoder subfolder): every layout with the AutoencoderKL decoder, and the
+# AutoencoderTiny drop-in decoder for an SD, an SDXL, the LCM and the flow layout.
+CASES = [
+    ("eps-turbo", "vae"), ("eps-turbo", "vae_tiny"),
+    ("eps-turbo-xl", "vae"), ("eps-turbo-xl", "vae_tiny"),
+    ("sample-lightning", "vae"),
+    ("lcm", "vae"), ("lcm", "vae_tiny"),
+    ("rectified-flow", "vae"), ("rectified-flow", "vae_tiny"),
+]
+
+
+def _setup(students, tmp_path, kind, decoder):
+    family = family_of(kind)
+    student = load_student(str(students[kind]), family, decoder)
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family,
+                                      extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n"))
+    return family, student, recipe, wrap(student, recipe)
+
+
+def _wrapped_image(wrapped, student, prompt, z):
+    """The three graphs exactly as exported, chained in torch: tokens -> embeds -> latents -> image."""
+    graphs = wrapped.graphs
+    tokens = tokenize(student.tokenizers, prompt)
+    with torch.no_grad():
+        text = graphs["text_encoder"]
+        embeds = text.module(*[torch.from_numpy(tokens.ids[n]) for n in text.input_names])
+        embeds = embeds if isinstance(embeds, tuple) else (embeds,)
+        latents = graphs["denoiser"].module(embeds[0], z, *embeds[1:])
+        return graphs["vae_decoder"].module(latents), embeds, latents
+
+
+def _noise(wrapped, seed):
+    return torch.from_numpy(noise.gaussian(seed, wrapped.latent_shape))
+
+
+@pytest.mark.parametrize("kind, decoder", [c for c in CASES if c[0] != "rectified-flow"],
+                         ids=lambda v: str(v))
+def test_wrapped_graph_matches_diffusers_pipeline_at_one_step(students, tmp_path, kind, decoder):
+    family, student, recipe, wrapped = _setup(students, tmp_path, kind, decoder)
+    oracle = get_family(family).oracle
+    for i, prompt in enumerate(PROMPTS):
+        z = _noise(wrapped, seed=10 + i)
+        ours, _, _ = _wrapped_image(wrapped, student, prompt, z)
+        theirs = oracle(student, recipe, prompt, z.clone())
+        assert theirs is not None, f"family {family} exposes no diffusers oracle"
+        assert ours.shape == theirs.shape == (1, 3, recipe.image.height, recipe.image.width)
+        assert bool(torch.isfinite(ours).all())
+        err = (ours - theirs.float()).abs().max().item()
+        assert err < MAX_ABS_ROUNDOFF, f"{kind}/{decoder} prompt {i}: max-abs {err:.3g} vs pipeline"
+        # the image is not flat (a constant image would match anything)
+        assert ours.std().item() > 1e-2
+
+
+@pytest.mark.parametrize("kind, decoder", [("eps-turbo", "vae"), ("eps-turbo-xl", "vae_tiny"), ("lcm", "vae")],
+                         ids=lambda v: str(v))
+def test_oracle_comparison_is_sensitive_to_the_noise(students, tmp_path, kind, decoder):
+    family, student, recipe, wrapped = _setup(students, tmp_path, kind, decoder)
+    ours, _, _ = _wrapped_image(wrapped, student, PROMPTS[0], _noise(wrapped, seed=10))
+    theirs = get_family(family).oracle(student, recipe, PROMPTS[0], _noise(wrapped, seed=11))
+    assert (ours - theirs.float()).abs().max().item() > MIN_SENSITIVITY
+
+
+@pytest.mark.parametrize("decoder", ["vae", "vae_tiny"])
+def test_rectified_flow_matches_instaflow_reference_formula(students, tmp_path, decoder):
+    family, student, recipe, wrapped = _setup(students, tmp_path, "rectified-flow", decoder)
+    assert get_family(family).oracle(student, recipe, PROMPTS[0], _noise(wrapped, 0)) is None
+    assert wrapped.constants["timestep"] == 1000.0 and wrapped.constants["dt"] == 1.0
+    for i, prompt in enumerate(PROMPTS):
+        z = _noise(wrapped, seed=20 + i)
+        ours, embeds, latents = _wrapped_image(wrapped, student, prompt, z)
+        with torch.no_grad():
+            # InstaFlow reference: t = 1000 at the noise end, one Euler step of dt = 1.
+            t = torch.full((1,), 1000.0)
+            v = student.unet(z, t, encoder_hidden_states=embeds[0]).sample
+            x0 = z + 1.0 * v
+            image = student.vae.decode(x0 / student.scaling_factor).sample
+            image = (image / 2 + 0.5).clamp(0, 1)
+        assert (latents - x0).abs().max().item() < MAX_ABS_ROUNDOFF
+        assert (ours - image).abs().max().item() < MAX_ABS_ROUNDOFF
+        assert ours.std().item() > 1e-2
+        # the velocity is not negligible: x0 really differs from the noise
+        assert (x0 - z).abs().max().item() > MIN_SENSITIVITY
