@@ -57,7 +57,9 @@ def _recipe_name(recipe: Path) -> str:
 
 def main() -> int:
     os.chdir(REPO)  # recipes name their prompt files and models relative to the repository root
-    from .cli import compile_main, generate_main
+    from .cli import _quiet_libraries, compile_main, generate_main
+
+    _quiet_libraries()  # before the seeded student build imports diffusers
 
     if (TRAINED / "model_index.json").exists():
         if not TRAINED_RECIPE.exists():
