@@ -67,8 +67,9 @@ def resolve_source(model: str) -> Path:
 
         return Path(snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.safetensors"]))
     except Exception as exc:  # network, auth, missing repo: all the same to the user
-        raise ModelError(model, f"could not fetch hub id ({type(exc).__name__}); this machine may be offline: "
-                                f"download it on a networked machine and pass the local folder") from None
+        raise ModelError(model, f"no such local folder, and fetching it as a hub id failed ({type(exc).__name__}); "
+                                f"this machine may be offline: download it on a networked machine and pass "
+                                f"the local folder") from None
 
 
 def load_student(model: str, family: str, decoder_subfolder: str = "vae") -> Student:

@@ -188,6 +188,14 @@ def test_hub_id_offline_is_one_line_model_error(workdir, run_cli, monkeypatch):
     assert list(workdir.iterdir()) == []
 
 
+def test_mistyped_local_folder_says_it_does_not_exist(workdir, run_cli):
+    """`org/name`-shaped local paths are tried as hub ids too: the message must cover both readings."""
+    recipe = write_recipe(workdir.parent / "r.yaml")
+    code, _, err = run_cli("compile", *compile_args(recipe, "students/no-such-student", workdir / "out"))
+    assert code == Exit.MODEL
+    assert_one_line_error(err, "students/no-such-student", "no such local folder")
+
+
 @pytest.mark.parametrize("content, what", [
     (b"", "contains no prompts"),
     (b"\n   \n# only a comment\n", "contains no prompts"),
