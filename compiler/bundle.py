@@ -14,6 +14,10 @@ from .errors import BundleError, EnvironmentError_, RecipeError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# report.html is for people: it records measured latencies, which differ run to run, so it
+# is written after the manifest and is neither hashed nor part of the byte-identical promise.
+REPORT = "report.html"
+UNHASHED = (MANIFEST, REPORT)
 
 
 def sha256_file(path: Path) -> str:
@@ -80,11 +84,11 @@ def _fsync_tree(root: Path) -> None:
 
 
 def file_table(root: Path) -> dict[str, dict]:
-    """sha256 and size of every file in the bundle except the manifest itself."""
+    """sha256 and size of every file in the bundle except the manifest and the report."""
     table = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and rel != MANIFEST:
+        if path.is_file() and rel not in UNHASHED:
             table[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     return table
 
@@ -125,7 +129,7 @@ def read_verified_manifest(bundle: Path) -> dict:
             raise BundleError(f"{bundle / rel}", f"size {file.stat().st_size} != manifest {entry.get('size')}")
         if sha256_file(file) != entry.get("sha256"):
             raise BundleError(f"{bundle / rel}", "sha256 does not match manifest.json (file modified or corrupt)")
-    listed = set(manifest["files"]) | {MANIFEST}
+    listed = set(manifest["files"]) | set(UNHASHED)
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root).as_posix()
         if file.is_file() and rel not in listed:

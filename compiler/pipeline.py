@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,14 +11,16 @@ import numpy as np
 import torch
 
 from . import __version__, noise, report
-from .bundle import atomic_output, check_output_dir, sha256_file, write_manifest
+from .errors import RecipeError
+from .bundle import REPORT, atomic_output, check_output_dir, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
-from .prompts import read_prompts
+from .prompts import check_disjoint, read_prompts
+from .quantize import ComponentQuant, quantize_component
 from .recipe import Recipe
 from .runtime import Chain
 from .targets import Target, get_target
-from .verify import Parity, check_parity, require
+from .verify import TOLERANCES, Parity, check_parity, require
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
@@ -29,6 +32,15 @@ TOKENIZER_FILES = (".json", ".txt")
 class Exported:
     files: dict[str, list[str]]          # component -> files written in the staging dir
     chain: Chain
+
+
+@dataclass
+class Quantized:
+    files: dict[str, list[str]]          # component -> files of the shipped (int8 or fp32) model
+    chain: Chain                          # the shipped chain
+    fp32_chain: Chain                     # the fp32 export, kept (outside the bundle) for parity
+    components: dict[str, ComponentQuant]
+    calibration: dict
 
 
 @dataclass
@@ -44,6 +56,7 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     progress.total = len(STAGES)
     target = get_target(target_name)
     heldout = read_prompts(recipe.parity.prompts, "parity.prompts")[: recipe.parity.num_prompts]
+    calibration = calibration_prompts(recipe)
     check_output_dir(out, force)
     with atomic_output(out, force) as staging:
         with progress.stage("load", model):
@@ -53,20 +66,111 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
             reference = torch_chain(wrapped, student)
         with progress.stage("export", f"{target.name}, opset {recipe.export.opset}"):
             exported = export(wrapped, student, target, staging, recipe.export.opset, progress)
-        with progress.stage("quantize", "int8" if recipe.quantized else "skipped (all components fp32)"):
-            pass
+        with progress.stage("quantize", _quantize_detail(recipe, calibration)):
+            quantized = quantize(recipe, target, reference, exported, staging, calibration, progress)
         with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}"):
-            parity = [check_parity(reference, exported.chain, precisions(recipe), heldout, recipe.parity.seed,
-                                   f"{target.name} fp32", progress)]
-            for p in parity:
-                require(p)
+            parity = verify(recipe, target, reference, quantized, heldout, progress)
+            latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed) if recipe.quantized else {}
+            shutil.rmtree(staging / WORK_DIR)
         with progress.stage("bundle", str(out)):
-            manifest = bundle(staging, recipe, target, student, wrapped, exported, parity)
+            manifest = bundle(staging, recipe, target, student, wrapped, quantized, parity, latency)
     return Result(Path(out), manifest, parity)
 
 
+WORK_DIR = ".work"  # inside the staging dir, so an interrupted compile leaves nothing behind
+
+
 def precisions(recipe: Recipe) -> dict[str, str]:
-    return {name: "fp32" for name in COMPONENTS}
+    return {name: spec.precision for name, spec in recipe.component_specs().items()}
+
+
+def calibration_prompts(recipe: Recipe) -> list[str]:
+    """Calibration prompts, refused when they overlap the held-out prompts they are judged on."""
+    if not recipe.quantized:
+        return []
+    prompts = read_prompts(recipe.calibration.prompts, "calibration.prompts")
+    heldout = read_prompts(recipe.parity.prompts, "parity.prompts")
+    check_disjoint(prompts, recipe.calibration.prompts, heldout, recipe.parity.prompts)
+    return prompts[: recipe.calibration.num_prompts]
+
+
+def _quantize_detail(recipe: Recipe, calibration: list[str]) -> str:
+    if not recipe.quantized:
+        return "skipped (all components fp32)"
+    int8 = [n for n, p in precisions(recipe).items() if p == "int8"]
+    return f"int8 {', '.join(int8)}; {len(calibration)} calibration prompts from {recipe.calibration.prompts}"
+
+
+def quantize(recipe: Recipe, target: Target, reference: Chain, exported: Exported, staging: Path,
+             calibration: list[str], progress: Progress) -> Quantized:
+    """int8 components replace their fp32 files in the bundle; the fp32 files move to the work
+    dir, where the quantizer reads them."""
+    work = staging / WORK_DIR
+    (work / "fp32").mkdir(parents=True)
+    files, runners, done = dict(exported.files), dict(exported.chain.runners), {}
+    for name in COMPONENTS:
+        spec = recipe.component_specs()[name]
+        if spec.precision != "int8":
+            continue
+        if target.name != "onnx":
+            raise RecipeError(f"components.{name}.precision", f"int8 is not available for target {target.name}")
+        for f in exported.files[name]:
+            shutil.move(staging / f, work / "fp32" / f)
+        src = work / "fp32" / exported.files[name][0]
+        dst = staging / exported.files[name][0]
+        done[name] = quantize_component(name, spec, src, dst, reference, calibration, recipe.calibration.seed,
+                                        target.load, work, TOLERANCES[(name, "int8")], progress)
+        files[name] = sorted(p.name for p in staging.iterdir() if p.name.startswith(dst.name))
+        done[name].sizes = {"fp32_bytes": sum((work / "fp32" / f).stat().st_size for f in exported.files[name]),
+                            "shipped_bytes": sum((staging / f).stat().st_size for f in files[name])}
+        runners[name] = target.load(dst)
+    chain = Chain(exported.chain.tokenizers, runners, exported.chain.latent_shape, exported.chain.dual)
+    info = {}
+    if recipe.quantized:
+        info = {"prompts": recipe.calibration.prompts, "num_prompts": len(calibration), "seed": recipe.calibration.seed,
+                "prompts_sha256": sha256_file(Path(recipe.calibration.prompts))}
+    # The fp32 sessions were created before their files moved: they keep serving parity.
+    return Quantized(files, chain, exported.chain, done, info)
+
+
+def verify(recipe: Recipe, target: Target, reference: Chain, quantized: Quantized, heldout: list[str],
+           progress: Progress) -> list[Parity]:
+    """fp32 export vs torch always; the shipped int8 chain vs torch when anything is int8."""
+    fp32 = {name: "fp32" for name in COMPONENTS}
+    parity = [check_parity(reference, quantized.fp32_chain, fp32, heldout, recipe.parity.seed,
+                           f"{target.name} fp32", progress)]
+    if recipe.quantized:
+        parity.append(check_parity(reference, quantized.chain, precisions(recipe), heldout, recipe.parity.seed,
+                                   f"{target.name} int8", progress))
+    for p in parity:
+        require(p)
+    return parity
+
+
+def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, repeats: int = 3) -> dict:
+    """Median ORT seconds per component, fp32 export vs shipped, on one held-out input.
+    Shown in report.html only: timings are not reproducible, so they stay out of manifest.json."""
+    from .prompts import tokenize
+
+    tokens = tokenize(reference.tokenizers, prompt)
+    embeds = reference.embed(tokens)
+    z = noise.gaussian(seed, reference.latent_shape)
+    feeds = {"text_encoder": tokens.ids, "denoiser": {**embeds, "noise": z},
+             "vae_decoder": {"latents": reference.denoise(embeds, z)}}
+    out = {}
+    for name in COMPONENTS:
+        row = {}
+        for label, chain in (("fp32", quantized.fp32_chain), ("shipped", quantized.chain)):
+            run = chain.runners[name]
+            run(feeds[name])
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run(feeds[name])
+                times.append(time.perf_counter() - t0)
+            row[label] = float(np.median(times))
+        out[name] = row
+    return out
 
 
 def torch_chain(wrapped: Wrapped, student: Student) -> Chain:
@@ -96,7 +200,7 @@ def export(wrapped: Wrapped, student: Student, target: Target, staging: Path, op
 
 
 def bundle(staging: Path, recipe: Recipe, target: Target, student: Student, wrapped: Wrapped,
-           exported: Exported, parity: list[Parity]) -> dict:
+           quantized: Quantized, parity: list[Parity], latency: dict) -> dict:
     tokenizers = []
     for i, folder in enumerate(student.tokenizer_dirs):
         name = "tokenizer" if i == 0 else f"tokenizer_{i + 1}"
@@ -114,14 +218,11 @@ def bundle(staging: Path, recipe: Recipe, target: Target, student: Student, wrap
     warnings = [f"held-out prompt truncated to {wrapped.max_length} tokens: {p[:60]!r}" for p in truncated]
     components = {}
     for name in COMPONENTS:
-        main = exported.files[name][0]
-        components[name] = {"file": main, "files": exported.files[name], "precision": precisions(recipe)[name],
+        main = quantized.files[name][0]
+        components[name] = {"file": main, "files": quantized.files[name], "precision": precisions(recipe)[name],
                             **target.describe_io(staging / main)}
     h, w = recipe.image.height, recipe.image.width
-    summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
-               "parity": "pass" if all(p.passed for p in parity) else "FAIL"}
-    (staging / "report.html").write_text(report.render(f"{recipe.name} ({target.name})", summary, parity),
-                                         encoding="utf-8")
+    quantization = {name: q.as_dict() for name, q in quantized.components.items()}
     manifest = {
         "name": recipe.name,
         "target": target.name,
@@ -136,11 +237,19 @@ def bundle(staging: Path, recipe: Recipe, target: Target, student: Student, wrap
         "components": components,
         "recipe": recipe.to_dict(),
         "parity": [p.as_dict() for p in parity],
+        "quantization": {"calibration": quantized.calibration, "components": quantization} if quantization else None,
         "warnings": warnings,
         "source": source_fingerprint(student),
         "tools": tool_versions(),
     }
-    return write_manifest(staging, manifest)
+    manifest = write_manifest(staging, manifest)
+    summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
+               "precision": ", ".join(f"{n} {p}" for n, p in precisions(recipe).items()),
+               "parity": "pass" if all(p.passed for p in parity) else "FAIL"}
+    sections = report.quantization_sections(manifest, quantized.components, latency)
+    (staging / REPORT).write_text(report.render(f"{recipe.name} ({target.name})", summary, parity, sections),
+                                  encoding="utf-8")
+    return manifest
 
 
 def source_fingerprint(student: Student) -> dict:

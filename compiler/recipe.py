@@ -5,6 +5,7 @@ naming the file and the key path (e.g. `recipes/sd-turbo.yaml: components.denois
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import types
@@ -126,6 +127,11 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(where, f"invalid YAML{line}") from None
     if data is None:
         raise RecipeError(where, "recipe is empty; it needs at least version, name and family")
+    return recipe_from_data(data, where)
+
+
+def recipe_from_data(data: Any, where: str) -> Recipe:
+    """The same strict checks for a recipe that arrives as data (e.g. from a bundle's manifest)."""
     recipe = _build(Recipe, data, where, "")
     if recipe.version != RECIPE_VERSION:
         raise RecipeError(f"{where}: version", f"unsupported recipe version {recipe.version}; this compiler reads version {RECIPE_VERSION}")
@@ -194,7 +200,7 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
         if value not in choices:
             raise RecipeError(f"{where}: {key}", f"must be one of {', '.join(map(str, choices))}; got {value!r}")
         return value
-    if origin in (Mapping, dict, typing.Mapping) or tp is dict:
+    if origin in (Mapping, dict, typing.Mapping, collections.abc.Mapping) or tp is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: {key}", f"expected a mapping, got {type(value).__name__}")
         _, vt = typing.get_args(tp)

@@ -1,0 +1,245 @@
+"""int8 post-training quantization (issue 4), on tiny seeded students of the real classes."""
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from compiler.errors import Exit
+from conftest import REPO, tree_snapshot
+
+CALIBRATION = REPO / "calibration/calibration.txt"
+HELDOUT = REPO / "tests/fixtures/heldout-tiny.txt"
+
+
+def int8_recipe(path: Path, denoiser_quant: str = "{}", text_encoder: str = "{precision: fp32}",
+                calibration: Path = CALIBRATION, prompts: Path = HELDOUT, num_prompts: int = 2) -> Path:
+    path.write_text(f"""version: 1
+name: tiny-int8
+family: eps-turbo
+image: {{height: 32, width: 32}}
+components:
+  text_encoder: {text_encoder}
+  denoiser: {{precision: int8, quantization: {denoiser_quant}}}
+calibration: {{prompts: {calibration}, num_prompts: 4, seed: 1234}}
+parity: {{prompts: {prompts}, num_prompts: {num_prompts}, seed: 3}}
+""")
+    return path
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(students, tmp_path_factory):
+    from compiler.cli import compile_main
+
+    tmp = tmp_path_factory.mktemp("int8")
+    recipe = int8_recipe(tmp / "r.yaml", text_encoder="{precision: int8, quantization: {scheme: w8}}", num_prompts=3)
+    out = tmp / "bundle"
+    code = compile_main(["--target", "onnx", "--recipe", str(recipe), "--model", str(students["eps-turbo"]),
+                         "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_int8_bundle_passes_its_gate_and_records_coverage(int8_bundle):
+    m = json.loads((int8_bundle / "manifest.json").read_text())
+    assert m["components"]["denoiser"]["precision"] == "int8"
+    assert m["components"]["text_encoder"]["precision"] == "int8"
+    assert m["components"]["vae_decoder"]["precision"] == "fp32"
+    labels = [p["label"] for p in m["parity"]]
+    assert labels == ["onnx fp32", "onnx int8"] and all(p["passed"] for p in m["parity"])
+    int8 = m["parity"][1]["checks"]
+    assert int8["denoiser"]["precision"] == "int8" and int8["end_to_end"]["precision"] == "int8"
+    assert "min_ssim" in int8["end_to_end"]
+    q = m["quantization"]["components"]["denoiser"]
+    assert q["scheme"] == "w8a8" and q["fallback"] == []
+    cov = q["coverage"]
+    assert cov["float_layers"] == 0 and cov["int8_weight_share"] == 1.0 and cov["int8_flop_share"] == 1.0
+    assert all(l["precision"] == "int8" and "output_sqnr_db" in l for l in q["layers"])
+    assert m["quantization"]["calibration"]["num_prompts"] == 4
+    te = m["quantization"]["components"]["text_encoder"]
+    assert te["scheme"] == "w8" and te["coverage"]["int8_layers"] > 0
+    # int8 files are smaller than the fp32 exports they replace
+    for name in ("denoiser", "text_encoder"):
+        sizes = m["quantization"]["components"][name]["sizes"]
+        assert sizes["shipped_bytes"] < sizes["fp32_bytes"]
+
+
+def test_int8_denoiser_graph_has_quantized_ops_that_ort_fuses(int8_bundle, tmp_path):
+    import onnxruntime as ort
+
+    path = int8_bundle / "denoiser.onnx"
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs
+    for conv in convs:  # activation and weight both arrive through DequantizeLinear
+        assert producers[conv.input[0]].op_type == "DequantizeLinear", conv.name
+        assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
+    weights = {i.name: i for i in model.graph.initializer}
+    int8_weights = [i for i in weights.values() if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= len(convs)
+    # attention's activation x activation MatMuls stay float (they were slower in int8 here)
+    act_matmuls = [n for n in model.graph.node if n.op_type == "MatMul"
+                   and producers.get(n.input[1]) is not None and producers[n.input[1]].op_type != "DequantizeLinear"]
+    assert act_matmuls
+    # ONNX Runtime turns the QDQ pattern into integer kernels at session load
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert {"QLinearConv"} <= fused and fused & {"QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+    text = onnx.load(str(int8_bundle / "text_encoder.onnx"))
+    assert any(n.op_type == "MatMulNBits" for n in text.graph.node)
+
+
+class _Rows(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.headings, self.rows, self.images, self._h2 = [], 0, 0, False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "h2":
+            self._h2 = True
+            self.headings.append("")
+        if tag == "div" and a.get("class") == "row":
+            self.rows += 1
+        if tag == "img" and a.get("src", "").startswith("data:image/png;base64,"):
+            self.images += 1
+
+    def handle_endtag(self, tag):
+        if tag == "h2":
+            self._h2 = False
+
+    def handle_data(self, data):
+        if self._h2:
+            self.headings[-1] += data
+
+
+def test_report_has_one_image_row_per_heldout_prompt_and_the_tables(int8_bundle):
+    page = _Rows()
+    page.feed((int8_bundle / "report.html").read_text(encoding="utf-8"))
+    heldout = json.loads((int8_bundle / "manifest.json").read_text())["parity"][1]["prompts"]
+    # one row (fp32 / int8 / heatmap) per held-out prompt, for each of the two parity runs
+    assert len(heldout) == 2 and page.rows == 2 * len(heldout)
+    assert page.images == 3 * page.rows
+    text = " ".join(page.headings)
+    for heading in ("Quantization coverage", "Per-layer sensitivity: denoiser", "Sizes", "Latency"):
+        assert heading in text
+
+
+def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_cli, tmp_path):
+    code, out, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["eps-turbo"],
+                             "--prompts", HELDOUT, "--num-prompts", "2", "--quiet", "--json", tmp_path / "v.json")
+    assert code == 0, err
+    assert "end_to_end" in out and json.loads((tmp_path / "v.json").read_text())["passed"]
+    # the wrong source model is refused, not compared
+    code, _, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["lcm"], "--quiet")
+    assert code == Exit.MODEL and "compiled from" in err
+    # held-out prompts that were calibrated on are refused
+    code, _, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["eps-turbo"],
+                           "--prompts", CALIBRATION, "--quiet")
+    assert code == Exit.CALIBRATION and "held-out" in err
+
+
+def test_bundle_without_permission_to_fall_back_fails_naming_the_layer(outlier_student, run_cli, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", int8_recipe(tmp_path / "r.yaml"),
+                           "--model", outlier_student, "--out", out, "--quiet")
+    assert code == Exit.PARITY
+    assert "unet.conv_out" in err and "max_float_weight_fraction" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_outlier_layer_and_only_it_falls_back_to_float(outlier_student, run_cli, tmp_path):
+    out = tmp_path / "out"
+    recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{max_float_weight_fraction: 0.2}")
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", outlier_student,
+                           "--out", out, "--quiet")
+    assert code == 0, err
+    q = json.loads((out / "manifest.json").read_text())["quantization"]["components"]["denoiser"]
+    assert q["fallback"] == ["unet.conv_out"]
+    floated = [l for l in q["layers"] if l["precision"] == "fp32"]
+    assert [l["name"] for l in floated] == ["unet.conv_out"] and floated[0]["reason"].startswith("fallback")
+    assert q["check_on_calibration_prompts"]["before_fallback"]["passed"] is False
+    assert q["check_on_calibration_prompts"]["after_fallback"]["passed"] is True
+    assert 0 < 1 - q["coverage"]["int8_weight_share"] <= 0.2
+    # the ranked sensitivity put the injected layer first
+    ranked = sorted((l for l in q["layers"] if "output_sqnr_db" in l), key=lambda l: l["output_sqnr_db"])
+    assert ranked[0]["name"] == "unet.conv_out"
+
+
+@pytest.fixture
+def outlier_student(student_copy):
+    """The seeded UNet with one outlier channel entering conv_out: conv_norm_out scales channel 3
+    by 1000 (conv_out's matching weights shrink by the same factor), so int8 activations of
+    conv_out lose every other channel. A real failure mode of activation quantization."""
+    folder = student_copy("eps-turbo")
+    path = folder / "unet/diffusion_pytorch_model.safetensors"
+    w = load_file(path)
+    w["conv_norm_out.weight"][3] *= 1e3
+    w["conv_norm_out.bias"][3] *= 1e3
+    w["conv_out.weight"][:, 3] /= 1e3
+    save_file(w, path)
+    return folder
+
+
+def test_recipe_override_keeps_named_layer_and_op_type_in_float(students, run_cli, tmp_path):
+    out = tmp_path / "out"
+    recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{op_types: {MatMul: null}, nodes: {unet.conv_in: null}}")
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students["eps-turbo"],
+                           "--out", out, "--quiet")
+    assert code == 0, err
+    layers = json.loads((out / "manifest.json").read_text())["quantization"]["components"]["denoiser"]["layers"]
+    by_name = {l["name"]: l for l in layers}
+    assert by_name["unet.conv_in"]["precision"] == "fp32" and "nodes.unet.conv_in" in by_name["unet.conv_in"]["reason"]
+    assert all(l["precision"] == "fp32" for l in layers if l["op_type"] == "MatMul")
+    assert all(l["precision"] == "int8" for l in layers if l["op_type"] == "Conv" and l["name"] != "unet.conv_in")
+
+
+def test_unknown_override_layer_is_a_recipe_error(students, run_cli, tmp_path):
+    out = tmp_path / "out"
+    recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{nodes: {unet.no_such_layer: null}}")
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students["eps-turbo"],
+                           "--out", out, "--quiet")
+    assert code == Exit.RECIPE and "unet.no_such_layer" in err and not out.exists()
+
+
+def test_overlapping_calibration_and_heldout_is_exit_4_before_any_work(students, run_cli, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    before = tree_snapshot(out)
+    calib = tmp_path / "calib.txt"
+    calib.write_text("A  Red Fox in the snow\n" + "\n".join(CALIBRATION.read_text().splitlines()[:8]) + "\n")
+    held = tmp_path / "held.txt"
+    held.write_text("a red fox in  the snow\n")
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe",
+                           int8_recipe(tmp_path / "r.yaml", calibration=calib, prompts=held),
+                           "--model", students["eps-turbo"], "--out", out, "--force", "--quiet")
+    assert code == Exit.CALIBRATION and str(calib) in err and "held-out" in err
+    assert tree_snapshot(out) == before
+
+
+def test_inf_in_calibration_input_is_exit_4_naming_the_input(student_copy, run_cli, tmp_path):
+    """A text encoder whose last LayerNorm overflows float32 for every token: finite weights
+    (so loading accepts it) but Inf prompt embeddings, i.e. Inf calibration input of the denoiser."""
+    folder = student_copy("eps-turbo")
+    path = folder / "text_encoder/model.safetensors"
+    w = load_file(path)
+    key = next(k for k in w if k.endswith("final_layer_norm.weight"))
+    w[key] = np.full_like(w[key], 3e38)
+    save_file(w, path, metadata={"format": "pt"})
+    out = tmp_path / "out"
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", int8_recipe(tmp_path / "r.yaml"),
+                           "--model", folder, "--out", out, "--quiet")
+    assert code == Exit.CALIBRATION, err
+    assert "NaN/Inf" in err and "prompt_embeds" in err and not out.exists()
+    assert not list(tmp_path.glob(".out*"))
