@@ -1,7 +1,8 @@
 """`make demo`: compile a student into an ONNX bundle and generate two images from it.
 
 If the trained shapes student has shipped (students/shapes-rf/model_index.json), it is compiled
-with recipes/shapes-rf.yaml. Otherwise a seeded random-weight student of the real classes
+with recipes/shapes-rf-int8.yaml (int8 text encoder and denoiser; the report compares them with
+fp32), and each image's prompt-adherence score is printed. Otherwise a seeded random-weight student of the real classes
 (compiler/seeded_students.py, the same kind the tests use) is built into build/demo-student and
 compiled with recipes/demo-seeded.yaml: it proves the toolchain end to end, but its images are
 noise-like patterns, not pictures. Re-runnable (--force); exits non-zero if any step fails.
@@ -16,7 +17,7 @@ from .errors import Exit
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = Path("students/shapes-rf")
-TRAINED_RECIPE = Path("recipes/shapes-rf.yaml")
+TRAINED_RECIPE = Path("recipes/shapes-rf-int8.yaml")
 SEEDED = Path("build/demo-student")
 SEEDED_RECIPE = Path("recipes/demo-seeded.yaml")
 IMAGES = Path("build/demo")
@@ -47,6 +48,15 @@ def _seeded_student() -> None:
     _say("demo: no trained student ships yet (students/shapes-rf is missing); this seeded student is replaced "
          "once a trained one ships. Its images are patterns from random weights, not pictures.")
     build(SEEDED, TinySpec(kind="eps-turbo", image_size=64, max_length=77, seed=0))
+
+
+def _adherence(png: Path, prompt: str) -> str:
+    import numpy as np
+    from PIL import Image
+
+    from .shapes.adherence import score
+
+    return f"   adherence {score(np.asarray(Image.open(png).convert('RGB')), prompt):.2f}"
 
 
 def _recipe_name(recipe: Path) -> str:
@@ -100,7 +110,7 @@ def main() -> int:
     _say(f"bundle:  {REPO / bundle}   (manifest.json, ONNX models, tokenizer)")
     _say(f"report:  {REPO / bundle / 'report.html'}")
     for png, prompt in zip(images, prompts):
-        _say(f"image:   {REPO / png}   {prompt!r}")
+        _say(f"image:   {REPO / png}   {prompt!r}{_adherence(png, prompt) if model == TRAINED else ''}")
     if model == SEEDED:
         _say("note:    built from a seeded random-weight student of the real classes; "
              "replaced once a trained student ships (students/shapes-rf)")
