@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean bench-export
+.PHONY: demo test test-slow install clean bench-export bench-int8
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test-slow: $(STAMP)
 
 bench-export: $(STAMP)
 	$(BIN)/python benchmarks/export.py
+
+bench-int8: $(STAMP)
+	$(BIN)/python benchmarks/int8.py
 
 clean:
 	rm -rf build

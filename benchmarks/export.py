@@ -19,52 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import (OPENCLIP_H_TEXT, REPO, SD21_UNET, SD_TURBO_SCHEDULER, SD_VAE, TINY_TEXT, TINY_UNET, TINY_VAE,
+                     TOKENS, peak_rss_bytes, run_child)
+
 sys.path.insert(0, str(REPO))
 
 GOAL_SECONDS_PER_BILLION = 60.0
 GOAL_RSS_PER_WEIGHT_BYTE = 3.0
 COMPONENTS = ("unet", "text_encoder", "vae_decoder")
 IMAGE = 512            # SD-Turbo's native size: latents 4x64x64
-TOKENS = 77
-
-# stabilityai/sd-turbo unet/config.json (SD 2.1 architecture)
-SD21_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-    norm_num_groups=32, act_fn="silu", flip_sin_to_cos=True, freq_shift=0, upcast_attention=True,
-)
-# OpenCLIP ViT-H/14 text tower as diffusers ships it for SD 2.x (23 layers: penultimate layer)
-OPENCLIP_H_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                       num_attention_heads=16, max_position_embeddings=TOKENS, hidden_act="gelu",
-                       projection_dim=512, bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
-SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-              layers_per_block=2, norm_num_groups=32, sample_size=768, scaling_factor=0.18215)
-SD_TURBO_SCHEDULER = dict(_class_name="EulerDiscreteScheduler", num_train_timesteps=1000, beta_start=0.00085,
-                          beta_end=0.012, beta_schedule="scaled_linear", prediction_type="epsilon",
-                          timestep_spacing="trailing", steps_offset=1)
-
-# --tiny: the same classes at toy size, to smoke-test this script in seconds
-TINY_UNET = dict(SD21_UNET, sample_size=8, block_out_channels=(32, 64, 64, 64), attention_head_dim=(2, 4, 4, 4),
-                 cross_attention_dim=32, layers_per_block=1, norm_num_groups=8)
-TINY_TEXT = dict(OPENCLIP_H_TEXT, vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                 num_attention_heads=4, projection_dim=32, bos_token_id=998, eos_token_id=999, pad_token_id=1)
-TINY_VAE = dict(SD_VAE, block_out_channels=(8, 16, 16, 16), norm_num_groups=8, layers_per_block=1)
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _graph(component: str, tiny: bool):
@@ -124,7 +92,7 @@ def child(component: str, tiny: bool) -> None:
     n = sum(p.numel() for p in params)
     weight_bytes = sum(p.numel() * p.element_size() for p in params)
     build_s = time.perf_counter() - t0
-    rss_before = _peak_rss_bytes()
+    rss_before = peak_rss_bytes()
     target = get_target("onnx")
     with tempfile.TemporaryDirectory(prefix=f"bench-{component}-") as out:
         t0 = time.perf_counter()
@@ -132,17 +100,13 @@ def child(component: str, tiny: bool) -> None:
         export_s = time.perf_counter() - t0
         file_bytes = sum((Path(out) / f).stat().st_size for f in files)
     print(json.dumps({"component": component, "params": n, "weight_bytes": weight_bytes, "build_s": build_s,
-                      "export_s": export_s, "peak_rss_bytes": _peak_rss_bytes(), "rss_after_build_bytes": rss_before,
+                      "export_s": export_s, "peak_rss_bytes": peak_rss_bytes(), "rss_after_build_bytes": rss_before,
                       "files": files, "file_bytes": file_bytes}), flush=True)
 
 
 def _run_child(component: str, tiny: bool) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", component] + (["--tiny"] if tiny else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        return {"component": component, "error": f"child exited {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_child(Path(__file__).resolve(), ["--child", component] + (["--tiny"] if tiny else []))
+    return {"component": component, **result}
 
 
 def _row(r: dict) -> str:
