@@ -48,7 +48,7 @@ from .recipe import Component, Quantization
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
 DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
 CHECK_PROMPTS = 2          # calibration prompts used to decide on fallback
-WEIGHT_ONLY_BLOCK = 128    # MatMulNBits block along K (clipped to K's power-of-two divisor)
+WEIGHT_ONLY_BLOCK = 128    # MatMulNBits: one scale per 128 weights along K (ORT pads a K that is not a multiple)
 
 
 @dataclass
@@ -248,7 +248,9 @@ def quantize_component(component: str, spec: Component, src: Path, dst: Path, re
             l.precision = "fp32" if l.reason else "int8"
         return result
 
+    # ORT reuses a cache file it finds; this one must hold this call's prompts only.
     cache = work / f"{component}.calibration.json"
+    cache.unlink(missing_ok=True)
     result.calibration_prompts = len(calib_prompts)
 
     def build(exclude: list[str]) -> None:

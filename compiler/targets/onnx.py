@@ -21,6 +21,20 @@ PROTOBUF_LIMIT = 2 * 1024**3
 _DTYPES = {1: "float32", 7: "int64", 10: "float16", 3: "int8", 2: "uint8", 6: "int32"}
 
 
+def _strip_stack_traces(path: Path) -> None:
+    """The exporter records each node's Python stack trace, absolute paths included, so the
+    same model compiled from another checkout would differ byte for byte. Name scopes (the
+    torch module path of each node, used to name layers) are kept."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    onnx.save(model, str(path))
+
+
 class OnnxTarget:
     name = "onnx"
     suffix = ".onnx"
@@ -47,6 +61,7 @@ class OnnxTarget:
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"component {graph.name}", f"ONNX export failed: {msg}") from exc
+        _strip_stack_traces(path)
         self._check(path, graph.name)
         return sorted(p.name for p in out_dir.iterdir() if p.name.startswith(f"{graph.name}{self.suffix}"))
 
