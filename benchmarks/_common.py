@@ -2,7 +2,6 @@
 peak RSS belongs to one measurement), and what machine the numbers came from."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import resource
@@ -100,10 +99,6 @@ def machine() -> dict:
 
 def versions(*packages: str) -> dict:
     """Installed versions without importing the packages (torch alone takes seconds)."""
-    out = {}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from compiler.bundle import package_versions
+
+    return package_versions(*packages)

@@ -20,6 +20,19 @@ REPORT = "report.html"
 UNHASHED = (MANIFEST, REPORT)
 
 
+def package_versions(*names: str) -> dict:
+    """Installed versions, read from package metadata without importing the packages."""
+    import importlib.metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -1,7 +1,6 @@
 """compile(): load -> wrap -> export -> quantize -> verify -> bundle, each a plain function."""
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import time
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import torch
 
 from . import __version__, noise, report
 from .errors import RecipeError
-from .bundle import REPORT, atomic_output, check_output_dir, sha256_file, write_manifest
+from .bundle import REPORT, atomic_output, check_output_dir, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
 from .prompts import check_disjoint, read_prompts
@@ -259,10 +258,4 @@ def source_fingerprint(student: Student) -> dict:
 
 
 def tool_versions() -> dict:
-    versions = {"onestep-edge-compiler": __version__}
-    for name in TOOLS:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {"onestep-edge-compiler": __version__, **package_versions(*TOOLS)}
