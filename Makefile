@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean bench-export bench-int8
+.PHONY: demo test test-slow install clean bench-export bench-int8 train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,17 @@ test-slow: $(STAMP)
 
 bench-export: $(STAMP)
 	$(BIN)/python benchmarks/export.py
+
+# Retrain students/shapes-rf from seed 0 (CPU: about an hour on 2 cores; a CUDA GPU is used when present).
+train-student: $(STAMP)
+	$(BIN)/python -m compiler.shapes.train --out students/shapes-rf --seed 0
+
+# Adherence of teacher, student and both compiled bundles on the held-out shapes captions.
+evaluate-student: $(STAMP)
+	$(BIN)/compile --target onnx --recipe recipes/shapes-rf.yaml --out build/shapes-rf-onnx --force --quiet
+	$(BIN)/compile --target onnx --recipe recipes/shapes-rf-int8.yaml --out build/shapes-rf-int8-onnx --force --quiet
+	$(BIN)/python -m compiler.shapes.evaluate --student students/shapes-rf --bundle build/shapes-rf-onnx \
+		--bundle build/shapes-rf-int8-onnx --out docs/shapes
 
 bench-int8: $(STAMP)
 	$(BIN)/python benchmarks/int8.py
