@@ -11,11 +11,11 @@ import torch
 
 from . import __version__, noise, report
 from .errors import RecipeError
-from .bundle import REPORT, atomic_output, check_output_dir, package_versions, sha256_file, write_manifest
+from .bundle import REPORT, atomic_output, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
 from .prompts import check_disjoint, read_prompts
-from .quantize import ComponentQuant, quantize_component
+from .quantize import ComponentQuant, calibration_feeds, quantize_component
 from .recipe import Recipe
 from .runtime import Chain
 from .targets import Target, get_target
@@ -54,9 +54,9 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     progress = progress or Progress(len(STAGES))
     progress.total = len(STAGES)
     target = get_target(target_name)
-    heldout = read_prompts(recipe.parity.prompts, "parity.prompts")[: recipe.parity.num_prompts]
-    calibration = calibration_prompts(recipe)
-    check_output_dir(out, force)
+    heldout_file = read_prompts(recipe.parity.prompts, "parity.prompts")
+    heldout = heldout_file[: recipe.parity.num_prompts]
+    calibration = calibration_prompts(recipe, heldout_file)
     with atomic_output(out, force) as staging:
         with progress.stage("load", model):
             student = load_student(model, recipe.family, recipe.components.vae_decoder.subfolder)
@@ -83,12 +83,11 @@ def precisions(recipe: Recipe) -> dict[str, str]:
     return {name: spec.precision for name, spec in recipe.component_specs().items()}
 
 
-def calibration_prompts(recipe: Recipe) -> list[str]:
-    """Calibration prompts, refused when they overlap the held-out prompts they are judged on."""
+def calibration_prompts(recipe: Recipe, heldout: list[str]) -> list[str]:
+    """Calibration prompts, refused when they overlap any prompt of the held-out file."""
     if not recipe.quantized:
         return []
     prompts = read_prompts(recipe.calibration.prompts, "calibration.prompts")
-    heldout = read_prompts(recipe.parity.prompts, "parity.prompts")
     check_disjoint(prompts, recipe.calibration.prompts, heldout, recipe.parity.prompts)
     return prompts[: recipe.calibration.num_prompts]
 
@@ -149,13 +148,7 @@ def verify(recipe: Recipe, target: Target, reference: Chain, quantized: Quantize
 def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, repeats: int = 3) -> dict:
     """Median ORT seconds per component, fp32 export vs shipped, on one held-out input.
     Shown in report.html only: timings are not reproducible, so they stay out of manifest.json."""
-    from .prompts import tokenize
-
-    tokens = tokenize(reference.tokenizers, prompt)
-    embeds = reference.embed(tokens)
-    z = noise.gaussian(seed, reference.latent_shape)
-    feeds = {"text_encoder": tokens.ids, "denoiser": {**embeds, "noise": z},
-             "vae_decoder": {"latents": reference.denoise(embeds, z)}}
+    feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency")) for name in COMPONENTS}
     out = {}
     for name in COMPONENTS:
         row = {}

@@ -44,6 +44,7 @@ from .errors import CalibrationError, ParityError, RecipeError
 from .metrics import compare
 from .prompts import tokenize
 from .recipe import Component, Quantization
+from .verify import Check
 
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
 DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
@@ -244,8 +245,7 @@ def quantize_component(component: str, spec: Component, src: Path, dst: Path, re
     where = f"calibration ({component})"
     if scheme == "w8":
         _weight_only(src, dst, [l.node for l in layers if l.reason])
-        for l in layers:
-            l.precision = "fp32" if l.reason else "int8"
+        _mark(layers)
         return result
 
     # ORT reuses a cache file it finds; this one must hold this call's prompts only.
@@ -262,17 +262,15 @@ def quantize_component(component: str, spec: Component, src: Path, dst: Path, re
     build([l.node for l in layers if l.reason])
     _check_ranges(cache, model, component)
     check_feeds = list(calibration_feeds(component, reference, calib_prompts[:CHECK_PROMPTS], calib_seed, where))
-    expected = [_reference_output(component, reference, f) for f in check_feeds]
+    expected = [reference.runners[component](f)[0] for f in check_feeds]
 
     def check() -> tuple[bool, dict]:
         run = candidate_loader(dst)
-        metrics = [compare(e, run(f)[0], data_range=1.0 if component == "vae_decoder" else None)
-                   for e, f in zip(expected, check_feeds)]
-        worst = min(metrics, key=lambda m: (m.finite, m.psnr_db))
-        ok = all(m.finite and m.psnr_db >= tolerance.min_psnr_db and m.cosine >= tolerance.min_cosine
-                 for m in metrics)
-        return ok, {"worst_psnr_db": round(worst.psnr_db, 3), "worst_cosine": round(min(m.cosine for m in metrics), 6),
-                    "finite": all(m.finite for m in metrics), "passed": ok}
+        c = Check(component, "int8", tolerance, [compare(e, run(f)[0], data_range=1.0 if component == "vae_decoder"
+                                                         else None) for e, f in zip(expected, check_feeds)])
+        return c.passed, {"worst_psnr_db": round(c.worst.psnr_db, 3),
+                          "worst_cosine": round(min(m.cosine for m in c.per_prompt), 6),
+                          "finite": all(m.finite for m in c.per_prompt), "passed": c.passed}
 
     ok, before = check()
     result.check = {"before_fallback": before}
@@ -313,14 +311,6 @@ def quantize_component(component: str, spec: Component, src: Path, dst: Path, re
                       f"({spent / max(1, sum(l.params for l in layers)):.1%} of weights, limit "
                       f"{q.max_float_weight_fraction:.1%}): PSNR {after['worst_psnr_db']:.1f} dB "
                       f"(min {tolerance.min_psnr_db})")
-
-
-def _reference_output(component: str, reference, feeds: dict) -> np.ndarray:
-    if component == "denoiser":
-        return reference.runners["denoiser"](feeds)[0]
-    if component == "vae_decoder":
-        return reference.runners["vae_decoder"](feeds)[0]
-    return reference.runners["text_encoder"](feeds)[0]
 
 
 def _mark(layers: list[Layer]) -> None:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shapes.tokenizer import bytes_to_unicode
+
 WORDS = (
     "a an the of in on with and photo painting red green blue yellow purple orange black white "
     "cat dog fox car house tree mountain sky city street portrait snow sea flower apple two three "
@@ -38,23 +40,10 @@ class TinySpec:
     seed: int = 0
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # CLIP's byte-level alphabet (same table as transformers' CLIPTokenizer).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def write_tokenizer(folder: Path, max_length: int, words=WORDS) -> int:
     """A CLIP BPE tokenizer whose merges spell each word of `words` as one token."""
     folder.mkdir(parents=True, exist_ok=True)
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = bytes_to_unicode()
     vocab = alphabet + [c + "</w>" for c in alphabet]
     merges: list[str] = []
     for word in words:
