@@ -21,6 +21,7 @@ Run:
     python benchmarks/int8.py --image 256          # about 4x cheaper per denoiser run
     python benchmarks/int8.py --prompts 8,32,64 --repeats 5 --work /tmp/int8-files
     python benchmarks/int8.py --tiny               # tiny seeded student at 32x32: smoke test only
+    python benchmarks/int8.py --work W --reuse-export   # a second run on the fp32 files of the first
 
 Real size is heavy (estimates, not measurements): roughly 12 GB of temporary files (fp32 and int8
 ONNX, ORT's augmented calibration model), calibration children that hold the torch reference
@@ -155,10 +156,14 @@ def _size(folder: Path, files: list[str]) -> int:
     return sum((folder / f).stat().st_size for f in files)
 
 
-def _heldout(recipe) -> list[str]:
+def _heldout_file(recipe) -> list[str]:
     from compiler.prompts import read_prompts
 
-    return read_prompts(recipe.parity.prompts, "parity.prompts")[: recipe.parity.num_prompts]
+    return read_prompts(recipe.parity.prompts, "parity.prompts")
+
+
+def _heldout(recipe) -> list[str]:
+    return _heldout_file(recipe)[: recipe.parity.num_prompts]
 
 
 def _progress():
@@ -183,7 +188,7 @@ def child_export(work: Path, tiny: bool, image: int) -> dict:
     fp32.mkdir(exist_ok=True)
     int8.mkdir(exist_ok=True)
     out = {"components": {}, "checksum": _checksum(student), "latent_shape": list(wrapped.latent_shape),
-           "tokenizer_dir": str(student.tokenizer_dirs[0])}
+           "tokenizer_dir": str(student.tokenizer_dirs[0]), "image": image, "tiny": tiny}
     for name in COMPONENTS:
         graph = wrapped.graphs[name]
         progress.step(f"export {name} (fp32)")
@@ -218,7 +223,7 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
         raise SystemExit("rebuilt weights differ from the exported ones (seeded init not reproducible here)")
     reference = torch_chain(wrap(student, recipe), student)
     rss_before = peak_rss_bytes()
-    calib = calibration_prompts(recipe)
+    calib = calibration_prompts(recipe, _heldout_file(recipe))
     # A folder per setting: ORT reuses a calibration cache it finds in the work folder, which
     # would hand the 64-prompt run the 8-prompt ranges.
     out_dir = work / f"int8-{prompts}"
@@ -443,6 +448,18 @@ def _goals(exported: dict, calibs: list[dict], latency: dict) -> list[str]:
     return lines
 
 
+def _reusable_export(work: Path, args) -> dict | None:
+    """With --reuse-export, an earlier run's fp32 export in the same --work folder at the same size."""
+    path = work / "export.json"
+    if not (args.reuse_export and path.exists()):
+        return None
+    exported = json.loads(path.read_text())
+    if exported.get("image") != args.image or exported.get("tiny") != args.tiny:
+        return None
+    print(f"reusing the fp32 export in {work} (--reuse-export)", flush=True)
+    return exported
+
+
 @contextlib.contextmanager
 def _workdir(path: str | None):
     if path:
@@ -459,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", default="8,64", help="calibration prompt counts, one child process each")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per file after one warm-up (median shown)")
     p.add_argument("--work", help="keep the ONNX files in this folder (default: a temporary folder, removed)")
+    p.add_argument("--reuse-export", action="store_true",
+                   help="reuse the fp32 export an earlier run left in --work (same --image); skips ~3 min at 512 px")
     p.add_argument("--tiny", action="store_true", help=f"tiny seeded student at {TINY_IMAGE}x{TINY_IMAGE}: smoke test")
     p.add_argument("--child", choices=("export", "calibrate", "latency"), help=argparse.SUPPRESS)
     p.add_argument("--denoiser", help=argparse.SUPPRESS)
@@ -477,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n".join(_header(args)), flush=True)
     with _workdir(args.work) as work:
-        exported = _run("export", work, args)
+        exported = _reusable_export(work, args) or _run("export", work, args)
         if "error" in exported:
             print(f"export FAILED: {exported['error']}", flush=True)
             return 1

@@ -17,7 +17,7 @@ from .progress import Progress
 from .prompts import check_disjoint, read_prompts
 from .quantize import ComponentQuant, calibration_feeds, quantize_component
 from .recipe import Recipe
-from .runtime import Chain
+from .runtime import Chain, Deferred
 from .targets import Target, get_target
 from .verify import TOLERANCES, Parity, check_parity, require
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
@@ -106,6 +106,7 @@ def quantize(recipe: Recipe, target: Target, reference: Chain, exported: Exporte
     work = staging / WORK_DIR
     (work / "fp32").mkdir(parents=True)
     files, runners, done = dict(exported.files), dict(exported.chain.runners), {}
+    fp32_runners = dict(exported.chain.runners)
     for name in COMPONENTS:
         spec = recipe.component_specs()[name]
         if spec.precision != "int8":
@@ -121,14 +122,15 @@ def quantize(recipe: Recipe, target: Target, reference: Chain, exported: Exporte
         files[name] = sorted(p.name for p in staging.iterdir() if p.name.startswith(dst.name))
         done[name].sizes = {"fp32_bytes": sum((work / "fp32" / f).stat().st_size for f in exported.files[name]),
                             "shipped_bytes": sum((staging / f).stat().st_size for f in files[name])}
-        runners[name] = target.load(dst)
+        runners[name] = Deferred(target.load, dst)
+        fp32_runners[name] = Deferred(target.load, src)
     chain = Chain(exported.chain.tokenizers, runners, exported.chain.latent_shape, exported.chain.dual)
+    fp32_chain = Chain(exported.chain.tokenizers, fp32_runners, exported.chain.latent_shape, exported.chain.dual)
     info = {}
     if recipe.quantized:
         info = {"prompts": recipe.calibration.prompts, "num_prompts": len(calibration), "seed": recipe.calibration.seed,
                 "prompts_sha256": sha256_file(Path(recipe.calibration.prompts))}
-    # The fp32 sessions were created before their files moved: they keep serving parity.
-    return Quantized(files, chain, exported.chain, done, info)
+    return Quantized(files, chain, fp32_chain, done, info)
 
 
 def verify(recipe: Recipe, target: Target, reference: Chain, quantized: Quantized, heldout: list[str],
@@ -187,7 +189,8 @@ def export(wrapped: Wrapped, student: Student, target: Target, staging: Path, op
         params = sum(p.numel() for p in graph.module.parameters())
         progress.step(f"{name}: {params / 1e6:.2f}M parameters")
         files[name] = target.export(graph, staging, opset)
-        runners[name] = target.load(staging / files[name][0])
+        target.load(staging / files[name][0])  # ORT must accept the file now, not after calibration
+        runners[name] = Deferred(target.load, staging / files[name][0])
     return Exported(files, Chain(student.tokenizers, runners, wrapped.latent_shape, student.dual))
 
 

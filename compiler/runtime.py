@@ -17,6 +17,20 @@ from .prompts import Tokens, tokenize
 from .targets import Runner, get_target
 
 
+class Deferred:
+    """A runner that opens its session on first use. The compiler exports and quantizes before it
+    verifies: fp32 sessions opened at export would hold a second copy of every weight (5 GB at
+    SD-Turbo size) through calibration, where memory peaks."""
+
+    def __init__(self, load, path: Path):
+        self._load, self.path, self._run = load, Path(path), None
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._run is None:
+            self._run = self._load(self.path)
+        return self._run(feeds)
+
+
 @dataclass
 class Chain:
     tokenizers: list

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from compiler import cli
@@ -283,6 +284,18 @@ def test_two_compiles_of_the_same_inputs_are_byte_identical(bundles, students, t
     assert len(promised) >= 8
     assert [rel for rel in sorted(promised) if a[rel] != b[rel]] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "r.yaml"]  # no staging or old dirs left
+
+
+def test_exported_files_keep_layer_names_but_no_stack_traces(bundles):
+    """Stack traces hold absolute paths of this checkout: they would break byte-identity across
+    machines. Name scopes name the layers in the quantization tables, so they stay."""
+    bundle = bundles("eps-turbo-xl")
+    for name in ("text_encoder", "denoiser", "vae_decoder"):
+        model = onnx.load(str(bundle / f"{name}.onnx"), load_external_data=False)
+        keys = {p.key for n in model.graph.node for p in n.metadata_props}
+        assert "pkg.torch.onnx.stack_trace" not in keys, name
+        assert "pkg.torch.onnx.name_scopes" in keys, name
+    assert str(REPO).encode() not in (bundle / "denoiser.onnx").read_bytes()
 
 
 @pytest.mark.parametrize("case", CASES)

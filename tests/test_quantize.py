@@ -243,3 +243,59 @@ def test_inf_in_calibration_input_is_exit_4_naming_the_input(student_copy, run_c
     assert code == Exit.CALIBRATION, err
     assert "NaN/Inf" in err and "prompt_embeds" in err and not out.exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def _conv_matmul_model(path: Path) -> None:
+    """Conv -> Relu -> Reshape -> MatMul (weights) -> MatMul (activation x activation), weights as
+    external data, as the real-size exports have them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w_conv"),
+             numpy_helper.from_array(np.array([1, 8, 64], dtype=np.int64), "shape"),
+             numpy_helper.from_array(rng.standard_normal((64, 16)).astype(np.float32), "w_fc")]
+    nodes = [helper.make_node("Conv", ["x", "w_conv"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "shape"], ["flat"], name="reshape"),
+             helper.make_node("MatMul", ["flat", "w_fc"], ["h"], name="fc"),
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[0, 2, 1], name="t"),
+             helper.make_node("MatMul", ["h", "ht"], ["y"], name="gram")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")  # w_fc external
+
+
+def test_streamed_calibration_gives_ort_minmax_calibrators_ranges(tmp_path):
+    """compiler.quantize._calibrate (graph-only copy, one sample at a time) must produce the
+    ranges ORT's own MinMaxCalibrater computes over the same samples."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
+
+    from compiler.quantize import WEIGHT_OPS, _calibrate
+
+    src = tmp_path / "m" / "model.onnx"
+    src.parent.mkdir()
+    _conv_matmul_model(src)
+    rng = np.random.default_rng(1)
+    samples = [{"x": (rng.standard_normal((1, 3, 8, 8)) * s).astype(np.float32)} for s in (0.5, 3.0, 1.0)]
+
+    cache = tmp_path / "ranges.json"
+    _calibrate(src, cache, iter(samples))
+    ours = load_tensors_data(cache).data
+    assert sorted(p.name for p in src.parent.iterdir()) == ["model.onnx", "model.onnx.data"]  # no leftovers
+
+    calibrator = create_calibrator(src, list(WEIGHT_OPS), augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax, use_external_data_format=True)
+    reader = iter(samples)
+
+    class Reader:
+        def get_next(self):
+            return next(reader, None)
+
+    calibrator.collect_data(Reader())
+    theirs = calibrator.compute_data().data
+    assert set(ours) == set(theirs) == {"x", "flat", "h", "ht", "y", "c"}
+    for name in theirs:
+        np.testing.assert_allclose(np.ravel(ours[name].range_value), np.ravel(theirs[name].range_value), rtol=0, atol=0)
+    # and the ranges span all samples, not the last one only
+    assert float(np.ravel(ours["x"].lowest)[0]) == min(float(s["x"].min()) for s in samples)

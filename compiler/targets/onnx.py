@@ -21,18 +21,19 @@ PROTOBUF_LIMIT = 2 * 1024**3
 _DTYPES = {1: "float32", 7: "int64", 10: "float16", 3: "int8", 2: "uint8", 6: "int32"}
 
 
-def _strip_stack_traces(path: Path) -> None:
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _strip_stack_traces(model) -> None:
     """The exporter records each node's Python stack trace, absolute paths included, so the
     same model compiled from another checkout would differ byte for byte. Name scopes (the
-    torch module path of each node, used to name layers) are kept."""
-    import onnx
+    torch module path of each node, used to name layers) are kept. Done on the exporter's
+    in-memory IR before saving: re-reading a saved file would hold a second copy of the weights."""
+    import onnx_ir as ir
 
-    model = onnx.load(str(path), load_external_data=False)
-    for node in model.graph.node:
-        keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
-        del node.metadata_props[:]
-        node.metadata_props.extend(keep)
-    onnx.save(model, str(path))
+    for graph in (model.graph, *model.functions.values()):
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            node.metadata_props.pop(STACK_TRACE, None)
 
 
 class OnnxTarget:
@@ -57,11 +58,11 @@ class OnnxTarget:
                     graph.module, graph.example_inputs, dynamo=True, opset_version=opset, optimize=True,
                     input_names=graph.input_names, output_names=graph.output_names, verbose=False,
                 )
+                _strip_stack_traces(program.model)
                 program.save(str(path), external_data=external)
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"component {graph.name}", f"ONNX export failed: {msg}") from exc
-        _strip_stack_traces(path)
         self._check(path, graph.name)
         return sorted(p.name for p in out_dir.iterdir() if p.name.startswith(f"{graph.name}{self.suffix}"))
 
