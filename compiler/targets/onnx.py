@@ -4,7 +4,8 @@ Exporter choice (shared/PITFALLS.md): the dynamo exporter is the supported one; 
 TorchScript exporter is deprecated and emits graphs ONNX Runtime refuses for some VAEs.
 Its optimizer folds constants (files about half the size) but can delete `x + eps` for
 eps < 1e-8, so every exported file is run on real inputs and checked for NaN/Inf in verify.
-Files over 2 GB (the protobuf limit) are written with external data beside the .onnx file.
+Weights are written as external data (`<name>.onnx.data`) beside the .onnx file, for every size:
+files over 2 GB (the protobuf limit) need it, and it keeps export memory near the weights' size.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import numpy as np
 
 from ..errors import ExportError
 
-PROTOBUF_LIMIT = 2 * 1024**3
 _DTYPES = {1: "float32", 7: "int64", 10: "float16", 3: "int8", 2: "uint8", 6: "int32"}
 
 
@@ -50,8 +50,6 @@ class OnnxTarget:
         import torch
 
         path = out_dir / f"{graph.name}{self.suffix}"
-        param_bytes = sum(p.numel() * p.element_size() for p in graph.module.parameters())
-        external = param_bytes > PROTOBUF_LIMIT * 0.9
         try:
             with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
                 program = torch.onnx.export(
@@ -59,7 +57,9 @@ class OnnxTarget:
                     input_names=graph.input_names, output_names=graph.output_names, verbose=False,
                 )
                 _strip_stack_traces(program.model)
-                program.save(str(path), external_data=external)
+                # Always external data: an inline save serializes the weights into a proto and its
+                # bytes, two more copies (5.97 vs 1.88 GB peak RSS for a 340M text encoder).
+                program.save(str(path), external_data=True)
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"component {graph.name}", f"ONNX export failed: {msg}") from exc
