@@ -41,7 +41,8 @@ What is printed (measured side by side in one run; goals are printed, never asse
   peak RSS      of the calibration child process (one per --prompts setting, so each peak is its
                 own), taken right after quantize_component returns; in GB and as a multiple of the
                 denoiser's fp32 weight bytes. "before" is the peak once the torch reference chain
-                is built, i.e. what calibration starts from. Goal: <= 3x, and flat in the number of
+                is built; the torch UNet is then released as compile does (pipeline.release_reference)
+                once what verify asks of it is recorded. Goal: <= 3x, and flat in the number of
                 prompts (the largest setting's peak within 10% of the smallest's).
   accuracy      int8 vs the torch fp32 reference on 2 held-out prompts (calibration/heldout.txt,
                 never calibrated on), each component fed the reference's inputs as compiler.verify
@@ -210,7 +211,7 @@ def child_export(work: Path, tiny: bool, image: int) -> dict:
 def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     """Calibrate and quantize the denoiser on `prompts` calibration prompts; peak RSS of this process."""
     from compiler.errors import ParityError
-    from compiler.pipeline import calibration_prompts, torch_chain
+    from compiler.pipeline import calibration_prompts, release_reference, torch_chain
     from compiler.quantize import quantize_component
     from compiler.targets.onnx import OnnxTarget
     from compiler.verify import TOLERANCES
@@ -221,9 +222,12 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     student = _student(tiny, work)
     if not math.isclose(_checksum(student), exported["checksum"], rel_tol=1e-9):
         raise SystemExit("rebuilt weights differ from the exported ones (seeded init not reproducible here)")
-    reference = torch_chain(wrap(student, recipe), student)
+    wrapped = wrap(student, recipe)
+    reference = torch_chain(wrapped, student)
     rss_before = peak_rss_bytes()
     calib = calibration_prompts(recipe, _heldout_file(recipe))
+    # as compiler.pipeline does before quantizing: record what verify will ask the torch UNet, release it
+    release_reference(reference, recipe, wrapped, student, _heldout(recipe), calib)
     # A folder per setting: ORT reuses a calibration cache it finds in the work folder, which
     # would hand the 64-prompt run the 8-prompt ranges.
     out_dir = work / f"int8-{prompts}"

@@ -31,6 +31,40 @@ class Deferred:
         return self._run(feeds)
 
 
+class Recorded:
+    """A reference runner that can record outputs by input while `recording`, replay them for
+    the same input later, and go on replaying after the model behind it has been released
+    (pipeline.release_reference). Unrecorded inputs run the model, and are not kept."""
+
+    def __init__(self, run):
+        self._run, self._outputs, self.recording = run, {}, False
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        key = _digest(feeds) if (self._outputs or self.recording or self._run is None) else None
+        if key in self._outputs:
+            return self._outputs[key]
+        if self._run is None:
+            raise RuntimeError("reference output requested for an input that was not recorded before release")
+        out = self._run(feeds)
+        if self.recording:
+            self._outputs[key] = out
+        return out
+
+    def release(self) -> None:
+        self._run = None
+
+
+def _digest(feeds: dict[str, np.ndarray]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(feeds):
+        a = np.ascontiguousarray(feeds[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class Chain:
     tokenizers: list

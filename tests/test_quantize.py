@@ -299,3 +299,60 @@ def test_streamed_calibration_gives_ort_minmax_calibrators_ranges(tmp_path):
         np.testing.assert_allclose(np.ravel(ours[name].range_value), np.ravel(theirs[name].range_value), rtol=0, atol=0)
     # and the ranges span all samples, not the last one only
     assert float(np.ravel(ours["x"].lowest)[0]) == min(float(s["x"].min()) for s in samples)
+
+
+def test_recorded_runner_replays_what_it_recorded_and_nothing_else_after_release():
+    from compiler.runtime import Recorded
+
+    calls = []
+
+    def run(feeds):
+        calls.append(1)
+        return [feeds["x"] * 2]
+
+    r = Recorded(run)
+    a, b = {"x": np.ones(3, np.float32)}, {"x": np.zeros(3, np.float32)}
+    r(a)
+    assert r._outputs == {}  # not recording: nothing kept
+    r.recording = True
+    first = r(a)
+    r.recording = False
+    assert r(dict(a))[0] is first[0] and len(calls) == 2  # replayed, not rerun
+    r.release()
+    np.testing.assert_array_equal(r(a)[0], 2 * np.ones(3))
+    with pytest.raises(RuntimeError, match="not recorded"):
+        r(b)
+    with pytest.raises(RuntimeError):  # same bytes, another dtype, is another input
+        r({"x": np.ones(3, np.float64)})
+
+
+def test_release_reference_frees_the_torch_unet_and_keeps_verifys_answers(students, tmp_path):
+    """Before calibrating the denoiser, compile records what verify will ask the torch UNet and
+    releases it (nothing else may keep it alive); the recorded answers equal the model's."""
+    import gc
+    import weakref
+
+    from compiler import noise
+    from compiler.load import load_student
+    from compiler.pipeline import calibration_prompts, release_reference, torch_chain
+    from compiler.prompts import read_prompts, tokenize
+    from compiler.recipe import load_recipe
+    from compiler.wrap import wrap
+
+    recipe = load_recipe(str(int8_recipe(tmp_path / "release.yaml")))
+    student = load_student(str(students["eps-turbo"]), "eps-turbo", "vae")
+    wrapped = wrap(student, recipe)
+    reference = torch_chain(wrapped, student)
+    heldout = read_prompts(recipe.parity.prompts, "parity.prompts")[: recipe.parity.num_prompts]
+    calibration = calibration_prompts(recipe, heldout)
+    z = noise.gaussian(recipe.parity.seed + 1, reference.latent_shape)
+    expected = reference.denoise(reference.embed(tokenize(reference.tokenizers, heldout[1])), z)
+    unet = weakref.ref(student.unet)
+
+    assert release_reference(reference, recipe, wrapped, student, heldout, calibration)
+    gc.collect()
+    assert unet() is None
+    again = reference.denoise(reference.embed(tokenize(reference.tokenizers, heldout[1])), z)
+    np.testing.assert_array_equal(again, expected)
+    with pytest.raises(RuntimeError, match="not recorded"):
+        reference.denoise(reference.embed(tokenize(reference.tokenizers, "a prompt nobody recorded")), z)
