@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -41,6 +42,16 @@ TINY_UNET = dict(SD21_UNET, sample_size=8, block_out_channels=(32, 64, 64, 64), 
 TINY_TEXT = dict(OPENCLIP_H_TEXT, vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=4, projection_dim=32, bos_token_id=998, eos_token_id=999, pad_token_id=1)
 TINY_VAE = dict(SD_VAE, block_out_channels=(8, 16, 16, 16), norm_num_groups=8, layers_per_block=1)
+
+
+def timed_runs(run, feeds: dict, repeats: int) -> list[float]:
+    """Wall-clock seconds of `repeats` calls of an already warmed-up runner."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(feeds)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def peak_rss_bytes() -> int:

@@ -68,7 +68,7 @@ import time
 from pathlib import Path
 
 from _common import (OPENCLIP_H_TEXT, REPO, SD21_UNET, SD_TURBO_SCHEDULER, SD_VAE, TOKENS, machine,
-                     peak_rss_bytes, run_child, versions)
+                     peak_rss_bytes, run_child, timed_runs, versions)
 
 sys.path.insert(0, str(REPO))
 
@@ -252,16 +252,13 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
 
 def _heldout_accuracy(reference, recipe, target, denoiser: Path, text_encoder: Path) -> dict:
     """int8 vs torch fp32 on the held-out prompts, each component fed the reference's inputs."""
-    from compiler import noise
     from compiler.metrics import compare
-    from compiler.prompts import tokenize
+    from compiler.verify import heldout_inputs
 
     run_denoiser, run_text = target.load(denoiser), target.load(text_encoder)
     rows = {"denoiser": [], "text_encoder": []}
-    for i, prompt in enumerate(_heldout(recipe)):
-        tokens = tokenize(reference.tokenizers, prompt)
+    for _, tokens, z in heldout_inputs(reference, _heldout(recipe), recipe.parity.seed):
         embeds = reference.embed(tokens)
-        z = noise.gaussian(recipe.parity.seed + i, reference.latent_shape)
         rows["denoiser"].append(compare(reference.denoise(embeds, z), run_denoiser({**embeds, "noise": z})[0]))
         rows["text_encoder"].append(compare(embeds["prompt_embeds"], run_text(tokens.ids)[0]))
     return {name: {"psnr_db": min(m.psnr_db for m in ms), "cosine": min(m.cosine for m in ms),
@@ -302,12 +299,7 @@ def _time(path: Path, feeds: dict, repeats: int) -> tuple[list[float], list]:
 
     run = OnnxTarget().load(path)
     outputs = run(feeds)  # warm-up: first-run allocations and kernel selection stay out of the median
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(feeds)
-        times.append(time.perf_counter() - t0)
-    return times, outputs
+    return timed_runs(run, feeds, repeats), outputs
 
 
 def child(args) -> None:

@@ -24,50 +24,37 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from _common import REPO, machine, versions
+from _common import REPO, machine, timed_runs, versions
 
 sys.path.insert(0, str(REPO))
 
 
 def _variants(src: Path, out: Path) -> dict[str, Path]:
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    from compiler.quantize import WEIGHT_ONLY_BLOCK, _quiet_ort_logging, quantize_component
+    from compiler.quantize import _quiet_ort_logging, _weight_only, quantize_component
     from compiler.recipe import Component, Quantization
     from compiler.verify import TOLERANCES
 
     files = {"w8": out / "w8.onnx", "w8 int8-dot": out / "w8-int8-dot.onnx", "dynamic int8": out / "dynamic.onnx"}
     quantize_component("text_encoder", Component("int8", Quantization(scheme="w8")), src, files["w8"], None, [], 0,
                        None, out, TOLERANCES[("text_encoder", "int8")])
-    model = onnx.load(str(src))
-    config = DefaultWeightOnlyQuantConfig(block_size=WEIGHT_ONLY_BLOCK, is_symmetric=True, bits=8, accuracy_level=4,
-                                          op_types_to_quantize=("MatMul",))
-    quantizer = MatMulNBitsQuantizer(model, block_size=WEIGHT_ONLY_BLOCK, is_symmetric=True, algo_config=config)
+    _weight_only(src, files["w8 int8-dot"], [], accuracy_level=4)
     with _quiet_ort_logging():
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(files["w8 int8-dot"]), use_external_data_format=False)
-        del model, quantizer
         quantize_dynamic(str(src), str(files["dynamic int8"]), op_types_to_quantize=["MatMul"], per_channel=True,
                          weight_type=QuantType.QInt8)
     return files
 
 
 def _time(path: Path, feeds: list[dict], repeats: int) -> tuple[float, list]:
+    """Median seconds on the first prompt, and the outputs for every prompt (the first run is the warm-up)."""
     from compiler.targets.onnx import OnnxTarget
 
     run = OnnxTarget().load(path)
-    outputs = [run(f)[0] for f in feeds]  # also the warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(feeds[0])
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), outputs
+    outputs = [run(f)[0] for f in feeds]
+    return statistics.median(timed_runs(run, feeds[0], repeats)), outputs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,12 @@ from .errors import RecipeError
 from .bundle import REPORT, atomic_output, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
-from .prompts import check_disjoint, read_prompts, tokenize
+from .prompts import check_disjoint, read_prompts
 from .quantize import CHECK_PROMPTS, ComponentQuant, calibration_feeds, quantize_component
 from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
 from .targets import Target, get_target
-from .verify import TOLERANCES, Parity, check_parity, require
+from .verify import TOLERANCES, Parity, check_parity, heldout_inputs, require
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
@@ -188,9 +188,8 @@ def release_reference(reference: Chain, recipe: Recipe, wrapped: Wrapped, studen
         return False
     text, denoiser = reference.runners["text_encoder"], reference.runners["denoiser"]
     text.recording = denoiser.recording = True
-    for i, prompt in enumerate(heldout):
-        z = noise.gaussian(recipe.parity.seed + i, reference.latent_shape)
-        reference.denoise(reference.embed(tokenize(reference.tokenizers, prompt)), z)
+    for _, tokens, z in heldout_inputs(reference, heldout, recipe.parity.seed):  # what check_parity will ask
+        reference.denoise(reference.embed(tokens), z)
     for feeds in calibration_feeds("denoiser", reference, calibration[:CHECK_PROMPTS], recipe.calibration.seed,
                                    "calibration (denoiser)"):
         denoiser(feeds)

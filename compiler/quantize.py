@@ -247,7 +247,7 @@ def quantize_component(component: str, spec: Component, src: Path, dst: Path, re
 
     if progress:
         progress.step(f"{component}: calibrating on {len(calib_prompts)} prompts (streamed)")
-    _calibrate(src, cache, calibration_feeds(component, reference, calib_prompts, calib_seed, where))
+    _calibrate(model, src, cache, calibration_feeds(component, reference, calib_prompts, calib_seed, where))
     _check_ranges(cache, model, component)
     if progress:
         progress.step(f"{component}: quantizing (ORT quantize_static, QDQ)")
@@ -332,13 +332,14 @@ def _quiet_ort_logging():
         logging.disable(logging.NOTSET)
 
 
-def _calibrate(src: Path, cache: Path, feeds: Iterator[dict]) -> None:
+def _calibrate(graph, src: Path, cache: Path, feeds: Iterator[dict]) -> None:
     """MinMax ranges of every float input and output of the Conv/MatMul/Gemm nodes, streamed one
     sample at a time, written as ORT's calibration cache (quantize_static then reads it).
 
     The method is ORT's MinMaxCalibrater's (a ReduceMin and a ReduceMax on each tensor, added as
-    graph outputs; a running min/max over samples), applied to a graph-only copy saved beside
-    `src`, so the session is the only holder of the weights. ORT's own calibrator inside
+    graph outputs; a running min/max over samples), applied to a copy of `graph` (`src` loaded
+    without its external weights) saved beside `src`, so the session is the only holder of the
+    weights. ORT's own calibrator inside
     quantize_static keeps two more in-memory copies of the model next to its session: at
     SD-Turbo size (866M-parameter UNet, 512 px) that is over 24 GB, an out-of-memory kill on a
     24 GB machine. Ranges are merged with np.minimum/np.maximum, not ORT's nanmin/nanmax, so a NaN
@@ -347,7 +348,8 @@ def _calibrate(src: Path, cache: Path, feeds: Iterator[dict]) -> None:
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
 
-    model = onnx.load(str(src), load_external_data=False)
+    model = onnx.ModelProto()
+    model.CopyFrom(graph)
     inits = {i.name for i in model.graph.initializer}
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input,
@@ -415,13 +417,15 @@ def _static(src: Path, dst: Path, cache: Path, exclude: list[str], candidates: l
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
 
 
-def _weight_only(src: Path, dst: Path, exclude: list[str]) -> None:
+def _weight_only(src: Path, dst: Path, exclude: list[str], accuracy_level: int | None = None) -> None:
+    """MatMulNBits bits=8; accuracy_level None computes in fp32 (weight-only), 4 in int8
+    (benchmarks/text_encoder_int8.py compares them)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     model = onnx.load(str(src))
     config = DefaultWeightOnlyQuantConfig(block_size=WEIGHT_ONLY_BLOCK, is_symmetric=True, bits=8,
-                                          op_types_to_quantize=("MatMul",))
+                                          accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",))
     quantizer = MatMulNBitsQuantizer(model, block_size=WEIGHT_ONLY_BLOCK, is_symmetric=True,
                                      nodes_to_exclude=exclude, algo_config=config)
     with _quiet_ort_logging():

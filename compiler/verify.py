@@ -100,6 +100,12 @@ class Parity:
         return None
 
 
+def heldout_inputs(chain: Chain, prompts: list[str], seed: int):
+    """(prompt, tokens, noise) per held-out prompt; prompt i gets noise seed `seed + i`."""
+    for i, prompt in enumerate(prompts):
+        yield prompt, tokenize(chain.tokenizers, prompt), noise.gaussian(seed + i, chain.latent_shape)
+
+
 def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str], prompts: list[str],
                  seed: int, label: str, progress=None) -> Parity:
     """Feed the reference's intermediate values into each candidate component (isolating its
@@ -108,9 +114,7 @@ def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str],
     checks = {name: Check(name, p, TOLERANCES[(name, p)]) for name, p in precisions.items()}
     checks[END_TO_END] = Check(END_TO_END, e2e_precision, TOLERANCES[(END_TO_END, e2e_precision)])
     samples = []
-    for i, prompt in enumerate(prompts):
-        tokens = tokenize(reference.tokenizers, prompt)
-        z = noise.gaussian(seed + i, reference.latent_shape)
+    for i, (prompt, tokens, z) in enumerate(heldout_inputs(reference, prompts, seed)):
         ref_embeds = reference.embed(tokens)
         cand_embeds = candidate.embed(tokens)
         ref_flat = np.concatenate([v.ravel() for v in ref_embeds.values()])

@@ -280,7 +280,7 @@ def test_streamed_calibration_gives_ort_minmax_calibrators_ranges(tmp_path):
     samples = [{"x": (rng.standard_normal((1, 3, 8, 8)) * s).astype(np.float32)} for s in (0.5, 3.0, 1.0)]
 
     cache = tmp_path / "ranges.json"
-    _calibrate(src, cache, iter(samples))
+    _calibrate(onnx.load(str(src), load_external_data=False), src, cache, iter(samples))
     ours = load_tensors_data(cache).data
     assert sorted(p.name for p in src.parent.iterdir()) == ["model.onnx", "model.onnx.data"]  # no leftovers
 
