@@ -96,7 +96,7 @@ def child(component: str, tiny: bool) -> None:
     target = get_target("onnx")
     with tempfile.TemporaryDirectory(prefix=f"bench-{component}-") as out:
         t0 = time.perf_counter()
-        files = target.export(graph, Path(out), 18)
+        files = target.export(graph, Path(out), target.Options(opset=18)).files
         export_s = time.perf_counter() - t0
         file_bytes = sum((Path(out) / f).stat().st_size for f in files)
     print(json.dumps({"component": component, "params": n, "weight_bytes": weight_bytes, "build_s": build_s,

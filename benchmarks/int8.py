@@ -5,7 +5,7 @@ components with random seeded weights (no download; configs shared with benchmar
 the SD 2.1 UNet (~866M parameters) with the eps-turbo one-step sampler baked in, the
 OpenCLIP-H-size CLIP text encoder (hidden 1024, 23 layers, 16 heads, ~340M) and the SD
 AutoencoderKL decoder. They go through the compiler's own stages: compiler.wrap graphs ->
-ONNX export (compiler.targets.onnx) -> compiler.quantize.quantize_component, exactly as
+ONNX export (compiler.targets.onnx) -> compiler.quantization.quantize_component, exactly as
 compiler/pipeline.quantize calls it:
 
     denoiser      w8a8: ORT quantize_static (QDQ, per-channel int8 weights, uint8 activations),
@@ -177,9 +177,9 @@ def _progress():
 
 def child_export(work: Path, tiny: bool, image: int) -> dict:
     """fp32 ONNX of all three components, and the w8 text encoder (needs no calibration)."""
-    from compiler.quantize import quantize_component
+    from compiler.quantization import ComponentQuant, _mark
     from compiler.targets.onnx import OnnxTarget
-    from compiler.verify import TOLERANCES
+    from compiler.targets.onnx.quantize import OnnxQuantizer
     from compiler.wrap import wrap
 
     progress, target, recipe = _progress(), OnnxTarget(), _recipe(image)
@@ -194,13 +194,16 @@ def child_export(work: Path, tiny: bool, image: int) -> dict:
         graph = wrapped.graphs[name]
         progress.step(f"export {name} (fp32)")
         t0 = time.perf_counter()
-        files = target.export(graph, fp32, recipe.export.opset)
+        files = target.export(graph, fp32, recipe.target_options("onnx")).files
         out["components"][name] = {"params": _parameters(name, graph), "fp32_files": files,
                                    "fp32_bytes": _size(fp32, files), "export_s": time.perf_counter() - t0}
     progress.step("text_encoder: weight-only int8 (w8)")
     spec = recipe.components.text_encoder
-    q = quantize_component("text_encoder", spec, fp32 / "text_encoder.onnx", int8 / "text_encoder.onnx", None, [],
-                           recipe.calibration.seed, target.load, int8, TOLERANCES[("text_encoder", "int8")], progress)
+    quantizer = OnnxQuantizer("text_encoder", "w8", fp32 / "text_encoder.onnx", int8 / "text_encoder.onnx")
+    layers = quantizer.layers()
+    quantizer.build([l.node for l in layers if l.reason])   # w8 needs no calibration; accuracy is measured below
+    _mark(layers, "w8")
+    q = ComponentQuant("text_encoder", "w8", quantizer.tool, layers)
     files = _files(int8, "text_encoder.onnx")
     out["components"]["text_encoder"].update(int8_files=files, int8_bytes=_size(int8, files), scheme=q.scheme,
                                              coverage=q.coverage())
@@ -212,8 +215,9 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     """Calibrate and quantize the denoiser on `prompts` calibration prompts; peak RSS of this process."""
     from compiler.errors import ParityError
     from compiler.pipeline import calibration_prompts, release_reference, torch_chain
-    from compiler.quantize import quantize_component
+    from compiler.quantization import QuantJob, quantize_component
     from compiler.targets.onnx import OnnxTarget
+    from compiler.targets.onnx.quantize import OnnxQuantizer
     from compiler.verify import TOLERANCES
     from compiler.wrap import wrap
 
@@ -236,9 +240,9 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     result = {"prompts": len(calib), "rss_before_bytes": rss_before, "file": str(dst)}
     t0 = time.perf_counter()
     try:
-        q = quantize_component("denoiser", recipe.components.denoiser, work / "fp32" / "denoiser.onnx", dst,
-                               reference, calib, recipe.calibration.seed, target.load, out_dir,
-                               TOLERANCES[("denoiser", "int8")], progress)
+        job = QuantJob("denoiser", recipe.components.denoiser, reference, calib, recipe.calibration.seed,
+                       TOLERANCES[("denoiser", "int8")], progress)
+        q, _ = quantize_component(job, OnnxQuantizer("denoiser", "w8a8", work / "fp32" / "denoiser.onnx", dst))
         result.update(coverage=q.coverage(), fallback=q.fallback, check=q.check.get("before_fallback", {}))
     except ParityError as exc:  # no fallback allowed: the miss is a result, and the file is still written
         result["parity_error"] = exc.message
@@ -255,7 +259,7 @@ def _heldout_accuracy(reference, recipe, target, denoiser: Path, text_encoder: P
     from compiler.metrics import compare
     from compiler.verify import heldout_inputs
 
-    run_denoiser, run_text = target.load(denoiser), target.load(text_encoder)
+    run_denoiser, run_text = target.runner(denoiser), target.runner(text_encoder)
     rows = {"denoiser": [], "text_encoder": []}
     for _, tokens, z in heldout_inputs(reference, _heldout(recipe), recipe.parity.seed):
         embeds = reference.embed(tokens)
@@ -297,7 +301,7 @@ def _time_pair(fp32: Path, int8: Path | None, feeds: dict, repeats: int) -> tupl
 def _time(path: Path, feeds: dict, repeats: int) -> tuple[list[float], list]:
     from compiler.targets.onnx import OnnxTarget
 
-    run = OnnxTarget().load(path)
+    run = OnnxTarget().runner(path)
     outputs = run(feeds)  # warm-up: first-run allocations and kernel selection stay out of the median
     return timed_runs(run, feeds, repeats), outputs
 

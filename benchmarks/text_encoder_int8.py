@@ -3,7 +3,7 @@
 Runs on the fp32 text encoder that `benchmarks/int8.py --work W` exported (SD-Turbo's
 OpenCLIP-H size, random seeded weights) and compares, side by side in one process:
 
-    w8             the compiler's scheme (compiler.quantize): ORT MatMulNBits bits=8, weight-only,
+    w8             the compiler's scheme (compiler.targets.onnx.quantize): ORT MatMulNBits bits=8, weight-only,
                    compute in fp32 (accuracy_level unset)
     w8 int8-dot    the same weights with MatMulNBits accuracy_level=4: activations quantized to
                    int8 per block at run time, int8 dot products
@@ -34,13 +34,11 @@ sys.path.insert(0, str(REPO))
 def _variants(src: Path, out: Path) -> dict[str, Path]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from compiler.quantize import _quiet_ort_logging, _weight_only, quantize_component
-    from compiler.recipe import Component, Quantization
-    from compiler.verify import TOLERANCES
+    from compiler.targets.onnx.quantize import OnnxQuantizer, _quiet_ort_logging, _weight_only
 
     files = {"w8": out / "w8.onnx", "w8 int8-dot": out / "w8-int8-dot.onnx", "dynamic int8": out / "dynamic.onnx"}
-    quantize_component("text_encoder", Component("int8", Quantization(scheme="w8")), src, files["w8"], None, [], 0,
-                       None, out, TOLERANCES[("text_encoder", "int8")])
+    quantizer = OnnxQuantizer("text_encoder", "w8", src, files["w8"])
+    quantizer.build([l.node for l in quantizer.layers() if l.reason])
     _weight_only(src, files["w8 int8-dot"], [], accuracy_level=4)
     with _quiet_ort_logging():
         quantize_dynamic(str(src), str(files["dynamic int8"]), op_types_to_quantize=["MatMul"], per_channel=True,
@@ -52,7 +50,7 @@ def _time(path: Path, feeds: list[dict], repeats: int) -> tuple[float, list]:
     """Median seconds on the first prompt, and the outputs for every prompt (the first run is the warm-up)."""
     from compiler.targets.onnx import OnnxTarget
 
-    run = OnnxTarget().load(path)
+    run = OnnxTarget().runner(path)
     outputs = [run(f)[0] for f in feeds]
     return statistics.median(timed_runs(run, feeds[0], repeats)), outputs
 

@@ -3,6 +3,7 @@ documented exit code (README, shared/ERRORS.md); `--debug` adds the traceback.""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -97,7 +98,9 @@ def compile_parser() -> argparse.ArgumentParser:
                            "verified bundle: export every component, bake the family's one-step sampler into the "
                            "denoiser, check parity against torch on held-out prompts, and write manifest.json, "
                            "tokenizer and report.html. The output directory is written atomically.")
-    p.add_argument("--target", required=True, help="export target: onnx")
+    p.add_argument("--target", required=True, help="export target: onnx (ONNX Runtime; checked by running it) or "
+                                                    "coreml (ML Program .mlpackage; on Linux checked by evaluating "
+                                                    "the converted MIL program, fp16 emulated)")
     p.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/sd-turbo.yaml")
     p.add_argument("--model", help="local diffusers folder or hub id (org/name; needs network). "
                                    "Default: the recipe's `model`")
@@ -113,17 +116,19 @@ def _compile(args) -> None:
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    from .targets import TARGETS
+    from .targets import target_class
 
-    if args.target not in TARGETS:
-        raise RecipeError("--target", f"unknown target {args.target!r}; available: {', '.join(sorted(TARGETS))}")
+    target = target_class(args.target)()
+    options = recipe.target_options(args.target)
+    target.validate(recipe, options)
     model = args.model or recipe.model
     if not model:
         raise RecipeError(f"{args.recipe}: model", "no model given: pass --model or set `model` in the recipe")
     out = Path(args.out or f"build/{recipe.name}-{args.target}")
     if args.dry_run:
         plan = {"recipe": recipe.to_dict(), "plan": {
-            "target": args.target, "model": model, "out": str(out),
+            "target": args.target, "target_options": dataclasses.asdict(options), "checker": target.checker(options),
+            "model": model, "out": str(out),
             "stages": ["load", "wrap", "export", "quantize", "verify", "bundle"],
             "components": {n: c.precision for n, c in recipe.component_specs().items()},
             "decoder_subfolder": recipe.components.vae_decoder.subfolder}}

@@ -15,29 +15,30 @@ from .bundle import REPORT, atomic_output, package_versions, sha256_file, write_
 from .load import Student, load_student
 from .progress import Progress
 from .prompts import check_disjoint, read_prompts
-from .quantize import CHECK_PROMPTS, ComponentQuant, calibration_feeds, quantize_component
+from .quantization import (CHECK_PROMPTS, ComponentQuant, QuantJob, artifact_bytes, calibration_feeds,
+                           quantize_component, scheme_of as job_scheme)
 from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
-from .targets import Target, get_target
+from .targets import Artifact, Target, get_target
 from .verify import TOLERANCES, Parity, check_parity, heldout_inputs, require
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
-TOOLS = ("torch", "diffusers", "transformers", "onnx", "onnxruntime", "onnxscript", "nncf", "numpy")
+TOOLS = ("torch", "diffusers", "transformers", "numpy")
 TOKENIZER_FILES = (".json", ".txt")
 
 
 @dataclass
 class Exported:
-    files: dict[str, list[str]]          # component -> files written in the staging dir
+    artifacts: dict[str, Artifact]       # component -> what the target wrote in the staging dir
     chain: Chain
 
 
 @dataclass
 class Quantized:
-    files: dict[str, list[str]]          # component -> files of the shipped (int8 or fp32) model
+    artifacts: dict[str, Artifact]       # component -> the shipped (quantized or float) artifact
     chain: Chain                          # the shipped chain
-    fp32_chain: Chain                     # the fp32 export, kept (outside the bundle) for parity
+    float_chain: Chain                     # the float export, kept (outside the bundle) for parity
     components: dict[str, ComponentQuant]
     calibration: dict
 
@@ -54,6 +55,8 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     progress = progress or Progress(len(STAGES))
     progress.total = len(STAGES)
     target = get_target(target_name)
+    options = recipe.target_options(target.name)
+    target.validate(recipe, options)
     heldout_file = read_prompts(recipe.parity.prompts, "parity.prompts")
     heldout = heldout_file[: recipe.parity.num_prompts]
     calibration = calibration_prompts(recipe, heldout_file)
@@ -63,25 +66,36 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
         with progress.stage("wrap", f"family {recipe.family}, {recipe.image.height}x{recipe.image.width}"):
             wrapped = wrap(student, recipe)
             reference = torch_chain(wrapped, student)
-        with progress.stage("export", f"{target.name}, opset {recipe.export.opset}"):
-            exported = export(wrapped, student, target, staging, recipe.export.opset, progress)
+        with progress.stage("export", f"{target.name}, {_options_detail(options)}"):
+            exported = export(wrapped, student, target, options, staging, progress)
         with progress.stage("quantize", _quantize_detail(recipe, calibration)):
             release_reference(reference, recipe, wrapped, student, heldout, calibration)
-            quantized = quantize(recipe, target, reference, exported, staging, calibration, progress)
-        with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}"):
-            parity = verify(recipe, target, reference, quantized, heldout, progress)
-            latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed) if recipe.quantized else {}
+            quantized = quantize(recipe, target, options, reference, exported, staging, calibration, progress)
+        with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}, checked "
+                                      f"with {target.checker(options)}"):
+            parity = verify(recipe, target, options, reference, quantized, heldout, progress)
+            latency = {}
+            if recipe.quantized and target.reports_latency:
+                latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed)
             shutil.rmtree(staging / WORK_DIR)
         with progress.stage("bundle", str(out)):
-            manifest = bundle(staging, recipe, target, student, wrapped, quantized, parity, latency)
+            manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency)
     return Result(Path(out), manifest, parity)
+
+
+def _options_detail(options) -> str:
+    import dataclasses
+
+    return ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(options).items() if v is not None)
 
 
 WORK_DIR = ".work"  # inside the staging dir, so an interrupted compile leaves nothing behind
 
 
-def precisions(recipe: Recipe) -> dict[str, str]:
-    return {name: spec.precision for name, spec in recipe.component_specs().items()}
+def precisions(recipe: Recipe, float_precision: str = "fp32") -> dict[str, str]:
+    """Component -> int8, or the precision the target computes unquantized components in."""
+    return {name: spec.precision if spec.precision == "int8" else float_precision
+            for name, spec in recipe.component_specs().items()}
 
 
 def calibration_prompts(recipe: Recipe, heldout: list[str]) -> list[str]:
@@ -100,48 +114,56 @@ def _quantize_detail(recipe: Recipe, calibration: list[str]) -> str:
     return f"int8 {', '.join(int8)}; {len(calibration)} calibration prompts from {recipe.calibration.prompts}"
 
 
-def quantize(recipe: Recipe, target: Target, reference: Chain, exported: Exported, staging: Path,
+def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported: Exported, staging: Path,
              calibration: list[str], progress: Progress) -> Quantized:
-    """int8 components replace their fp32 files in the bundle; the fp32 files move to the work
-    dir, where the quantizer reads them."""
-    work = staging / WORK_DIR
-    (work / "fp32").mkdir(parents=True)
-    files, runners, done = dict(exported.files), dict(exported.chain.runners), {}
-    fp32_runners = dict(exported.chain.runners)
+    """Quantized components replace their float artifacts in the bundle; the float artifacts move
+    to the work dir, where the target's quantizer reads them."""
+    work = staging / WORK_DIR / "float"
+    work.mkdir(parents=True)
+    artifacts, done = dict(exported.artifacts), {}
+    runners, float_runners = dict(exported.chain.runners), dict(exported.chain.runners)
+    runner = _runner_factory(target, options)
     for name in COMPONENTS:
         spec = recipe.component_specs()[name]
         if spec.precision != "int8":
             continue
-        if target.name != "onnx":
-            raise RecipeError(f"components.{name}.precision", f"int8 is not available for target {target.name}")
-        for f in exported.files[name]:
-            shutil.move(staging / f, work / "fp32" / f)
-        src = work / "fp32" / exported.files[name][0]
-        dst = staging / exported.files[name][0]
-        done[name] = quantize_component(name, spec, src, dst, reference, calibration, recipe.calibration.seed,
-                                        target.load, work, TOLERANCES[(name, "int8")], progress)
-        files[name] = sorted(p.name for p in staging.iterdir() if p.name.startswith(dst.name))
-        done[name].sizes = {"fp32_bytes": sum((work / "fp32" / f).stat().st_size for f in exported.files[name]),
-                            "shipped_bytes": sum((staging / f).stat().st_size for f in files[name])}
-        runners[name] = Deferred(target.load, dst)
-        fp32_runners[name] = Deferred(target.load, src)
+        src = exported.artifacts[name]
+        for f in src.files:
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staging / f, work / f)
+        if (staging / src.main).is_dir():
+            shutil.rmtree(staging / src.main)
+        job = QuantJob(name, spec, reference, calibration, recipe.calibration.seed,
+                       TOLERANCES[(name, "int8")], progress)
+        scheme = job_scheme(name, spec)
+        quantizer = target.quantizer(name, scheme, src, work, staging, options)
+        done[name], artifacts[name] = quantize_component(job, quantizer)
+        done[name].sizes = {"float_bytes": artifact_bytes(work, src.files),
+                            "shipped_bytes": artifact_bytes(staging, artifacts[name].files)}
+        runners[name] = Deferred(runner, staging / artifacts[name].main)
+        float_runners[name] = Deferred(runner, work / src.main)
     chain = Chain(exported.chain.tokenizers, runners, exported.chain.latent_shape, exported.chain.dual)
-    fp32_chain = Chain(exported.chain.tokenizers, fp32_runners, exported.chain.latent_shape, exported.chain.dual)
+    float_chain = Chain(exported.chain.tokenizers, float_runners, exported.chain.latent_shape, exported.chain.dual)
     info = {}
     if recipe.quantized:
         info = {"prompts": recipe.calibration.prompts, "num_prompts": len(calibration), "seed": recipe.calibration.seed,
                 "prompts_sha256": sha256_file(Path(recipe.calibration.prompts))}
-    return Quantized(files, chain, fp32_chain, done, info)
+    return Quantized(artifacts, chain, float_chain, done, info)
 
 
-def verify(recipe: Recipe, target: Target, reference: Chain, quantized: Quantized, heldout: list[str],
+def _runner_factory(target: Target, options):
+    return lambda path: target.runner(path, options)
+
+
+def verify(recipe: Recipe, target: Target, options, reference: Chain, quantized: Quantized, heldout: list[str],
            progress: Progress) -> list[Parity]:
-    """fp32 export vs torch always; the shipped int8 chain vs torch when anything is int8."""
-    fp32 = {name: "fp32" for name in COMPONENTS}
-    parity = [check_parity(reference, quantized.fp32_chain, fp32, heldout, recipe.parity.seed,
-                           f"{target.name} fp32", progress)]
+    """The float export vs torch always; the shipped quantized chain vs torch when anything is int8."""
+    fp = target.float_precision(options)
+    floats = {name: fp for name in COMPONENTS}
+    parity = [check_parity(reference, quantized.float_chain, floats, heldout, recipe.parity.seed,
+                           f"{target.name} {fp}", progress)]
     if recipe.quantized:
-        parity.append(check_parity(reference, quantized.chain, precisions(recipe), heldout, recipe.parity.seed,
+        parity.append(check_parity(reference, quantized.chain, precisions(recipe, fp), heldout, recipe.parity.seed,
                                    f"{target.name} int8", progress))
     for p in parity:
         require(p)
@@ -155,7 +177,7 @@ def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: i
     out = {}
     for name in COMPONENTS:
         row = {}
-        for label, chain in (("fp32", quantized.fp32_chain), ("shipped", quantized.chain)):
+        for label, chain in (("fp32", quantized.float_chain), ("shipped", quantized.chain)):
             run = chain.runners[name]
             run(feeds[name])
             times = []
@@ -222,20 +244,20 @@ def _torch_runner(graph: Graph):
     return run
 
 
-def export(wrapped: Wrapped, student: Student, target: Target, staging: Path, opset: int,
+def export(wrapped: Wrapped, student: Student, target: Target, options, staging: Path,
            progress: Progress) -> Exported:
-    files, runners = {}, {}
+    artifacts, runners = {}, {}
+    runner = _runner_factory(target, options)
     for name in COMPONENTS:
         graph = wrapped.graphs[name]
         params = sum(p.numel() for p in graph.module.parameters())
         progress.step(f"{name}: {params / 1e6:.2f}M parameters")
-        files[name] = target.export(graph, staging, opset)
-        target.load(staging / files[name][0])  # ORT must accept the file now, not after calibration
-        runners[name] = Deferred(target.load, staging / files[name][0])
-    return Exported(files, Chain(student.tokenizers, runners, wrapped.latent_shape, student.dual))
+        artifacts[name] = target.export(graph, staging, options)
+        runners[name] = Deferred(runner, staging / artifacts[name].main)
+    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, student.dual))
 
 
-def bundle(staging: Path, recipe: Recipe, target: Target, student: Student, wrapped: Wrapped,
+def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
            quantized: Quantized, parity: list[Parity], latency: dict) -> dict:
     tokenizers = []
     for i, folder in enumerate(student.tokenizer_dirs):
@@ -253,10 +275,11 @@ def bundle(staging: Path, recipe: Recipe, target: Target, student: Student, wrap
     truncated = [s.prompt for p in parity[:1] for s in p.samples if s.truncated]
     warnings = [f"held-out prompt truncated to {wrapped.max_length} tokens: {p[:60]!r}" for p in truncated]
     components = {}
+    shipped = precisions(recipe, target.float_precision(options))
     for name in COMPONENTS:
-        main = quantized.files[name][0]
-        components[name] = {"file": main, "files": quantized.files[name], "precision": precisions(recipe)[name],
-                            **target.describe_io(staging / main)}
+        a = quantized.artifacts[name]
+        components[name] = {"file": a.main, "files": a.files, "precision": shipped[name],
+                            **target.describe_io(staging / a.main)}
     h, w = recipe.image.height, recipe.image.width
     quantization = {name: q.as_dict() for name, q in quantized.components.items()}
     manifest = {
@@ -276,13 +299,14 @@ def bundle(staging: Path, recipe: Recipe, target: Target, student: Student, wrap
         "quantization": {"calibration": quantized.calibration, "components": quantization} if quantization else None,
         "warnings": warnings,
         "source": source_fingerprint(student),
-        "tools": tool_versions(),
+        "targets": {target.name: target.manifest_block(options, quantized.artifacts)},
+        "tools": tool_versions(target.packages),
     }
     manifest = write_manifest(staging, manifest)
     summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
-               "precision": ", ".join(f"{n} {p}" for n, p in precisions(recipe).items()),
-               "parity": "pass" if all(p.passed for p in parity) else "FAIL"}
-    sections = report.quantization_sections(manifest, quantized.components, latency)
+               "precision": ", ".join(f"{n} {p}" for n, p in shipped.items()),
+               "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
+    sections = report.quantization_sections(manifest, quantized.components, latency, target.checker(options))
     (staging / REPORT).write_text(report.render(f"{recipe.name} ({target.name})", summary, parity, sections),
                                   encoding="utf-8")
     return manifest
@@ -294,5 +318,5 @@ def source_fingerprint(student: Student) -> dict:
     return {"folder_name": root.name, "weights_sha256": weights}
 
 
-def tool_versions() -> dict:
-    return {"onestep-edge-compiler": __version__, **package_versions(*TOOLS)}
+def tool_versions(target_packages: tuple[str, ...]) -> dict:
+    return {"onestep-edge-compiler": __version__, **package_versions(*TOOLS, *target_packages)}

@@ -34,7 +34,9 @@ class Quantization:
     """How one component is quantized (issue 4). Layered like coremltools.optimize:
     global scheme -> per op type -> per node name, where `null` keeps that op/node in float."""
 
-    scheme: Literal["w8a8", "w8"] = "w8a8"
+    # w8a8: int8 weights and activations; w8: int8 weights only; palettize6/4: k-means weight
+    # palettes (6 or 4 bits per weight, Core ML). Which a target can ship: its `schemes`.
+    scheme: Literal["w8a8", "w8", "palettize6", "palettize4"] = "w8a8"
     op_types: Mapping[str, Optional[str]] = field(default_factory=dict)
     nodes: Mapping[str, Optional[str]] = field(default_factory=dict)
     max_float_weight_fraction: float = 0.0
@@ -68,11 +70,6 @@ class Sampler:
 
 
 @dataclass(frozen=True)
-class Export:
-    opset: int = 18
-
-
-@dataclass(frozen=True)
 class Parity:
     prompts: str = "calibration/heldout.txt"
     num_prompts: int = 2
@@ -95,9 +92,11 @@ class Recipe:
     image: Image = Image()
     components: Components = Components()
     sampler: Sampler = Sampler()
-    export: Export = Export()
     parity: Parity = Parity()
     calibration: Calibration = Calibration()
+    # Options only one target has, validated by that target's own frozen dataclass:
+    # targets: {onnx: {opset: 18}, coreml: {compute_precision: fp16}}
+    targets: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def quantized(self) -> bool:
@@ -108,6 +107,12 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def target_options(self, name: str) -> Any:
+        """The recipe's `targets.<name>` block, or that target's defaults."""
+        from .targets import target_class
+
+        return self.targets.get(name) or target_class(name).Options()
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -130,13 +135,41 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe_from_data(data, where)
 
 
+# Keys of earlier recipe layouts: exit 2 with the new spelling instead of a bare "unknown key".
+MOVED = {"export": "target-specific options moved under `targets`: write `targets: {onnx: {opset: 18}}`"}
+
+
 def recipe_from_data(data: Any, where: str) -> Recipe:
     """The same strict checks for a recipe that arrives as data (e.g. from a bundle's manifest)."""
+    blocks: Any = {}
+    if isinstance(data, dict):
+        for key, hint in MOVED.items():
+            if key in data:
+                raise RecipeError(f"{where}: {key}", hint)
+        data = dict(data)
+        blocks = data.pop("targets", None) or {}
     recipe = _build(Recipe, data, where, "")
+    recipe = dataclasses.replace(recipe, targets=_target_blocks(blocks, where))
     if recipe.version != RECIPE_VERSION:
         raise RecipeError(f"{where}: version", f"unsupported recipe version {recipe.version}; this compiler reads version {RECIPE_VERSION}")
     _check_values(recipe, where)
     return recipe
+
+
+def _target_blocks(blocks: Any, where: str) -> dict[str, Any]:
+    from .targets import TARGETS, target_class
+
+    if not isinstance(blocks, dict):
+        raise RecipeError(f"{where}: targets", f"expected a mapping, got {type(blocks).__name__}")
+    out = {}
+    for name in sorted(map(str, blocks)):
+        if name not in TARGETS:
+            raise RecipeError(f"{where}: targets.{name}", f"unknown target (known: {', '.join(sorted(TARGETS))})")
+        options = _build(target_class(name).Options, blocks[name] or {}, where, f"targets.{name}")
+        for key, message in options.problems():
+            raise RecipeError(f"{where}: targets.{name}.{key}", message)
+        out[name] = options
+    return out
 
 
 def override(recipe: Recipe, **changes: Any) -> Recipe:
@@ -155,8 +188,6 @@ def _check_values(r: Recipe, where: str) -> None:
         raise bad("parity.num_prompts", "must be at least 1")
     if r.calibration.num_prompts < 1:
         raise bad("calibration.num_prompts", "must be at least 1")
-    if r.export.opset < 17:
-        raise bad("export.opset", "must be >= 17 (LayerNormalization, dynamo exporter)")
     for name, comp in r.component_specs().items():
         q = comp.quantization
         if comp.precision == "fp32" and q is not None:

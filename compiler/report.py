@@ -82,7 +82,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
 SENSITIVITY_ROWS = 25
 
 
-def quantization_sections(manifest: dict, components: dict, latency: dict) -> list[tuple[str, str]]:
+def quantization_sections(manifest: dict, components: dict, latency: dict, checker: str) -> list[tuple[str, str]]:
     """Coverage, per-layer sensitivity, sizes and measured latencies of a quantized bundle."""
     if not components:
         return []
@@ -90,11 +90,12 @@ def quantization_sections(manifest: dict, components: dict, latency: dict) -> li
     rows = []
     for name, q in components.items():
         cov = q.coverage()
-        rows.append([name, q.scheme, cov["int8_layers"], cov["float_layers"], f"{cov['int8_weight_share']:.1%}",
-                     f"{cov['int8_flop_share']:.1%}", ", ".join(q.fallback) or "none"])
+        rows.append([name, q.scheme, cov["quantized_layers"], cov["float_layers"],
+                     f"{cov['quantized_weight_share']:.1%}", f"{cov['quantized_flop_share']:.1%}",
+                     ", ".join(q.fallback) or "none"])
     sections.append(("Quantization coverage", _table(
-        ["component", "scheme", "int8 layers", "float layers", "int8 weight share", "int8 FLOP share",
-         "kept float by fallback"], rows)))
+        ["component", "scheme", "quantized layers", "float layers", "quantized weight share",
+         "quantized FLOP share", "kept float by fallback"], rows)))
     for name, q in components.items():
         ranked = sorted((l for l in q.layers if l.sensitivity_db is not None), key=lambda l: l.sensitivity_db)
         if not ranked:
@@ -102,9 +103,9 @@ def quantization_sections(manifest: dict, components: dict, latency: dict) -> li
         rows = [[l.name, l.op_type, l.params, round(l.act_sqnr_db, 2) if l.act_sqnr_db is not None else "",
                  round(l.output_sqnr_db, 2), l.precision, l.reason] for l in ranked[:SENSITIVITY_ROWS]]
         check = q.check
-        note = (f"<p>Local quantization error of each layer, measured in the int8 graph on a calibration prompt: "
-                f"its input activation after Q/DQ, and its output against the same op run in float (fp32 weight "
-                f"and input); lowest output SQNR first ({min(len(ranked), SENSITIVITY_ROWS)} of "
+        note = (f"<p>Local quantization error of each layer, measured in the quantized graph on a calibration "
+                f"prompt: its input activation after quantization, and its output against the same op run in float "
+                f"(float weight and input); lowest output SQNR first ({min(len(ranked), SENSITIVITY_ROWS)} of "
                 f"{len(ranked)}). Check on calibration prompts: {html.escape(str(check))}</p>")
         sections.append((f"Per-layer sensitivity: {name}", note + _table(
             ["layer", "op", "params", "input SQNR dB", "output SQNR dB", "precision", "why float"],
@@ -112,14 +113,14 @@ def quantization_sections(manifest: dict, components: dict, latency: dict) -> li
     rows = []
     for name, q in components.items():
         params = sum(l.params for l in q.layers)
-        fp32, shipped = q.sizes.get("fp32_bytes", 0), q.sizes.get("shipped_bytes", 0)
+        fp32, shipped = q.sizes.get("float_bytes", 0), q.sizes.get("shipped_bytes", 0)
         rows.append([name, f"{fp32 / 1e6:.2f} MB", f"{shipped / 1e6:.2f} MB",
                      f"{shipped / fp32:.2f}x" if fp32 else "", f"{shipped / params:.3f}" if params else ""])
-    sections.append(("Sizes", _table(["component", "fp32 file", "int8 file", "ratio", "bytes per layer parameter"],
+    sections.append(("Sizes", _table(["component", "float", "quantized", "ratio", "bytes per layer parameter"],
                                      rows)))
     if latency:
         rows = [[name, f"{t['fp32'] * 1e3:.2f}", f"{t['shipped'] * 1e3:.2f}", f"{t['fp32'] / t['shipped']:.2f}x"]
                 for name, t in latency.items()]
-        sections.append(("Latency (ONNX Runtime CPU, this machine, median of 3; not part of the manifest)",
+        sections.append((f"Latency ({checker}, this machine, median of 3; not part of the manifest)",
                          _table(["component", "fp32 ms", "shipped ms", "speed-up"], rows)))
     return sections

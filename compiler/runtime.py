@@ -98,10 +98,18 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     bundle = Path(bundle)
     manifest = read_verified_manifest(bundle)
     target = get_target(manifest["target"])
-    runners = {name: target.load(bundle / c["file"]) for name, c in sorted(manifest["components"].items())}
+    options = _target_options(target, manifest)
+    runners = {name: target.runner(bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
     tokenizers = load_tokenizers([bundle / t["folder"] for t in manifest["tokenizers"]])
     chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), len(tokenizers) == 2)
     return chain, manifest
+
+
+def _target_options(target, manifest: dict):
+    from .recipe import recipe_from_data
+
+    recipe = recipe_from_data(manifest.get("recipe") or {}, "manifest.json recipe")
+    return recipe.target_options(target.name)
 
 
 def to_png(image: np.ndarray, path: str | Path) -> None:

@@ -290,12 +290,12 @@ def _interrupt_on_second_export(monkeypatch, exc: BaseException):
     real = OnnxTarget.export
     calls = []
 
-    def export(self, graph, out_dir, opset):
+    def export(self, graph, out_dir, options):
         calls.append(graph.name)
         if len(calls) == 2:
             assert any(out_dir.iterdir()), "the first component should be in staging by now"
             raise exc
-        return real(self, graph, out_dir, opset)
+        return real(self, graph, out_dir, options)
 
     monkeypatch.setattr(OnnxTarget, "export", export)
     return calls

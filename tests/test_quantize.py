@@ -59,15 +59,15 @@ def test_int8_bundle_passes_its_gate_and_records_coverage(int8_bundle):
     q = m["quantization"]["components"]["denoiser"]
     assert q["scheme"] == "w8a8" and q["fallback"] == []
     cov = q["coverage"]
-    assert cov["float_layers"] == 0 and cov["int8_weight_share"] == 1.0 and cov["int8_flop_share"] == 1.0
+    assert cov["float_layers"] == 0 and cov["quantized_weight_share"] == 1.0 and cov["quantized_flop_share"] == 1.0
     assert all(l["precision"] == "int8" and "output_sqnr_db" in l for l in q["layers"])
     assert m["quantization"]["calibration"]["num_prompts"] == 4
     te = m["quantization"]["components"]["text_encoder"]
-    assert te["scheme"] == "w8" and te["coverage"]["int8_layers"] > 0
+    assert te["scheme"] == "w8" and te["coverage"]["quantized_layers"] > 0
     # int8 files are smaller than the fp32 exports they replace
     for name in ("denoiser", "text_encoder"):
         sizes = m["quantization"]["components"][name]["sizes"]
-        assert sizes["shipped_bytes"] < sizes["fp32_bytes"]
+        assert sizes["shipped_bytes"] < sizes["float_bytes"]
 
 
 def test_int8_denoiser_graph_has_quantized_ops_that_ort_fuses(int8_bundle, tmp_path):
@@ -170,7 +170,7 @@ def test_outlier_layer_and_only_it_falls_back_to_float(outlier_student, run_cli,
     assert [l["name"] for l in floated] == ["unet.conv_out"] and floated[0]["reason"].startswith("fallback")
     assert q["check_on_calibration_prompts"]["before_fallback"]["passed"] is False
     assert q["check_on_calibration_prompts"]["after_fallback"]["passed"] is True
-    assert 0 < 1 - q["coverage"]["int8_weight_share"] <= 0.2
+    assert 0 < 1 - q["coverage"]["quantized_weight_share"] <= 0.2
     # the ranked sensitivity put the injected layer first
     ranked = sorted((l for l in q["layers"] if "output_sqnr_db" in l), key=lambda l: l["output_sqnr_db"])
     assert ranked[0]["name"] == "unet.conv_out"
@@ -267,11 +267,11 @@ def _conv_matmul_model(path: Path) -> None:
 
 
 def test_streamed_calibration_gives_ort_minmax_calibrators_ranges(tmp_path):
-    """compiler.quantize._calibrate (graph-only copy, one sample at a time) must produce the
+    """The ONNX target's _calibrate (graph-only copy, one sample at a time) must produce the
     ranges ORT's own MinMaxCalibrater computes over the same samples."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, load_tensors_data
 
-    from compiler.quantize import WEIGHT_OPS, _calibrate
+    from compiler.targets.onnx.quantize import WEIGHT_OPS, _calibrate
 
     src = tmp_path / "m" / "model.onnx"
     src.parent.mkdir()

@@ -30,6 +30,13 @@ def test_shipped_recipe_loads(path):
     ("version: 1\nfamily: lcm\n", "name"),
     ("version: 2\nname: x\nfamily: lcm\n", "version"),
     ("version: 1\nname: x\nfamily: eps-turbo\ncomponents: {denoiser: {precision: fp16}}\n", "components.denoiser.precision"),
+    ("version: 1\nname: x\nfamily: lcm\ntargets: {tflite: {}}\n", "targets.tflite"),
+    ("version: 1\nname: x\nfamily: lcm\ntargets: {onnx: {opset: 16}}\n", "targets.onnx.opset"),
+    ("version: 1\nname: x\nfamily: lcm\ntargets: {onnx: {opsett: 18}}\n", "targets.onnx.opsett"),
+    ("version: 1\nname: x\nfamily: lcm\ntargets: {coreml: {compute_precision: int4}}\n",
+     "targets.coreml.compute_precision"),
+    ("version: 1\nname: x\nfamily: lcm\ntargets: {coreml: {minimum_deployment_target: iOS15}}\n",
+     "targets.coreml.minimum_deployment_target"),
 ])
 def test_bad_recipe_names_the_key(tmp_path, body, key):
     path = tmp_path / "r.yaml"
@@ -38,6 +45,35 @@ def test_bad_recipe_names_the_key(tmp_path, body, key):
         load_recipe(path)
     assert err.value.code == Exit.RECIPE
     assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_old_export_key_names_the_new_spelling(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("version: 1\nname: x\nfamily: lcm\nexport: {opset: 18}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert err.value.code == Exit.RECIPE and "export" in str(err.value) and "targets: {onnx: {opset: 18}}" in str(err.value)
+
+
+def test_target_blocks_are_the_targets_own_dataclasses(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("version: 1\nname: x\nfamily: lcm\ntargets: {coreml: {compute_precision: fp32}}\n")
+    recipe = load_recipe(path)
+    assert recipe.target_options("coreml").compute_precision == "fp32"
+    assert recipe.target_options("onnx").opset == 18          # defaults where the recipe is silent
+    assert recipe.to_dict()["targets"] == {"coreml": {"compute_precision": "fp32", "minimum_deployment_target": None,
+                                                      "compute_units": "all", "check": "auto",
+                                                      "palettize_group_size": 16}}
+
+
+@pytest.mark.parametrize("target, scheme", [("onnx", "palettize4"), ("onnx", "palettize6")])
+def test_scheme_a_target_cannot_ship_is_refused_before_work(tmp_path, run_cli, students, target, scheme):
+    recipe = write_recipe(tmp_path / "r.yaml", extra=f"components: {{denoiser: {{precision: int8, quantization: "
+                                                      f"{{scheme: {scheme}}}}}}}\n")
+    code, _, err = run_cli("compile", "--target", target, "--recipe", recipe, "--model", students["eps-turbo"],
+                           "--out", tmp_path / "o")
+    assert code == Exit.RECIPE and scheme in err and target in err and "components.denoiser" in err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("body", ["", "version: [1\n", "- a\n- b\n"])

@@ -1,12 +1,18 @@
 """Export targets: a small Protocol and an explicit registry.
 
-Heavy toolchains are imported inside each target, so `compile --help` stays instant, and a
-target whose toolchain is missing says why instead of crashing.
+A target turns one wrapped component (a torch module with fixed example inputs, the family's
+step baked in) into a file or directory a device runtime loads, quantizes it with its own
+toolkit, and says how this machine computes its outputs for parity. Each target is a package
+(`compiler/targets/<name>/`) whose `__init__` imports nothing heavy, so `compile --help` stays
+instant and a target whose toolchain is missing says why instead of crashing. Adding a target is
+one package plus one line in TARGETS.
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -15,37 +21,108 @@ from ..errors import EnvironmentError_, RecipeError
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
+@dataclass
+class Artifact:
+    """What a target wrote for one component, relative to the bundle root."""
+    component: str
+    main: str            # what a runtime loads: a file (.onnx) or a directory (.mlpackage)
+    files: list[str]     # every file that belongs to it, sorted
+    # weight name in the target's graph -> torch module path, where the format loses the module
+    # path (Core ML); layer names in manifests and recipe overrides are then the same on every target
+    layer_names: dict[str, str] = field(default_factory=dict)
+
+
+class ComponentQuantizer(Protocol):
+    """One component's quantization in a target's own toolkit. The generic driver
+    (compiler/quantization.py) plans layers from the recipe, feeds calibration, checks the result
+    and decides the fallback; the target only knows how to do each step in its format."""
+    tool: str                      # the toolkit call, for the manifest
+    op_types: tuple[str, ...]      # weight-carrying op types, as the recipe's op_types names them
+    needs_calibration: bool
+
+    def layers(self) -> list:                                  # list[quantization.Layer]
+        ...
+
+    def calibrate(self, feeds: Iterator[dict[str, np.ndarray]]) -> None: ...
+
+    def build(self, float_layers: list[str]) -> Artifact:
+        """Write the quantized component, keeping the layers named (Layer.node) in float."""
+
+    def runner(self) -> Runner:
+        """Runs the artifact last built."""
+
+    def measure_sensitivity(self, layers: list, feeds: dict[str, np.ndarray]) -> None:
+        """Fill each quantized layer's act_sqnr_db / output_sqnr_db, measured in context."""
+
+
 class Target(Protocol):
     name: str
-    suffix: str
+    Options: type                 # frozen dataclass of the recipe's `targets.<name>` block
+    schemes: tuple[str, ...]      # quantization schemes this target can ship
+    packages: tuple[str, ...]     # its toolchain, recorded in the manifest's tools
+    reports_latency: bool         # whether timing its checker on this machine means anything
 
     def unavailable_reason(self) -> str | None: ...
 
-    def export(self, graph, out_dir: Path, opset: int) -> list[str]:
-        """Write the graph into out_dir; return the files written (relative names)."""
+    def validate(self, recipe, options) -> None:
+        """Refuse (RecipeError, exit 2) what this target cannot do, before any work."""
 
-    def load(self, path: Path) -> Runner:
-        """A callable that runs the exported file on this machine, for verification."""
+    def float_precision(self, options) -> str:
+        """What an unquantized component computes in: fp32, or fp16 (Core ML's default)."""
+
+    def export(self, graph, out_dir: Path, options) -> Artifact: ...
+
+    def quantizer(self, component: str, scheme: str, src: Artifact, src_root: Path, out_dir: Path,
+                  options) -> ComponentQuantizer: ...
+
+    def runner(self, path: Path, options) -> Runner:
+        """How this machine computes the artifact's outputs: run it, or evaluate it."""
+
+    def checker(self, options) -> str:
+        """Which check verified the numbers (the manifest and report say it)."""
 
     def describe_io(self, path: Path) -> dict: ...
 
-
-def _onnx() -> Target:
-    from .onnx import OnnxTarget
-
-    return OnnxTarget()
+    def manifest_block(self, options, artifacts: dict[str, Artifact]) -> dict: ...
 
 
-# Core ML and ExecuTorch land with their own issues; until then they are not listed, so
-# `--target coreml` is a usage error that names what exists rather than a stub.
-TARGETS: dict[str, Callable[[], Target]] = {"onnx": _onnx}
+# name -> "module:class". Each module's top level imports nothing heavy.
+TARGETS: dict[str, str] = {
+    "onnx": "compiler.targets.onnx:OnnxTarget",
+    "coreml": "compiler.targets.coreml:CoreMLTarget",
+}
+
+
+def target_class(name: str) -> Any:
+    if name not in TARGETS:
+        raise RecipeError("--target", f"unknown target {name!r}; available: {', '.join(sorted(TARGETS))}")
+    module, cls = TARGETS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def get_target(name: str) -> Target:
-    if name not in TARGETS:
-        raise RecipeError("--target", f"unknown target {name!r}; available: {', '.join(sorted(TARGETS))}")
-    target = TARGETS[name]()
+    target = target_class(name)()
     reason = target.unavailable_reason()
     if reason:
         raise EnvironmentError_(f"--target {name}", reason)
     return target
+
+
+def check_schemes(target, recipe) -> None:
+    """Every int8 component's scheme must be one this target can ship (exit 2 before any work)."""
+    from ..quantization import scheme_of
+
+    for name, spec in recipe.component_specs().items():
+        if spec.precision == "int8" and scheme_of(name, spec) not in target.schemes:
+            raise RecipeError(f"components.{name}.quantization.scheme",
+                              f"{scheme_of(name, spec)!r} is not available for target {target.name} "
+                              f"(it ships: {', '.join(target.schemes)})")
+
+
+def package_files(out_dir: Path, main: str) -> list[str]:
+    """Every file of an artifact: the main file and its siblings (`x.onnx`, `x.onnx.data`), or
+    everything inside the main directory."""
+    path = out_dir / main
+    if path.is_dir():
+        return sorted(p.relative_to(out_dir).as_posix() for p in path.rglob("*") if p.is_file())
+    return sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name.startswith(main))

@@ -1,6 +1,6 @@
-"""Stage 4, quantize: 8-bit post-training quantization of the exported ONNX components.
-
-Tools are ONNX Runtime's own (onnxruntime.quantization); nothing here rounds a weight by hand.
+"""ONNX Runtime's own quantizers (onnxruntime.quantization) for the ONNX target; nothing here
+rounds a weight by hand. The policy around them (calibration stream, layer plan, fallback,
+coverage) is compiler/quantization.py.
 
 - `w8a8` (denoiser default): `quantize_static`, QDQ format, per-channel symmetric int8
   weights, uint8 activations (MinMax ranges). Only ops that carry a weight (Conv, and
@@ -11,140 +11,74 @@ Tools are ONNX Runtime's own (onnxruntime.quantization); nothing here rounds a w
 - `w8` (text encoder default): weight-only int8 (`MatMulNBits`, bits=8, symmetric,
   blocks along K); activations stay float, so no calibration is needed.
 
-Calibration is streamed: each calibration prompt goes through the fp32 torch wrapped graph
-(tokenizer -> text encoder -> denoiser at the baked timestep, with seeded portable noise) and
-only the feeds of the component being calibrated are handed to ORT's MinMax calibrator,
-whose augmented graph reduces every calibrated tensor to a min and a max scalar inside the
-session: what is kept per prompt is two floats per tensor, so peak memory does not grow
-with the number of prompts.
-
-Accuracy-aware fallback: the quantized component is checked against fp32 on a few
-calibration prompts (never the held-out ones, which stay for the final verdict). On a miss,
-layers are ranked by their local quantization SQNR (activation and weight, measured in
-context, as onnxruntime.quantization.qdq_loss_debug does) and the worst are kept in float,
-one at a time, within the recipe's `max_float_weight_fraction`; without that permission
-a miss is a ParityError (exit 6).
+Calibration ranges come from our own MinMax graph (`_calibrate`), streamed one sample at a time
+and written as ORT's calibration cache, which `quantize_static` then reads. Per-layer
+sensitivity is measured in the int8 graph (`_measure_sqnr`), as qdq_loss_debug does.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import math
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 
-from . import noise
-from .errors import CalibrationError, ParityError, RecipeError
-from .metrics import compare
-from .prompts import tokenize
-from .recipe import Component, Quantization
-from .verify import Check
+from ...errors import CalibrationError, RecipeError
+from ...quantization import Layer, sqnr
+from .. import Artifact, package_files
+from .run import session_runner
 
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
-DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
-CHECK_PROMPTS = 2          # calibration prompts used to decide on fallback
 WEIGHT_ONLY_BLOCK = 128    # MatMulNBits: one scale per 128 weights along K (ORT pads a K that is not a multiple)
+TOOLS = {
+    "w8a8": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, weight QInt8 symmetric, "
+            "activation QUInt8, MinMax)",
+    "w8": "onnxruntime.quantization.MatMulNBitsQuantizer(bits=8, symmetric)",
+}
 
 
-@dataclass
-class Layer:
-    """One weight-carrying op: what it is, what it weighs, how it ended up."""
-    node: str
-    name: str                  # torch module path (from the exporter's name scopes) or node name
-    op_type: str
-    params: int
-    flops: int
-    precision: str = "fp32"    # int8 | fp32
-    reason: str = ""           # why it is float: recipe override / fallback / not a candidate
-    act_sqnr_db: Optional[float] = None     # input activation after Q/DQ vs before
-    output_sqnr_db: Optional[float] = None  # layer output, int8 vs the same op in float
+class OnnxQuantizer:
+    """One component: `src` (fp32 .onnx in the work dir) -> `dst` (in the bundle)."""
+    op_types = WEIGHT_OPS
 
-    @property
-    def sensitivity_db(self) -> Optional[float]:
-        return self.output_sqnr_db
+    def __init__(self, component: str, scheme: str, src: Path, dst: Path):
+        import onnx
 
-    def as_dict(self) -> dict:
-        d = {"node": self.node, "name": self.name, "op_type": self.op_type, "params": self.params,
-             "flops": self.flops, "precision": self.precision}
-        if self.reason:
-            d["reason"] = self.reason
-        for k in ("act_sqnr_db", "output_sqnr_db"):
-            v = getattr(self, k)
-            if v is not None:
-                d[k] = round(v, 3)
-        return d
+        self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
+        self.tool = TOOLS[scheme]
+        self.needs_calibration = scheme == "w8a8"
+        self.graph = onnx.load(str(src), load_external_data=False)
+        self.cache = self.src.with_name(f"{component}.calibration.json")
+        self.cache.unlink(missing_ok=True)  # ORT reuses a cache file it finds: this one holds this call's prompts
+        self._layers: list[Layer] = []
 
+    def layers(self) -> list[Layer]:
+        self._layers = weight_layers(self.graph)
+        if self.scheme == "w8":
+            for l in self._layers:
+                if l.op_type != "MatMul":
+                    l.reason = "w8 (weight-only) covers MatMul"
+        return self._layers
 
-@dataclass
-class ComponentQuant:
-    component: str
-    scheme: str
-    layers: list[Layer]
-    fallback: list[str] = field(default_factory=list)      # layer names kept float by the fallback
-    check: dict = field(default_factory=dict)               # calibration-prompt metrics before/after fallback
-    calibration_prompts: int = 0
-    sizes: dict = field(default_factory=dict)              # fp32_bytes, shipped_bytes (files on disk)
+    def calibrate(self, feeds: Iterator[dict]) -> None:
+        _calibrate(self.graph, self.src, self.cache, feeds)
+        _check_ranges(self.cache, self.graph, self.component)
 
-    def coverage(self) -> dict:
-        total_p = sum(l.params for l in self.layers) or 1
-        total_f = sum(l.flops for l in self.layers) or 1
-        q = [l for l in self.layers if l.precision == "int8"]
-        return {"int8_layers": len(q), "float_layers": len(self.layers) - len(q),
-                "int8_weight_share": round(sum(l.params for l in q) / total_p, 6),
-                "int8_flop_share": round(sum(l.flops for l in q) / total_f, 6)}
+    def build(self, float_layers: list[str]) -> Artifact:
+        if self.scheme == "w8":
+            _weight_only(self.src, self.dst, float_layers)
+        else:
+            _static(self.src, self.dst, self.cache, float_layers, [l.node for l in self._layers])
+        return Artifact(self.component, self.dst.name, package_files(self.dst.parent, self.dst.name))
 
-    def as_dict(self) -> dict:
-        return {"scheme": self.scheme, "tool": _tool(self.scheme), "coverage": self.coverage(),
-                "fallback": self.fallback, "check_on_calibration_prompts": self.check,
-                "calibration_prompts": self.calibration_prompts, "sizes": self.sizes,
-                "layers": [l.as_dict() for l in self.layers]}
+    def runner(self):
+        return session_runner(self.dst)
 
-
-def _tool(scheme: str) -> str:
-    if scheme == "w8a8":
-        return ("onnxruntime.quantization.quantize_static(QDQ, per_channel=True, weight QInt8 symmetric, "
-                "activation QUInt8, MinMax)")
-    return "onnxruntime.quantization.MatMulNBitsQuantizer(bits=8, symmetric)"
-
-
-# ---------------------------------------------------------------- recipe -> layer plan
-
-def plan_layers(model, component: str, spec: Component) -> tuple[str, list[Layer]]:
-    """Layered overrides: scheme -> op type -> node (ONNX node or torch module name); `null`
-    keeps the op type / node in float."""
-    q = spec.quantization or Quantization(scheme=DEFAULT_SCHEME[component])
-    where = f"components.{component}.quantization"
-    for key, value in list(q.op_types.items()) + list(q.nodes.items()):
-        if value is not None and value != q.scheme:
-            raise RecipeError(where, f"override {key!r}: {value!r} must be null (keep float) or the "
-                                     f"component scheme {q.scheme!r}")
-    for op in q.op_types:
-        if op not in WEIGHT_OPS:
-            raise RecipeError(f"{where}.op_types", f"{op!r} is not a quantizable op type; use one of {WEIGHT_OPS}")
-    layers = weight_layers(model)
-    if q.scheme == "w8":
-        for l in layers:
-            if l.op_type != "MatMul":
-                l.reason = "w8 (weight-only) covers MatMul"
-    known = {l.node for l in layers} | {l.name for l in layers}
-    for key in q.nodes:
-        if key not in known:
-            raise RecipeError(f"{where}.nodes", f"{key!r} is not a weight-carrying layer of the {component} "
-                                                f"(see manifest.json quantization layers for names)")
-    for l in layers:
-        if l.reason:
-            continue
-        if l.op_type in q.op_types and q.op_types[l.op_type] is None:
-            l.reason = f"recipe: op_types.{l.op_type} = null"
-        for key in (l.node, l.name):
-            if key in q.nodes:
-                l.reason = "" if q.nodes[key] is not None else f"recipe: nodes.{key} = null"
-    return q.scheme, layers
+    def measure_sensitivity(self, layers: list[Layer], feeds: dict) -> None:
+        if self.scheme == "w8a8":
+            _measure_sqnr(layers, self.src, self.dst, feeds)
 
 
 def weight_layers(model) -> list[Layer]:
@@ -195,130 +129,6 @@ def _value_shapes(model) -> dict[str, tuple[int, ...]]:
         if dims and all(d > 0 for d in dims):
             shapes[v.name] = tuple(dims)
     return shapes
-
-
-# ---------------------------------------------------------------- calibration feeds
-
-def calibration_feeds(component: str, reference, prompts: list[str], seed: int, where: str) -> Iterator[dict]:
-    """Prompts -> the fp32 reference chain -> the inputs `component` sees at the baked timestep."""
-    for i, prompt in enumerate(prompts):
-        tokens = tokenize(reference.tokenizers, prompt)
-        if component == "text_encoder":
-            feeds = dict(tokens.ids)
-        else:
-            embeds = reference.embed(tokens)
-            z = noise.gaussian(seed + i, reference.latent_shape)
-            feeds = {**embeds, "noise": z}
-            if component == "vae_decoder":
-                feeds = {"latents": reference.denoise(embeds, z)}
-        for name, value in feeds.items():
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise CalibrationError(f"{where}", f"NaN/Inf in the {component} calibration input {name!r} for "
-                                                   f"calibration prompt {i + 1} {prompt[:50]!r} (produced by the fp32 "
-                                                   f"graph upstream of the {component})")
-        yield feeds
-
-
-# ---------------------------------------------------------------- quantizers
-
-def quantize_component(component: str, spec: Component, src: Path, dst: Path, reference,
-                       calib_prompts: list[str], calib_seed: int, candidate_loader: Callable,
-                       work: Path, tolerance, progress=None) -> ComponentQuant:
-    """Quantize the ONNX file `src` into `dst` (a .onnx path); returns what was done."""
-    import onnx
-
-    model = onnx.load(str(src), load_external_data=False)
-    scheme, layers = plan_layers(model, component, spec)
-    q = spec.quantization or Quantization(scheme=scheme)
-    result = ComponentQuant(component, scheme, layers)
-    where = f"calibration ({component})"
-    if scheme == "w8":
-        _weight_only(src, dst, [l.node for l in layers if l.reason])
-        _mark(layers)
-        return result
-
-    # ORT reuses a cache file it finds; this one must hold this call's prompts only.
-    cache = work / f"{component}.calibration.json"
-    cache.unlink(missing_ok=True)
-    result.calibration_prompts = len(calib_prompts)
-
-    def build(exclude: list[str]) -> None:
-        _static(src, dst, cache, exclude, [l.node for l in layers])
-
-    if progress:
-        progress.step(f"{component}: calibrating on {len(calib_prompts)} prompts (streamed)")
-    _calibrate(model, src, cache, calibration_feeds(component, reference, calib_prompts, calib_seed, where))
-    _check_ranges(cache, model, component)
-    if progress:
-        progress.step(f"{component}: quantizing (ORT quantize_static, QDQ)")
-    build([l.node for l in layers if l.reason])
-    check_feeds = list(calibration_feeds(component, reference, calib_prompts[:CHECK_PROMPTS], calib_seed, where))
-    expected = [reference.runners[component](f)[0] for f in check_feeds]
-
-    def check() -> tuple[bool, dict]:
-        run = candidate_loader(dst)
-        c = Check(component, "int8", tolerance, [compare(e, run(f)[0], data_range=1.0 if component == "vae_decoder"
-                                                         else None) for e, f in zip(expected, check_feeds)])
-        return c.passed, {"worst_psnr_db": round(c.worst.psnr_db, 3),
-                          "worst_cosine": round(min(m.cosine for m in c.per_prompt), 6),
-                          "finite": all(m.finite for m in c.per_prompt), "passed": c.passed}
-
-    ok, before = check()
-    result.check = {"before_fallback": before}
-    _mark(layers)
-    _measure_sqnr(layers, src, dst, check_feeds[0])
-    if ok:
-        return result
-    if not before["finite"]:
-        bad = _first_nonfinite_layer(layers)
-        raise ParityError(f"components.{component}", f"int8 output has NaN/Inf on calibration prompts"
-                                                     f"{' (first at layer ' + bad + ')' if bad else ''}")
-    budget = q.max_float_weight_fraction * sum(l.params for l in layers)
-    if budget <= 0:
-        raise ParityError(f"components.{component}",
-                          f"int8 misses its tolerance on calibration prompts: PSNR {before['worst_psnr_db']:.1f} dB "
-                          f"(min {tolerance.min_psnr_db}), cosine {before['worst_cosine']:.5f}; most sensitive layer "
-                          f"{_ranked(layers)[0].name if _ranked(layers) else '?'}; set quantization."
-                          f"max_float_weight_fraction to allow keeping layers in float")
-    spent = sum(l.params for l in layers if l.reason)
-    for layer in _ranked(layers):
-        if spent + layer.params > budget:
-            continue
-        spent += layer.params
-        layer.reason = f"fallback: output SQNR {layer.sensitivity_db:.1f} dB"
-        result.fallback.append(layer.name)
-        if progress:
-            progress.step(f"{component}: keeping {layer.name} in float ({layer.reason})")
-        build([l.node for l in layers if l.reason])
-        ok, after = check()
-        result.check["after_fallback"] = after
-        if ok:
-            _mark(layers)
-            return result
-    _mark(layers)
-    after = result.check.get("after_fallback", before)
-    raise ParityError(f"components.{component}",
-                      f"int8 still misses its tolerance after keeping {len(result.fallback)} layers in float "
-                      f"({spent / max(1, sum(l.params for l in layers)):.1%} of weights, limit "
-                      f"{q.max_float_weight_fraction:.1%}): PSNR {after['worst_psnr_db']:.1f} dB "
-                      f"(min {tolerance.min_psnr_db})")
-
-
-def _mark(layers: list[Layer]) -> None:
-    for l in layers:
-        l.precision = "fp32" if l.reason else "int8"
-
-
-def _ranked(layers: list[Layer]) -> list[Layer]:
-    return sorted((l for l in layers if not l.reason and l.sensitivity_db is not None),
-                  key=lambda l: l.sensitivity_db)
-
-
-def _first_nonfinite_layer(layers: list[Layer]) -> str | None:
-    for l in layers:
-        if l.output_sqnr_db is not None and not math.isfinite(l.output_sqnr_db):
-            return l.name
-    return None
 
 
 @contextlib.contextmanager
@@ -495,9 +305,9 @@ def _measure_sqnr(layers: list[Layer], src: Path, dst: Path, feeds: dict) -> Non
             if l.node not in chunk:
                 continue
             x, x_dq, y = chunk[l.node]
-            l.act_sqnr_db = _sqnr(values[x], values[x_dq])
+            l.act_sqnr_db = sqnr(values[x], values[x_dq])
             y_float = _run_single(fmodel, src.parent, float_nodes[l.node], float_inits, values[x])
-            l.output_sqnr_db = _sqnr(y_float, values[y])
+            l.output_sqnr_db = sqnr(y_float, values[y])
 
 
 PROBE_CHUNK = 32
@@ -556,15 +366,3 @@ def _run_single(fmodel, base_dir: Path, node, inits: dict, x: np.ndarray) -> np.
         [helper.make_empty_tensor_value_info(node.output[0])], initializer=weights)
     model = helper.make_model(graph, opset_imports=fmodel.opset_import, ir_version=fmodel.ir_version)
     return _session(model.SerializeToString()).run(None, {node.input[0]: x})[0]
-
-
-def _sqnr(ref: np.ndarray, test: np.ndarray) -> float:
-    ref = np.asarray(ref, dtype=np.float64)
-    test = np.asarray(test, dtype=np.float64)
-    if not (np.isfinite(ref).all() and np.isfinite(test).all()):
-        return -math.inf
-    noise_p = float(np.mean((ref - test) ** 2))
-    signal = float(np.mean(ref ** 2))
-    if noise_p == 0:
-        return 200.0
-    return 10 * math.log10(max(signal, 1e-30) / noise_p)

@@ -1,0 +1,69 @@
+"""ONNX target: torch.onnx dynamo export, ONNX Runtime int8 (QDQ static, MatMulNBits), checked
+by running the files with ONNX Runtime on this machine.
+
+    export.py    torch.onnx.export(dynamo=True) -> <name>.onnx + <name>.onnx.data
+    quantize.py  ONNX Runtime's quantizers fed by the shared calibration stream
+    run.py       ONNX Runtime CPU sessions (verify, generate)
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import Artifact, check_schemes
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    opset: int = 18
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [("opset", "must be >= 17 (LayerNormalization, dynamo exporter)")] if self.opset < 17 else []
+
+
+class OnnxTarget:
+    name = "onnx"
+    Options = OnnxOptions
+    schemes = ("w8a8", "w8")
+    packages = ("onnx", "onnxruntime", "onnxscript")
+    reports_latency = True        # ORT CPU timings say something about ORT on a device
+
+    def unavailable_reason(self) -> str | None:
+        missing = [m for m in self.packages if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"missing Python packages {', '.join(missing)}; run `make install`"
+        return None
+
+    def validate(self, recipe, options: OnnxOptions) -> None:
+        check_schemes(self, recipe)
+
+    def float_precision(self, options: OnnxOptions) -> str:
+        return "fp32"
+
+    def export(self, graph, out_dir: Path, options: OnnxOptions) -> Artifact:
+        from .export import export
+
+        return export(graph, out_dir, options.opset)
+
+    def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
+        from .quantize import OnnxQuantizer
+
+        return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main)
+
+    def runner(self, path: Path, options=None):
+        from .run import session_runner
+
+        return session_runner(path)
+
+    def checker(self, options) -> str:
+        return "onnxruntime CPUExecutionProvider"
+
+    def describe_io(self, path: Path) -> dict:
+        from .export import describe_io
+
+        return describe_io(path)
+
+    def manifest_block(self, options: OnnxOptions, artifacts: dict) -> dict:
+        return {"opset": options.opset, "execution_provider_checked": "CPUExecutionProvider",
+                "checker": self.checker(options)}

@@ -1,0 +1,42 @@
+"""ONNX Runtime CPU sessions: how this machine computes an ONNX artifact's outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BundleError, ExportError
+
+
+def session_runner(path: Path):
+    import onnxruntime as ort
+
+    check_external_data(path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(str(path), f"ONNX Runtime could not load it: {str(exc)[:200]}") from exc
+    names = [i.name for i in session.get_inputs()]
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, {n: feeds[n] for n in names})
+
+    return run
+
+
+def check_external_data(path: Path) -> None:
+    """ONNX external-data locations must stay inside the model's directory (ERRORS.md)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    root = path.parent.resolve()
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = ExternalDataInfo(tensor).location
+            target = (root / location)
+            if Path(location).is_absolute() or ".." in Path(location).parts or target.is_symlink() \
+                    or not target.resolve().is_relative_to(root):
+                raise BundleError(f"{path}: {tensor.name}", f"external data location {location!r} leaves the bundle")
