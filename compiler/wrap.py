@@ -78,8 +78,11 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
         text_out = text(ids, ids) if student.dual else (text(ids),)
     text_in_names = ["input_ids", "input_ids_2"] if student.dual else ["input_ids"]
     embed_names = ["prompt_embeds", "pooled_prompt_embeds"] if student.dual else ["prompt_embeds"]
+    # Two tensors, not one passed twice: torch.export would merge the two inputs into one, and the
+    # SDXL tokenizers pad differently, so input_ids would be ignored (tests/test_compile_onnx.py).
     graphs = {
-        "text_encoder": Graph("text_encoder", text, (ids, ids) if student.dual else (ids,), text_in_names, embed_names),
+        "text_encoder": Graph("text_encoder", text, (ids, ids.clone()) if student.dual else (ids,), text_in_names,
+                              embed_names),
         "denoiser": Graph("denoiser", family.denoiser(student, recipe),
                           (text_out[0], noise, text_out[1]) if student.dual else (text_out[0], noise),
                           ["prompt_embeds", "noise", "pooled_prompt_embeds"][: 3 if student.dual else 2], ["latents"]),

@@ -315,3 +315,27 @@ def test_dry_run_prints_the_plan_and_writes_nothing(students, run_cli, tmp_path,
     assert set(plan["plan"]["components"]) == set(COMPONENTS)
     assert not out.exists()
     assert tree_snapshot(tmp_path) == before and len(list(tmp_path.iterdir())) == len(before)
+
+
+def test_sdxl_text_encoder_reads_both_token_inputs(bundles, students, tmp_path):
+    """The two SDXL tokenizers pad differently, so the exported text encoder must read input_ids and
+    input_ids_2 separately (torch.export once merged them when both example inputs were one tensor)."""
+    import onnxruntime as ort
+    import torch
+
+    from compiler.load import load_student
+    from compiler.recipe import load_recipe
+    from compiler.wrap import wrap
+
+    bundle = bundles("eps-turbo-xl")
+    session = ort.InferenceSession(str(bundle / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 40, size=(1, TOKENS), dtype=np.int64)
+    ids_2 = rng.integers(0, 40, size=(1, TOKENS), dtype=np.int64)
+    recipe = load_recipe(_recipe(tmp_path / "r.yaml", "eps-turbo-xl"))
+    graph = wrap(load_student(str(students["eps-turbo-xl"]), "eps-turbo", "vae_tiny"), recipe).graphs["text_encoder"]
+    with torch.no_grad():
+        expected = [t.numpy() for t in graph.module(torch.from_numpy(ids), torch.from_numpy(ids_2))]
+    got = session.run(None, {"input_ids": ids, "input_ids_2": ids_2})
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, atol=1e-4)
