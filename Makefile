@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean bench-export bench-int8 train-student evaluate-student
+.PHONY: demo test test-slow install clean bench-export bench-int8 bench-coreml train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,9 @@ evaluate-student: $(STAMP)
 
 bench-int8: $(STAMP)
 	$(BIN)/python benchmarks/int8.py
+
+bench-coreml: $(STAMP)
+	$(BIN)/python benchmarks/coreml.py
 
 clean:
 	rm -rf build
