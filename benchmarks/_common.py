@@ -59,6 +59,38 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+class PeakRSS:
+    """The peak of this process's resident set inside a `with` block, sampled every 20 ms from
+    /proc (ru_maxrss cannot be reset, so it would report whatever was built before the block)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def current() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self.current()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
 def run_child(script: Path, args: list[str], echo_stderr: bool = False) -> dict:
     """Run `script` in a fresh interpreter and return the JSON object on its last stdout line,
     or {"error": ...} with the last stderr line. `echo_stderr` forwards the child's progress

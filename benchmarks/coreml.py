@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, machine, peak_rss_bytes, run_child, versions
+from _common import REPO, PeakRSS, machine, peak_rss_bytes, run_child, versions
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,26 +59,36 @@ def _setup(work: Path, tiny: bool, image: int):
 
 
 def child_convert(work: Path, tiny: bool, image: int, component: str) -> dict:
+    """Conversion time and peak RSS. The student is built whole (the scheme children need the same
+    weights), then everything but this component is released, so the peak sampled during the
+    conversion is this component's torch module plus what conversion adds."""
+    import gc
+
     import int8 as bench
 
+    from compiler.pipeline import _return_freed_memory
     from compiler.targets.coreml import CoreMLTarget
 
     recipe, student, wrapped = _setup(work, tiny, image)
     graph = wrapped.graphs[component]
     params = bench._parameters(component, graph)
     weight_bytes = 4 * params
-    rss_before = peak_rss_bytes()
+    del student, wrapped
+    gc.collect()
+    _return_freed_memory()
     target = CoreMLTarget()
     options = recipe.target_options("coreml")
     target.validate(recipe, options)
     out = work / "fp16"
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    artifact = target.export(graph, out, options)
-    seconds = time.perf_counter() - t0
+    with PeakRSS() as rss:
+        baseline = rss.peak
+        t0 = time.perf_counter()
+        artifact = target.export(graph, out, options)
+        seconds = time.perf_counter() - t0
     (work / f"{component}.names.json").write_text(json.dumps(artifact.layer_names))
     return {"component": component, "params": params, "weight_bytes": weight_bytes, "convert_s": seconds,
-            "peak_rss_bytes": peak_rss_bytes(), "rss_before_bytes": rss_before,
+            "peak_rss_bytes": rss.peak, "rss_before_bytes": baseline,
             "package_bytes": sum((out / f).stat().st_size for f in artifact.files)}
 
 
@@ -204,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = r["peak_rss_bytes"] / r["weight_bytes"]
         print(f"{c:<13} {r['params'] / 1e6:8.1f}M {r['convert_s']:8.1f}s {spb:9.1f}s {r['peak_rss_bytes'] / 1e9:8.2f}G "
               f"{ratio:9.2f}x   ({_ok(spb <= GOAL_SECONDS_PER_BILLION)} <= {GOAL_SECONDS_PER_BILLION:.0f} s/B, "
-              f"{_ok(ratio <= GOAL_RSS)} <= {GOAL_RSS}x)", flush=True)
+              f"{_ok(ratio <= GOAL_RSS)} <= {GOAL_RSS}x; {r['rss_before_bytes'] / 1e9:.2f} GB before converting, "
+              f"the torch module included)", flush=True)
     print(f"\n{'component':<13} {'scheme':<11} {'bytes/param':>11} {'PSNR dB':>8} {'cosine':>9} {'evaluate':>9} "
           f"{'quantize':>9} {'coverage':>9}  goals")
     for c in components:

@@ -10,13 +10,12 @@ import numpy as np
 import torch
 
 from . import __version__, noise, report
-from .errors import RecipeError
 from .bundle import REPORT, atomic_output, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
 from .prompts import check_disjoint, read_prompts
-from .quantization import (CHECK_PROMPTS, ComponentQuant, QuantJob, artifact_bytes, calibration_feeds,
-                           quantize_component, scheme_of as job_scheme)
+from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
+                           calibration_feeds, quantize_component, scheme_of)
 from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
 from .targets import Artifact, Target, get_target
@@ -109,7 +108,7 @@ def calibration_prompts(recipe: Recipe, heldout: list[str]) -> list[str]:
 
 def _quantize_detail(recipe: Recipe, calibration: list[str]) -> str:
     if not recipe.quantized:
-        return "skipped (all components fp32)"
+        return "skipped (all components float)"
     int8 = [n for n, p in precisions(recipe).items() if p == "int8"]
     return f"int8 {', '.join(int8)}; {len(calibration)} calibration prompts from {recipe.calibration.prompts}"
 
@@ -135,8 +134,7 @@ def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported
             shutil.rmtree(staging / src.main)
         job = QuantJob(name, spec, reference, calibration, recipe.calibration.seed,
                        TOLERANCES[(name, "int8")], progress)
-        scheme = job_scheme(name, spec)
-        quantizer = target.quantizer(name, scheme, src, work, staging, options)
+        quantizer = target.quantizer(name, scheme_of(name, spec), src, work, staging, options)
         done[name], artifacts[name] = quantize_component(job, quantizer)
         done[name].sizes = {"float_bytes": artifact_bytes(work, src.files),
                             "shipped_bytes": artifact_bytes(staging, artifacts[name].files)}
@@ -171,7 +169,7 @@ def verify(recipe: Recipe, target: Target, options, reference: Chain, quantized:
 
 
 def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, repeats: int = 3) -> dict:
-    """Median ORT seconds per component, fp32 export vs shipped, on one held-out input.
+    """Median seconds of the target's checker per component, float export vs shipped, on one held-out input.
     Shown in report.html only: timings are not reproducible, so they stay out of manifest.json."""
     feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency")) for name in COMPONENTS}
     out = {}
@@ -278,7 +276,9 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
     shipped = precisions(recipe, target.float_precision(options))
     for name in COMPONENTS:
         a = quantized.artifacts[name]
+        q = quantized.components.get(name)
         components[name] = {"file": a.main, "files": a.files, "precision": shipped[name],
+                            "weights": WEIGHT_PRECISION[q.scheme] if q else shipped[name],
                             **target.describe_io(staging / a.main)}
     h, w = recipe.image.height, recipe.image.width
     quantization = {name: q.as_dict() for name, q in quantized.components.items()}
@@ -299,7 +299,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "quantization": {"calibration": quantized.calibration, "components": quantization} if quantization else None,
         "warnings": warnings,
         "source": source_fingerprint(student),
-        "targets": {target.name: target.manifest_block(options, quantized.artifacts)},
+        "targets": {target.name: target.manifest_block(options, quantized.artifacts, staging)},
         "tools": tool_versions(target.packages),
     }
     manifest = write_manifest(staging, manifest)

@@ -44,6 +44,11 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 FLOAT_ORDER = ("fp32", "fp16")   # the end-to-end gate of a float chain is its least precise component's
 
 
+def chain_precision(precisions: dict[str, str]) -> str:
+    """int8 if any component is; else the least precise float (the end-to-end gate and the label)."""
+    return "int8" if "int8" in precisions.values() else max(precisions.values(), key=FLOAT_ORDER.index)
+
+
 @dataclass
 class Check:
     name: str
@@ -118,7 +123,7 @@ def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str],
                  seed: int, label: str, progress=None) -> Parity:
     """Feed the reference's intermediate values into each candidate component (isolating its
     error), and run the candidate chain alone end to end."""
-    e2e_precision = "int8" if "int8" in precisions.values() else max(precisions.values(), key=FLOAT_ORDER.index)
+    e2e_precision = chain_precision(precisions)
     checks = {name: Check(name, p, TOLERANCES[(name, p)]) for name, p in precisions.items()}
     checks[END_TO_END] = Check(END_TO_END, e2e_precision, TOLERANCES[(END_TO_END, e2e_precision)])
     samples = []

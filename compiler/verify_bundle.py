@@ -37,7 +37,7 @@ def verify_command(args) -> None:
     from .prompts import check_disjoint, read_prompts
     from .recipe import recipe_from_data
     from .runtime import load_bundle
-    from .verify import check_parity, require
+    from .verify import chain_precision, check_parity, require
     from .wrap import wrap
 
     manifest = read_verified_manifest(Path(args.bundle))
@@ -57,7 +57,7 @@ def verify_command(args) -> None:
         reference = torch_chain(wrap(student, recipe), student)
         chain, _ = load_bundle(args.bundle)
     precisions = {name: c["precision"] for name, c in manifest["components"].items()}
-    label = f"{manifest['target']} {'int8' if 'int8' in precisions.values() else 'fp32'}"
+    label = f"{manifest['target']} {chain_precision(precisions)}"
     with progress.stage("verify", f"{len(prompts)} prompts from {prompts_path}"):
         parity = check_parity(reference, chain, precisions, prompts,
                               recipe.parity.seed if args.seed is None else args.seed, label, progress)

@@ -102,6 +102,7 @@ def test_every_family_compiles_to_coreml_fp16_and_w8_within_tolerance(coreml_bun
     block = m["targets"]["coreml"]
     assert block["compute_precision"] == "fp16" and block["minimum_deployment_target"] == "iOS17"
     assert "evaluator" in block["checker"] and block["format"] == "mlprogram"
+    assert set(block["ops_kept_in_fp32"]) == set(COMPONENTS)     # what the fp16 pass left in fp32, per component
     assert [p["label"] for p in m["parity"]] == ["coreml fp16", "coreml int8"]
     for run in m["parity"]:
         assert run["passed"] is True
@@ -157,6 +158,8 @@ def test_w8a8_and_palettized_components(coreml_bundles):
     q = m["quantization"]["components"]
     assert q["denoiser"]["scheme"] == "w8a8" and q["denoiser"]["calibration_prompts"] == 4
     assert q["text_encoder"]["weights"] == "lut6" and q["vae_decoder"]["weights"] == "lut4"
+    assert {n: c["weights"] for n, c in m["components"].items()} == {
+        "text_encoder": "lut6", "denoiser": "int8", "vae_decoder": "lut4"}
     for name in COMPONENTS:
         assert q[name]["coverage"]["quantized_weight_share"] >= 0.5
         assert any("output_sqnr_db" in l for l in q[name]["layers"]), name

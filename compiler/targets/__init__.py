@@ -83,7 +83,8 @@ class Target(Protocol):
 
     def describe_io(self, path: Path) -> dict: ...
 
-    def manifest_block(self, options, artifacts: dict[str, Artifact]) -> dict: ...
+    def manifest_block(self, options, artifacts: dict[str, Artifact], root: Path) -> dict:
+        """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""
 
 
 # name -> "module:class". Each module's top level imports nothing heavy.

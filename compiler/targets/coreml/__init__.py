@@ -134,8 +134,12 @@ class CoreMLTarget:
 
         return describe_io(path)
 
-    def manifest_block(self, options: CoreMLOptions, artifacts: dict) -> dict:
+    def manifest_block(self, options: CoreMLOptions, artifacts: dict, root: Path) -> dict:
+        from .convert import float32_ops
+
         deployment, why = self._deployment or (self.deployment(options), "")
         return {"minimum_deployment_target": deployment, "deployment_target_reason": why,
                 "compute_precision": options.compute_precision, "compute_units": options.compute_units,
-                "checker": self.checker(options), "format": "mlprogram"}
+                "checker": self.checker(options), "format": "mlprogram",
+                "ops_kept_in_fp32": {name: float32_ops(root / a.main) for name, a in sorted(artifacts.items())}
+                if options.compute_precision == "fp16" else {}}

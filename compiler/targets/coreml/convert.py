@@ -171,6 +171,20 @@ def load_model(package: Path):
         return ct.models.MLModel(str(package), skip_model_load=True)
 
 
+def float32_ops(package: Path) -> dict[str, int]:
+    """Op types (and counts) an fp16 program still computes in fp32, besides the input/output casts:
+    what coremltools' fp16 pass left alone, for people and runtimes to know."""
+    from coremltools.converters.mil.mil import types
+
+    counts: dict[str, int] = {}
+    for op in load_program(package).functions["main"].operations:
+        if op.op_type in ("const", "cast") or op.op_type.startswith("constexpr_"):
+            continue
+        if any(getattr(v, "dtype", None) == types.fp32 for v in op.outputs):
+            counts[op.op_type] = counts.get(op.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 131080: "int8"}
 
 

@@ -26,8 +26,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import ExportError
-from ...quantization import Layer, sqnr
+from ...errors import CalibrationError, ExportError
+from ...quantization import Layer
 from .. import Artifact
 from . import convert
 
@@ -53,6 +53,7 @@ class CoreMLQuantizer:
         self.stats: dict[str, dict[str, float]] = {}
         self._layers: list[Layer] = []
         self._weights: dict[str, str] = {}      # layer node -> weight const name
+        self._channels: dict[str, int] = {}     # layer node -> output channels
         self._float = None                      # evaluators of the float and the last built program
         self._built = None
 
@@ -66,6 +67,7 @@ class CoreMLQuantizer:
     def layers(self) -> list[Layer]:
         prog = convert.load_program(self.src)
         self._layers, self._weights, self._channels = [], {}, {}
+        reduced_axis = {"conv": slice(1, None), "linear": slice(-1, None), "matmul": slice(-2, -1)}
         for op in prog.functions["main"].operations:
             weight = _weight_input(op)
             if weight is None:
@@ -76,7 +78,7 @@ class CoreMLQuantizer:
             if bias is not None and bias.op is not None and bias.op.op_type == "const":
                 params += int(np.prod(bias.shape))
             out = op.outputs[0].shape
-            k = int(np.prod(weight.shape[1:])) if op.op_type == "conv" else int(weight.shape[-1 if op.op_type == "linear" else -2])
+            k = int(np.prod(weight.shape[reduced_axis[op.op_type]]))   # multiply-adds per output element
             flops = 2 * int(np.prod(out)) * k if all(isinstance(d, int) for d in out) else 0
             name = convert.module_of(w.name, self.layer_names) or op.name
             self._layers.append(Layer(op.name, name, op.op_type, params, flops))
@@ -92,29 +94,25 @@ class CoreMLQuantizer:
         lo: dict[str, float] = {}
         hi: dict[str, float] = {}
 
+        def update(name: str, mn: float, mx: float) -> None:
+            if not (math.isfinite(mn) and math.isfinite(mx)):   # min()/max() would skip a NaN
+                raise CalibrationError(f"calibration ({self.component})",
+                                       f"NaN/Inf in MIL variable {name!r} on a calibration prompt")
+            lo[name], hi[name] = min(lo.get(name, mn), mn), max(hi.get(name, mx), mx)
+
         def observe(op, outputs) -> None:
             for var, value in zip(op.outputs, outputs):
-                if not torch.is_tensor(value) or not value.is_floating_point() or value.numel() == 0:
-                    continue
-                mn, mx = torch.aminmax(value)
-                lo[var.name] = min(lo.get(var.name, math.inf), float(mn))
-                hi[var.name] = max(hi.get(var.name, -math.inf), float(mx))
+                if torch.is_tensor(value) and value.is_floating_point() and value.numel():
+                    mn, mx = torch.aminmax(value)
+                    update(var.name, float(mn), float(mx))
 
-        count = 0
         for feed in feeds:
             for name, value in feed.items():
                 if name in evaluator.input_names and np.asarray(value).dtype.kind == "f":
-                    lo[name] = min(lo.get(name, math.inf), float(np.min(value)))
-                    hi[name] = max(hi.get(name, -math.inf), float(np.max(value)))
+                    update(name, float(np.min(value)), float(np.max(value)))
             evaluator.run(feed, observe=observe)
-            count += 1
-        from ...errors import CalibrationError
-
-        if not count:
-            raise CalibrationError("calibration", "no calibration prompts")
-        for var in sorted(lo):
-            if not (math.isfinite(lo[var]) and math.isfinite(hi[var])):
-                raise CalibrationError(f"calibration ({self.component})", f"NaN/Inf range for MIL variable {var!r}")
+        if not lo:
+            raise CalibrationError(f"calibration ({self.component})", "no calibration prompts")
         self.stats = {v: {"rmin": lo[v], "rmax": hi[v]} for v in sorted(lo)}
 
     def build(self, float_layers: list[str]) -> Artifact:

@@ -64,6 +64,6 @@ class OnnxTarget:
 
         return describe_io(path)
 
-    def manifest_block(self, options: OnnxOptions, artifacts: dict) -> dict:
+    def manifest_block(self, options: OnnxOptions, artifacts: dict, root: Path) -> dict:
         return {"opset": options.opset, "execution_provider_checked": "CPUExecutionProvider",
                 "checker": self.checker(options)}
