@@ -98,7 +98,7 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
 
     from compiler.errors import ParityError
     from compiler.metrics import compare
-    from compiler.pipeline import calibration_prompts, torch_chain
+    from compiler.pipeline import calibration_prompts, release_reference, torch_chain
     from compiler.quantization import QuantJob, quantize_component
     from compiler.recipe import Component, Quantization
     from compiler.targets.coreml.evaluate import evaluate_package
@@ -108,6 +108,11 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
     recipe, student, wrapped = _setup(work, tiny, image)
     params = bench._parameters(component, wrapped.graphs[component])
     reference = torch_chain(wrapped, student)
+    if component == "denoiser" and scheme != "fp16":
+        # as compile does before quantizing the denoiser: record what the checks will ask the torch
+        # UNet (held-out and check prompts), then release it
+        release_reference(reference, recipe, wrapped, student, bench._heldout(recipe),
+                          calibration_prompts(recipe, bench._heldout_file(recipe)))
     src = work / "fp16" / f"{component}.mlpackage"
     result = {"component": component, "scheme": scheme, "params": params}
     path = src

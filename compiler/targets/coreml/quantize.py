@@ -54,15 +54,7 @@ class CoreMLQuantizer:
         self._layers: list[Layer] = []
         self._weights: dict[str, str] = {}      # layer node -> weight const name
         self._channels: dict[str, int] = {}     # layer node -> output channels
-        self._float = None                      # evaluators of the float and the last built program
-        self._built = None
-
-    def _float_evaluator(self):
-        if self._float is None:
-            from .check import CheckedEvaluator
-
-            self._float = CheckedEvaluator(self.src)
-        return self._float
+        self._built = None                      # evaluator of the last built program
 
     def layers(self) -> list[Layer]:
         prog = convert.load_program(self.src)
@@ -90,7 +82,10 @@ class CoreMLQuantizer:
         """Running min/max of every variable the activation passes may ask for, one sample at a time."""
         import torch
 
-        evaluator = self._float_evaluator().evaluator
+        from .check import CheckedEvaluator
+
+        # released when calibration ends: at SD-Turbo size it holds the UNet's weights in float32
+        evaluator = CheckedEvaluator(self.src).evaluator
         lo: dict[str, float] = {}
         hi: dict[str, float] = {}
 
@@ -169,7 +164,7 @@ class CoreMLQuantizer:
     def measure_sensitivity(self, layers: list[Layer], feeds: dict) -> None:
         from .sensitivity import measure
 
-        measure(layers, self._float_evaluator().evaluator, self._built.evaluator, feeds)
+        measure(layers, convert.load_program(self.src), self._built.evaluator, feeds)
 
 
 def _weight_input(op, constexpr: bool = False):

@@ -13,11 +13,14 @@ from ...quantization import Layer, sqnr
 CHUNK = 128  # layers probed per evaluation: bounds the captured activations (~2 GB for a 512 px UNet)
 
 
-def measure(layers: list[Layer], floating, quantized, feeds: dict) -> None:
-    """`floating`, `quantized`: ProgramEvaluators of the float and the quantized program."""
+def measure(layers: list[Layer], float_program, quantized, feeds: dict) -> None:
+    """`float_program`: the unquantized MIL program (its weights are read one layer at a time);
+    `quantized`: a ProgramEvaluator of the quantized one."""
+    import torch
+
     ops = {op.name: op for op in quantized.function.operations}
-    float_ops = {op.name: op for op in floating.function.operations}
-    # layer node -> (unquantized input, input the op reads, output, its weight, the float program's weight)
+    float_ops = {op.name: op for op in float_program.functions["main"].operations}
+    # layer node -> (unquantized input, input the op reads, output, its weight, the float program's weight var)
     probes = {}
     for l in layers:
         op, fop = ops.get(l.node), float_ops.get(l.node)
@@ -30,7 +33,7 @@ def measure(layers: list[Layer], floating, quantized, feeds: dict) -> None:
             if q is not None and q.op_type == "quantize":
                 pre = q.inputs["input"]
         key = "y" if op.op_type == "matmul" else "weight"
-        probes[l.node] = (pre.name, x.name, op.outputs[0].name, op.inputs[key].name, fop.inputs[key].name)
+        probes[l.node] = (pre.name, x.name, op.outputs[0].name, op.inputs[key].name, fop.inputs[key])
     items = sorted(probes.items())
     for start in range(0, len(items), CHUNK):
         chunk = dict(items[start:start + CHUNK])
@@ -44,6 +47,7 @@ def measure(layers: list[Layer], floating, quantized, feeds: dict) -> None:
             if pre != x:
                 l.act_sqnr_db = sqnr(values[pre].float().numpy(), values[x].float().numpy())
             env = {**quantized.consts, **values}
-            env[x], env[weight] = values[pre], floating.consts[float_weight]
+            env[x] = values[pre]
+            env[weight] = torch.from_numpy(float_weight.val.astype("float32"))
             reference = quantized.evaluate_op(op, env)[0]
             l.output_sqnr_db = sqnr(reference.float().numpy(), values[out].float().numpy())
