@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schemes", default=",".join(SCHEMES), help=f"subset of {SCHEMES}")
     p.add_argument("--image", type=int, default=512)
     p.add_argument("--tiny", action="store_true", help="toy sizes: smoke-test the script, not a measurement")
+    p.add_argument("--reuse", action="store_true", help="skip the conversion of components whose fp16 package "
+                                                       "an earlier run left in --work")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--component", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -210,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     print(f"{'component':<13} {'params':>9} {'convert':>9} {'s per 1e9':>10} {'peak RSS':>9} {'x weights':>10}")
     for c in components:
+        if args.reuse and (Path(args.work) / "fp16" / f"{c}.mlpackage").is_dir():
+            print(f"{c:<13} (reusing {Path(args.work) / 'fp16' / c}.mlpackage)", flush=True)
+            continue
         r = _run("convert", c, args)
         if "error" in r:
             failed += 1
