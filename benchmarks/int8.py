@@ -371,8 +371,8 @@ def _latency_table(exported: dict, calib: dict | None, latency: dict, repeats: i
                  _num(fp32_ms / int8_ms if fp32_ms and int8_ms else None, 8, ".2f") + ("x" if int8_ms else " "),
                  _num(c["fp32_bytes"] / c["params"], 17, ".3f"),
                  _num(int8_bytes / c["params"] if int8_bytes else None, 17, ".3f")]
-        cov = (f"{coverage['int8_layers']} int8 / {coverage['float_layers']} float layers, "
-               f"{coverage['int8_weight_share']:.1%} of layer weights" if coverage else "fp32 (not quantized)")
+        cov = (f"{coverage['quantized_layers']} int8 / {coverage['float_layers']} float layers, "
+               f"{coverage['quantized_weight_share']:.1%} of layer weights" if coverage else "fp32 (not quantized)")
         lines.append(" ".join(cells) + "  " + cov)
     return lines
 
