@@ -43,6 +43,30 @@ def student_copy(students, tmp_path):
     return copy
 
 
+# compile case -> (seeded student layout, decoder subfolder): every family, both decoder classes
+CASES = {
+    "eps-turbo": ("eps-turbo", "vae"),
+    "eps-turbo-xl": ("eps-turbo-xl", "vae_tiny"),
+    "sample-lightning": ("sample-lightning", "vae"),
+    "lcm": ("lcm", "vae_tiny"),
+    "rectified-flow": ("rectified-flow", "vae"),
+}
+
+
+def compile_quietly(target: str, recipe: Path, model: Path, out: Path, *extra: str) -> tuple[int, str]:
+    """`compile --quiet` in-process; (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from compiler import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.compile_main(["--target", target, "--recipe", str(recipe), "--model", str(model),
+                                 "--out", str(out), "--quiet", *extra])
+    return int(code), err.getvalue()
+
+
 def family_of(kind: str) -> str:
     return "eps-turbo" if kind == "eps-turbo-xl" else kind
 

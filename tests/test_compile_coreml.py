@@ -8,9 +8,7 @@ layout, the SDXL layout with a tiny decoder, and the low-bit schemes; the other 
 are `make test-slow`."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -21,17 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import cli
 from compiler.errors import Exit
-from conftest import REPO, family_of, tree_snapshot, write_recipe
+from conftest import CASES, REPO, compile_quietly, family_of, tree_snapshot, write_recipe
 
-CASES = {
-    "eps-turbo": ("eps-turbo", "vae"),
-    "eps-turbo-xl": ("eps-turbo-xl", "vae_tiny"),
-    "sample-lightning": ("sample-lightning", "vae"),
-    "lcm": ("lcm", "vae_tiny"),
-    "rectified-flow": ("rectified-flow", "vae"),
-}
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 CALIBRATION = f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 5}}\n"
 W8 = "{precision: int8, quantization: {scheme: w8}}"
@@ -45,11 +35,7 @@ LOW_BIT = ("components: {text_encoder: {precision: int8, quantization: {scheme: 
 
 
 def _compile(recipe: Path, model: Path, out: Path, *extra: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = cli.compile_main(["--target", "coreml", "--recipe", str(recipe), "--model", str(model),
-                                 "--out", str(out), "--quiet", *extra])
-    return code, err.getvalue()
+    return compile_quietly("coreml", recipe, model, out, *extra)
 
 
 def _recipe(path: Path, case: str) -> Path:

@@ -3,9 +3,7 @@
 the bundle's integrity and reproducibility. Each student is compiled once per session."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -14,18 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import cli
 from compiler.errors import Exit
-from conftest import REPO, family_of, tree_snapshot, write_recipe
+from conftest import CASES, REPO, compile_quietly, family_of, tree_snapshot, write_recipe
 
-# case -> (seeded student layout, decoder subfolder). Both decoder classes are covered.
-CASES = {
-    "eps-turbo": ("eps-turbo", "vae"),
-    "eps-turbo-xl": ("eps-turbo-xl", "vae_tiny"),
-    "sample-lightning": ("sample-lightning", "vae"),
-    "lcm": ("lcm", "vae_tiny"),
-    "rectified-flow": ("rectified-flow", "vae"),
-}
 DECODER_CLASS = {"vae": "AutoencoderKL", "vae_tiny": "AutoencoderTiny"}
 TINY = 32                    # image side (write_recipe)
 LATENT = TINY // 2           # both tiny decoders upsample by 2
@@ -52,11 +41,8 @@ def _recipe(path: Path, case: str) -> Path:
 
 
 def _compile(recipe: Path, model: Path, out: Path, *extra: str) -> None:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = cli.compile_main(["--target", "onnx", "--recipe", str(recipe), "--model", str(model),
-                                 "--out", str(out), "--quiet", *extra])
-    assert code == Exit.OK, err.getvalue()
+    code, err = compile_quietly("onnx", recipe, model, out, *extra)
+    assert code == Exit.OK, err
 
 
 @pytest.fixture(scope="session")

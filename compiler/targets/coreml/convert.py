@@ -107,19 +107,11 @@ def _one_line(exc: BaseException) -> str:
 def save(model, path: Path) -> list[str]:
     """Save `model` as a package at `path` with stable identifiers; returns every file written,
     relative to path's parent, sorted."""
-    import coremltools as ct
-    from coremltools.models.utils import save_spec
-
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)
     with quiet():
-        if model._mil_program is None and getattr(model, "package_path", None):
-            shutil.copytree(model.package_path, path)
-            save_spec(model._spec, str(path / MODEL_SPEC))
-        else:
-            # MLModel.save copies the weights its package already holds and writes the spec.
-            model.save(str(path))
+        model.save(str(path))
     (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
     stabilize_spec(path / MODEL_SPEC)
     stabilize_manifest(path)
@@ -173,15 +165,19 @@ def load_model(package: Path):
 
 def float32_ops(package: Path) -> dict[str, int]:
     """Op types (and counts) an fp16 program still computes in fp32, besides the input/output casts:
-    what coremltools' fp16 pass left alone, for people and runtimes to know."""
-    from coremltools.converters.mil.mil import types
+    what coremltools' fp16 pass left alone, for people and runtimes to know. Read from the spec
+    alone: the weights are not needed."""
+    import coremltools as ct
+    from coremltools.proto import MIL_pb2
 
+    spec = ct.utils.load_spec(str(Path(package) / MODEL_SPEC))
+    main = spec.mlProgram.functions["main"]
     counts: dict[str, int] = {}
-    for op in load_program(package).functions["main"].operations:
-        if op.op_type in ("const", "cast") or op.op_type.startswith("constexpr_"):
+    for op in main.block_specializations[main.opset].operations:
+        if op.type in ("const", "cast") or op.type.startswith("constexpr_"):
             continue
-        if any(getattr(v, "dtype", None) == types.fp32 for v in op.outputs):
-            counts[op.op_type] = counts.get(op.op_type, 0) + 1
+        if any(o.type.tensorType.dataType == MIL_pb2.DataType.FLOAT32 for o in op.outputs):
+            counts[op.type] = counts.get(op.type, 0) + 1
     return dict(sorted(counts.items()))
 
 
