@@ -98,9 +98,11 @@ def compile_parser() -> argparse.ArgumentParser:
                            "verified bundle: export every component, bake the family's one-step sampler into the "
                            "denoiser, check parity against torch on held-out prompts, and write manifest.json, "
                            "tokenizer and report.html. The output directory is written atomically.")
-    p.add_argument("--target", required=True, help="export target: onnx (ONNX Runtime; checked by running it) or "
+    p.add_argument("--target", required=True, help="export target: onnx (ONNX Runtime; checked by running it), "
                                                     "coreml (ML Program .mlpackage; on Linux checked by evaluating "
-                                                    "the converted MIL program, fp16 emulated)")
+                                                    "the converted MIL program, fp16 emulated) or executorch (.pte "
+                                                    "programs delegated to XNNPACK; checked by running them with "
+                                                    "ExecuTorch's runtime)")
     p.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/sd-turbo.yaml")
     p.add_argument("--model", help="local diffusers folder or hub id (org/name; needs network). "
                                    "Default: the recipe's `model`")
@@ -147,6 +149,9 @@ def _print_summary(result) -> None:
     for name, c in m["components"].items():
         size = sum(m["files"][f]["size"] for f in c["files"])
         print(f"  {name:<13} {c['precision']:<5} {size / 1e6:9.2f} MB  {c['file']}")
+    for name, d in (m["targets"][m["target"]].get("delegation") or {}).items():
+        print(f"  delegated {name:<13} {d['delegated_flop_share']:7.2%} of FLOPs in {d['delegated_segments']} "
+              f"segment(s); {d['portable_ops']} op(s) on portable kernels")
     for p in result.parity:
         for name, c in p.as_dict()["checks"].items():
             w = c["worst"]
@@ -162,7 +167,9 @@ def compile_main(argv: list[str] | None = None) -> int:
 
 
 def generate_parser() -> argparse.ArgumentParser:
-    p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (ONNX Runtime). "
+    p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (the bundle's "
+                            "target runtime on this machine: ONNX Runtime, the ML Program evaluator or Core ML, "
+                            "ExecuTorch). "
                             "The bundle's hashes are checked first; the noise comes from the documented portable "
                             "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")

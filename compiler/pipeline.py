@@ -307,6 +307,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
                "precision": ", ".join(f"{n} {p}" for n, p in shipped.items()),
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
     sections = report.quantization_sections(manifest, quantized.components, latency, target.checker(options))
+    sections += report.delegation_section(manifest["targets"][target.name])
     (staging / REPORT).write_text(report.render(f"{recipe.name} ({target.name})", summary, parity, sections),
                                   encoding="utf-8")
     return manifest

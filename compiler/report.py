@@ -124,3 +124,17 @@ def quantization_sections(manifest: dict, components: dict, latency: dict, check
         sections.append((f"Latency ({checker}, this machine, median of 3; not part of the manifest)",
                          _table(["component", "fp32 ms", "shipped ms", "speed-up"], rows)))
     return sections
+
+
+def delegation_section(block: dict) -> list[tuple[str, str]]:
+    """A target block's delegation report (ExecuTorch), when it has one."""
+    delegation = block.get("delegation")
+    if not delegation:
+        return []
+    rows = [[name, f"{d['delegated_flop_share']:.2%}", d["delegated_segments"], d["delegated_ops"], d["portable_ops"],
+             ", ".join(f"{op} x{n}" for op, n in d["portable_by_type"].items()) or "none"]
+            for name, d in delegation.items()]
+    note = (f"<p>Operators outside a delegate run on portable kernels (no SIMD, one thread) and split the program. "
+            f"Minimum delegated FLOP share: {block.get('min_delegated_flop_share')}.</p>")
+    return [("Delegation", note + _table(["component", "delegated FLOP share", "delegated segments", "delegated ops",
+                                          "portable ops", "left on portable kernels"], rows))]

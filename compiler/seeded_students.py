@@ -37,6 +37,7 @@ class TinySpec:
     text_hidden: int = 32
     max_length: int = 16
     tiny_vae: bool = False  # also write vae_tiny/ (AutoencoderTiny)
+    unet_blocks: int = 2    # 1: one cross-attention block, no down/upsampling (the smallest graph)
     seed: int = 0
 
 
@@ -115,9 +116,12 @@ def build(folder: str | Path, spec: TinySpec = TinySpec()) -> Path:
         layers_per_block=1, norm_num_groups=4, sample_size=spec.image_size, scaling_factor=0.5,
     )
     latent = spec.image_size // 2
+    blocks = {2: dict(block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+              1: dict(block_out_channels=(16,), down_block_types=("CrossAttnDownBlock2D",),
+                      up_block_types=("CrossAttnUpBlock2D",))}[spec.unet_blocks]
     unet = UNet2DConditionModel(
-        sample_size=latent, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=latent, in_channels=4, out_channels=4, layers_per_block=1, **blocks,
         cross_attention_dim=cross_dim, attention_head_dim=4, norm_num_groups=8, **unet_extra,
     )
     unet.eval().save_pretrained(folder / "unet", safe_serialization=True)

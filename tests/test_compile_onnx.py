@@ -15,6 +15,11 @@ import pytest
 from compiler.errors import Exit
 from conftest import CASES, REPO, compile_quietly, family_of, tree_snapshot, write_recipe
 
+# SD and SDXL layouts in `make test`; the other families (same code paths, other samplers: their
+# oracles run in test_oracle.py) in `make test-slow`, for the suite's 15-minute budget
+FAST = ("eps-turbo", "eps-turbo-xl")
+FAMILIES = [c if c in FAST else pytest.param(c, marks=pytest.mark.slow) for c in CASES]
+
 DECODER_CLASS = {"vae": "AutoencoderKL", "vae_tiny": "AutoencoderTiny"}
 TINY = 32                    # image side (write_recipe)
 LATENT = TINY // 2           # both tiny decoders upsample by 2
@@ -83,7 +88,7 @@ def _triples(specs: list[dict]) -> list[tuple]:
     return [(s["name"], s["shape"], s["dtype"]) for s in specs]
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_manifest_lists_every_file_with_sha256_and_size(bundles, case):
     bundle = bundles(case)
     files = _manifest(bundle)["files"]
@@ -100,7 +105,7 @@ def test_manifest_lists_every_file_with_sha256_and_size(bundles, case):
     assert "tokenizer/vocab.json" in files and "tokenizer/merges.txt" in files
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_manifest_describes_component_inputs_and_outputs(bundles, case):
     import onnxruntime as ort
 
@@ -119,7 +124,7 @@ def test_manifest_describes_component_inputs_and_outputs(bundles, case):
         assert [(o.name, o.shape) for o in session.get_outputs()] == [(n, s) for n, s, _ in outputs]
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_manifest_records_image_latent_noise_and_tokenizers(bundles, case):
     kind, decoder = CASES[case]
     m = _manifest(bundles(case))
@@ -145,7 +150,7 @@ def _euler_trailing(student: Path, prediction_type: str | None):
     return sched
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_manifest_records_the_baked_sampler_constants(bundles, students, case):
     kind, _ = CASES[case]
     s = _manifest(bundles(case))["sampler"]
@@ -171,7 +176,7 @@ def test_manifest_records_the_baked_sampler_constants(bundles, students, case):
         assert s == {"timestep": 1000.0, "dt": 1.0, "prediction_type": "velocity", "reference": "InstaFlow"}
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_parity_passed_for_every_component(bundles, case):
     parity = _manifest(bundles(case))["parity"]
     assert parity, "no parity results recorded"
@@ -210,7 +215,7 @@ def _png_pixels(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_generate_writes_a_deterministic_png(bundles, run_cli, tmp_path, case):
     bundle = bundles(case)
     paths = {}
@@ -284,7 +289,7 @@ def test_exported_files_keep_layer_names_but_no_stack_traces(bundles):
     assert str(REPO).encode() not in (bundle / "denoiser.onnx").read_bytes()
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FAMILIES)
 def test_dry_run_prints_the_plan_and_writes_nothing(students, run_cli, tmp_path, case):
     kind, decoder = CASES[case]
     recipe = _recipe(tmp_path / "r.yaml", case)

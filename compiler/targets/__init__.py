@@ -30,6 +30,8 @@ class Artifact:
     # weight name in the target's graph -> torch module path, where the format loses the module
     # path (Core ML); layer names in manifests and recipe overrides are then the same on every target
     layer_names: dict[str, str] = field(default_factory=dict)
+    # what the target measured while writing it (ExecuTorch: its delegation report), for manifest_block
+    facts: dict = field(default_factory=dict)
 
 
 class ComponentQuantizer(Protocol):
@@ -91,6 +93,7 @@ class Target(Protocol):
 TARGETS: dict[str, str] = {
     "onnx": "compiler.targets.onnx:OnnxTarget",
     "coreml": "compiler.targets.coreml:CoreMLTarget",
+    "executorch": "compiler.targets.executorch:ExecuTorchTarget",
 }
 
 

@@ -1,0 +1,99 @@
+"""ExecuTorch target: `.pte` programs for Android and iOS apps, XNNPACK-delegated, fp32 and int8,
+checked by loading and running every program with ExecuTorch's own runtime on this machine.
+
+    rewrites.py    ATen rewrites so XNNPACK takes the whole graph (norms, attention, upsampling)
+    export.py      torch.export -> rewrites -> to_edge_transform_and_lower(XNNPACK) -> <name>.pte
+    delegation.py  what XNNPACK took: op counts, segments, FLOP share; the recipe's minimum enforced
+    quantize.py    PT2E with the XNNPACK quantizer (w8a8 static; w8 = int8 weights, dynamic activations)
+    run.py         ExecuTorch's Python runtime (verify, generate)
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import Artifact, check_schemes
+
+PACKAGES = ("executorch", "torchao")
+
+
+@dataclass(frozen=True)
+class ExecuTorchOptions:
+    # the least share of a component's FLOPs XNNPACK must take; below it the compile fails (exit 5)
+    # naming the operators left on ExecuTorch's portable (unoptimized) kernels
+    min_delegated_flop_share: float = 0.98
+    # rewrite norms, attention and nearest upsampling into ops XNNPACK takes (rewrites.py); off
+    # shows what XNNPACK takes of the graph as exported
+    rewrites: bool = True
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not 0.0 <= self.min_delegated_flop_share <= 1.0:
+            return [("min_delegated_flop_share", "must be between 0 and 1")]
+        return []
+
+
+class ExecuTorchTarget:
+    name = "executorch"
+    Options = ExecuTorchOptions
+    schemes = ("w8a8", "w8")
+    packages = PACKAGES
+    reports_latency = True        # XNNPACK's CPU kernels are the ones phones run
+
+    def __init__(self):
+        self._int8: set[str] = set()
+        # component -> (the rewritten ATen program as a module, its example inputs), kept from export
+        # for PT2E quantization; it shares the torch module's weights (no copy). Taken before
+        # lowering, which edits the program's constants.
+        self._modules: dict = {}
+
+    def unavailable_reason(self) -> str | None:
+        missing = [m for m in PACKAGES if importlib.util.find_spec(m) is None]
+        if missing:
+            return f"missing Python packages {', '.join(missing)}; run `make install`"
+        try:
+            import executorch.exir  # noqa: F401
+            import executorch.runtime  # noqa: F401
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+        except Exception as exc:  # a broken install: name it
+            return f"executorch does not import ({type(exc).__name__}: {str(exc)[:120]}); reinstall it"
+        return None
+
+    def validate(self, recipe, options: ExecuTorchOptions) -> None:
+        check_schemes(self, recipe)
+        self._int8 = {n for n, s in recipe.component_specs().items() if s.precision == "int8"}
+
+    def float_precision(self, options: ExecuTorchOptions) -> str:
+        return "fp32"
+
+    def export(self, graph, out_dir: Path, options: ExecuTorchOptions) -> Artifact:
+        from .export import exported_program, lower_and_write
+
+        program = exported_program(graph, options)
+        if graph.name in self._int8:
+            self._modules[graph.name] = (program.module(), program.example_inputs[0])
+        return lower_and_write(program, graph.name, graph.input_names, graph.output_names, out_dir, options)
+
+    def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
+        from .quantize import ExecuTorchQuantizer
+
+        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), src, src_root, out_dir,
+                                   options)
+
+    def runner(self, path: Path, options=None):
+        from .run import program_runner
+
+        return program_runner(path)
+
+    def checker(self, options) -> str:
+        return "ExecuTorch runtime (XNNPACK delegate, portable kernels)"
+
+    def describe_io(self, path: Path) -> dict:
+        from .run import describe_io
+
+        return describe_io(path)
+
+    def manifest_block(self, options: ExecuTorchOptions, artifacts: dict, root: Path) -> dict:
+        return {"backend": "xnnpack", "checker": self.checker(options), "rewrites": options.rewrites,
+                "min_delegated_flop_share": options.min_delegated_flop_share,
+                "delegation": {name: a.facts["delegation"] for name, a in sorted(artifacts.items())}}

@@ -1,0 +1,95 @@
+"""ExecuTorch's Python runtime: how this machine computes a `.pte` program's outputs.
+
+A `.pte` method takes its inputs by position. The names and order the manifest documents live
+in `<name>.pte.io.json` beside the program, written at export and checked against the
+program's own method metadata (count, dtypes, shapes) whenever it is read.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BundleError, ExportError
+
+METHOD = "forward"
+IO_SUFFIX = ".io.json"
+# c10::ScalarType codes in ExecuTorch's method metadata
+SCALAR_TYPES = {4: "int64", 6: "float32", 5: "float16", 1: "int8", 0: "uint8", 3: "int32", 11: "bool"}
+
+
+def io_path(program: Path) -> Path:
+    return program.with_name(program.name + IO_SUFFIX)
+
+
+def write_io(program: Path, inputs: list[dict], outputs: list[dict]) -> Path:
+    path = io_path(program)
+    path.write_text(json.dumps({"method": METHOD, "inputs": inputs, "outputs": outputs}, indent=1) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """XNNPACK's cpuinfo prints probe failures (`Failed to open midr file`) to fd 2 when the first
+    delegate initializes; they are not errors of ours. Python-level errors still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def load_program(path: Path, component: str):
+    from executorch.runtime import Runtime
+
+    try:
+        with _native_stderr_silenced():
+            program = Runtime.get().load_program(Path(path))
+            method = program.load_method(METHOD)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"component {component}", f"ExecuTorch could not load {Path(path).name}: {msg}") from exc
+    return program, method
+
+
+def describe_io(path: Path) -> dict:
+    """The program's inputs and outputs by name, as its I/O file says and its metadata confirms."""
+    from executorch.runtime import Runtime
+
+    path = Path(path)
+    try:
+        spec = json.loads(io_path(path).read_text(encoding="utf-8"))
+        meta = Runtime.get().load_program(path).metadata(spec["method"])
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise BundleError(str(io_path(path)), f"cannot read the program's I/O description: {str(exc)[:160]}") from exc
+    found = {"inputs": [meta.input_tensor_meta(i) for i in range(meta.num_inputs())],
+             "outputs": [meta.output_tensor_meta(i) for i in range(meta.num_outputs())]}
+    for side, metas in found.items():
+        declared = spec[side]
+        actual = [(list(m.sizes()), SCALAR_TYPES.get(m.dtype(), str(m.dtype()))) for m in metas]
+        if [(d["shape"], d["dtype"]) for d in declared] != actual:
+            raise BundleError(str(io_path(path)), f"{side} {[(d['name'], d['shape'], d['dtype']) for d in declared]} "
+                                                  f"do not match the program's {actual}")
+    return {"inputs": spec["inputs"], "outputs": spec["outputs"], "method": spec["method"]}
+
+
+def program_runner(path: Path):
+    import torch
+
+    names = [i["name"] for i in describe_io(path)["inputs"]]
+    _, method = load_program(path, Path(path).stem)
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        outs = method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+        return [o.numpy().copy() for o in outs]
+
+    return run
