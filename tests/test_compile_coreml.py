@@ -4,8 +4,8 @@ family, checked on this machine by the ML Program evaluator (Core ML itself runs
 Each bundle is compiled once per session. A Core ML compile of a tiny student takes over a minute
 (coremltools runs its ~100 graph passes, with validation, on every conversion and every weight
 compression, and their cost follows the op count, not the size), so `make test` compiles the SD
-layout, the SDXL layout with a tiny decoder, and the low-bit schemes; the other three families
-are `make test-slow`."""
+layout (fp16 + w8) and checks that the checker catches a wrong lowering; the other families, the
+low-bit schemes (w8a8, palettes), a corrupted weight and the rebuild are `make test-slow`."""
 from __future__ import annotations
 
 import hashlib
@@ -135,6 +135,7 @@ def test_manifest_io_and_files_equal_the_programs(coreml_bundles, case):
     assert m["components"]["vae_decoder"]["outputs"][0]["name"] == "image"
 
 
+@pytest.mark.slow
 def test_w8a8_and_palettized_components(coreml_bundles):
     bundle = coreml_bundles("low-bit")
     m = _manifest(bundle)
@@ -218,6 +219,7 @@ def _largest_blob(weights: Path) -> tuple[int, int]:
     return offset, size
 
 
+@pytest.mark.slow
 def test_checker_catches_a_corrupted_weight(students, tmp_path, monkeypatch):
     """A package whose weights differ from the torch model's (here: the denoiser's largest weight
     overwritten after saving) fails the fp16 parity gate, naming the component: the check evaluates

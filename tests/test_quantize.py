@@ -204,6 +204,7 @@ def test_recipe_override_keeps_named_layer_and_op_type_in_float(students, run_cl
     assert all(l["precision"] == "int8" for l in layers if l["op_type"] == "Conv" and l["name"] != "unet.conv_in")
 
 
+@pytest.mark.slow
 def test_unknown_override_layer_is_a_recipe_error(students, run_cli, tmp_path):
     out = tmp_path / "out"
     recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{nodes: {unet.no_such_layer: null}}")
