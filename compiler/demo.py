@@ -1,5 +1,6 @@
-"""`make demo`: compile a student into an ONNX bundle and a Core ML bundle, generate the same two
-images from each, and print how far apart the two targets' images are.
+"""`make demo`: compile a student into an ONNX, a Core ML and an ExecuTorch bundle, generate the same
+images from each, and print how far apart the targets' images are and how much of each ExecuTorch
+program XNNPACK runs.
 
 If the trained shapes student has shipped (students/shapes-rf/model_index.json), it is compiled
 with recipes/shapes-rf-int8.yaml (int8 text encoder and denoiser; the report compares them with
@@ -26,7 +27,7 @@ SEEDED_RECIPE = Path("recipes/demo-seeded.yaml")
 IMAGES = Path("build/demo")
 SEEDED_PROMPTS = ("a red fox in the snow", "a watercolor painting of a house by the sea")
 SEED = 0
-TARGETS = ("onnx", "coreml")
+TARGETS = ("onnx", "coreml", "executorch")
 
 
 def _say(text: str = "") -> None:
@@ -63,11 +64,11 @@ def _adherence(png: Path, prompt: str) -> str:
     return f"   adherence {score(np.asarray(Image.open(png).convert('RGB')), prompt):.2f}"
 
 
-def _checker(bundle: Path) -> str:
+def _target_block(bundle: Path) -> dict:
     import json
 
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    return manifest["targets"][manifest["target"]]["checker"]
+    return manifest["targets"][manifest["target"]]
 
 
 def _psnr(a: Path, b: Path) -> float:
@@ -132,14 +133,20 @@ def main() -> int:
 
     _say()
     for target, bundle in bundles.items():
-        _say(f"bundle:  {REPO / bundle}   ({target}; numbers checked by {_checker(bundle)})")
+        block = _target_block(bundle)
+        _say(f"bundle:  {REPO / bundle}   ({target}; numbers checked by {block['checker']})")
+        for name, d in (block.get("delegation") or {}).items():
+            _say(f"         {name}: {d['delegated_flop_share']:.2%} of FLOPs delegated to XNNPACK in "
+                 f"{d['delegated_segments']} segment(s), {d['portable_ops']} op(s) on portable kernels")
         _say(f"report:  {REPO / bundle / 'report.html'}")
     for i, prompt in enumerate(prompts):
         for target in TARGETS:
             png = images[target][i]
             _say(f"image:   {REPO / png}   {prompt!r}{_adherence(png, prompt) if model == TRAINED else ''}")
-        a, b = (images[t][i] for t in TARGETS)
-        _say(f"         {TARGETS[0]} vs {TARGETS[1]}: PSNR {_psnr(a, b):.1f} dB (8-bit images, same prompt and seed)")
+        for j, a in enumerate(TARGETS):
+            for b in TARGETS[j + 1:]:
+                _say(f"         {a} vs {b}: PSNR {_psnr(images[a][i], images[b][i]):.1f} dB "
+                     f"(8-bit images, same prompt and seed)")
     if model == SEEDED:
         _say("note:    built from a seeded random-weight student of the real classes; "
              "replaced once a trained student ships (students/shapes-rf)")

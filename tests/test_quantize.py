@@ -191,6 +191,7 @@ def outlier_student(student_copy):
     return folder
 
 
+@pytest.mark.slow
 def test_recipe_override_keeps_named_layer_and_op_type_in_float(students, run_cli, tmp_path):
     out = tmp_path / "out"
     recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{op_types: {MatMul: null}, nodes: {unet.conv_in: null}}")

@@ -1,0 +1,223 @@
+"""ExecuTorch target at real scale: `make bench-executorch` (python benchmarks/executorch.py).
+
+SD-Turbo-size components with random seeded weights (the builders of benchmarks/int8.py), taken
+through the compiler's own ExecuTorch target exactly as `compile` does: wrap -> ExecuTorchTarget.export
+(torch.export -> rewrites -> XNNPACK lowering -> .pte) -> compiler.quantization.quantize_component
+with ExecuTorchQuantizer -> ExecuTorch's runtime. ONNX Runtime runs the same component, exported by the
+ONNX target, side by side. One child process per (component, precision), so each peak RSS is its own.
+Printed, never asserted:
+
+    export              <= 60 s per billion parameters, peak RSS <= 1.5x fp32 weight bytes
+    delegation          segments and FLOP share per component (from the .pte's own lowering)
+    .pte bytes/param    int8 <= 1.05
+    latency             int8 vs fp32 >= 1.5x on the denoiser; ExecuTorch <= 1.2x ONNX Runtime at fp32
+    running memory      peak RSS while running <= 1.5x the program's weight bytes
+
+    python benchmarks/executorch.py --work /tmp/bench/executorch                 # everything (hours on 2 cores)
+    python benchmarks/executorch.py --components vae_decoder --precisions fp32    # a subset
+    python benchmarks/executorch.py --tiny --work /tmp/bench/et-tiny             # smoke test of this script
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from _common import REPO, PeakRSS, machine, run_child, timed_runs, versions
+
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
+PRECISIONS = ("fp32", "int8")
+SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
+GOAL_SECONDS_PER_BILLION, GOAL_RSS, GOAL_RUN_RSS = 60.0, 1.5, 1.5
+GOAL_INT8_BYTES_PER_PARAM, GOAL_DENOISER_SPEEDUP, GOAL_VS_ORT = 1.05, 1.5, 1.2
+CALIBRATION_PROMPTS, HELDOUT_PROMPTS, REPEATS = 4, 1, 3
+
+
+def _setup(work: Path, tiny: bool, image: int):
+    import int8 as bench
+
+    from compiler.recipe import Calibration, Parity, override
+    from compiler.wrap import wrap
+
+    recipe = override(bench._recipe(image, CALIBRATION_PROMPTS), calibration=Calibration(num_prompts=CALIBRATION_PROMPTS),
+                      parity=Parity(num_prompts=HELDOUT_PROMPTS))
+    student = bench._student(tiny, work)
+    return recipe, student, wrap(student, recipe)
+
+
+def _feeds(reference, recipe, component: str) -> dict:
+    import int8 as bench
+
+    from compiler.quantization import calibration_feeds
+
+    return next(calibration_feeds(component, reference, bench._heldout(recipe), recipe.parity.seed, "benchmark"))
+
+
+def child_step(work: Path, tiny: bool, image: int, component: str, precision: str) -> dict:
+    """Export (and quantize) one component as compile does, then run it: delegation, size,
+    accuracy vs torch, latency, and the running process's peak RSS beyond the weights."""
+    import int8 as bench
+
+    from compiler.metrics import compare
+    from compiler.pipeline import torch_chain
+    from compiler.quantization import QuantJob, quantize_component
+    from compiler.recipe import Component, Quantization
+    from compiler.targets.executorch import ExecuTorchTarget
+    from compiler.verify import TOLERANCES
+
+    recipe, student, wrapped = _setup(work, tiny, image)
+    graph = wrapped.graphs[component]
+    params = bench._parameters(component, graph)
+    reference = torch_chain(wrapped, student)
+    feeds = _feeds(reference, recipe, component)
+    expected = reference.runners[component](feeds)[0]
+    target = ExecuTorchTarget()
+    options = recipe.target_options("executorch")
+    out = work / precision
+    out.mkdir(parents=True, exist_ok=True)
+    spec = Component("int8", Quantization(scheme=SCHEME[component])) if precision == "int8" else Component("fp32")
+    target._int8 = {component} if precision == "int8" else set()
+    result = {"component": component, "precision": precision, "params": params, "weight_bytes": 4 * params}
+    export_dir = work / "fp32-for-int8" if precision == "int8" else out
+    export_dir.mkdir(parents=True, exist_ok=True)
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        artifact = target.export(graph, export_dir, options)
+        result["export_s"] = time.perf_counter() - t0
+    result["export_peak_rss_bytes"] = rss.peak
+    if precision == "int8":
+        from compiler.pipeline import calibration_prompts
+
+        quantizer = target.quantizer(component, SCHEME[component], artifact, export_dir, out, options)
+        job = QuantJob(component, spec, reference, calibration_prompts(recipe, bench._heldout_file(recipe)),
+                       recipe.calibration.seed, TOLERANCES[(component, "int8")], bench._progress())
+        t0 = time.perf_counter()
+        q, artifact = quantize_component(job, quantizer)
+        result.update(quantize_s=time.perf_counter() - t0, coverage=q.coverage())
+    result["delegation"] = artifact.facts["delegation"]
+    result["pte_bytes"] = (out / artifact.main).stat().st_size
+    del wrapped, student, graph
+    run = target.runner(out / artifact.main)
+    with PeakRSS() as rss:
+        got = run(feeds)[0]
+        result["latency_s"] = sorted(timed_runs(run, feeds, REPEATS))[REPEATS // 2]
+    result["run_peak_rss_bytes"] = rss.peak
+    m = compare(expected, got, data_range=1.0 if component == "vae_decoder" else None)
+    result.update(psnr_db=m.psnr_db, cosine=m.cosine)
+    return result
+
+
+def child_ort(work: Path, tiny: bool, image: int, component: str) -> dict:
+    """The same component through the ONNX target, fp32, timed with ONNX Runtime on the same feeds."""
+    from compiler.pipeline import torch_chain
+    from compiler.targets.onnx import OnnxTarget
+
+    recipe, student, wrapped = _setup(work, tiny, image)
+    reference = torch_chain(wrapped, student)
+    feeds = _feeds(reference, recipe, component)
+    out = work / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    target = OnnxTarget()
+    artifact = target.export(wrapped.graphs[component], out, recipe.target_options("onnx"))
+    del wrapped, student
+    run = target.runner(out / artifact.main)
+    run(feeds)
+    return {"component": component, "ort_latency_s": sorted(timed_runs(run, feeds, REPEATS))[REPEATS // 2]}
+
+
+def child(args) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from compiler.cli import _quiet_libraries
+
+    _quiet_libraries()
+    work = Path(args.work)
+    if args.child == "ort":
+        result = child_ort(work, args.tiny, args.image, args.component)
+    else:
+        result = child_step(work, args.tiny, args.image, args.component, args.child)
+    print(json.dumps(result), flush=True)
+
+
+def _run(step: str, component: str, args) -> dict:
+    argv = ["--child", step, "--component", component, "--work", str(args.work), "--image", str(args.image)]
+    return run_child(Path(__file__).resolve(), argv + (["--tiny"] if args.tiny else []), echo_stderr=True)
+
+
+def _ok(flag: bool) -> str:
+    return "meets" if flag else "MISSES"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="/tmp/bench/executorch", help="folder for the programs")
+    p.add_argument("--components", default=",".join(COMPONENTS))
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help=f"subset of {PRECISIONS}")
+    p.add_argument("--image", type=int, default=512)
+    p.add_argument("--tiny", action="store_true", help="toy sizes: smoke-test the script, not a measurement")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--component", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.image = 32
+    if args.child:
+        child(args)
+        return 0
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    components = [c for c in args.components.split(",") if c]
+    precisions = [s for s in args.precisions.split(",") if s]
+    m, v = machine(), versions("executorch", "torchao", "torch", "onnxruntime", "diffusers", "transformers")
+    scale = "TOY SIZES (--tiny): a smoke test, not a measurement" if args.tiny else \
+        f"SD-Turbo size, random seeded weights, {args.image}x{args.image}"
+    print(f"ExecuTorch benchmark ({scale}); {m['cpu']}, {m['cores']} cores; "
+          + ", ".join(f"{k} {x}" for k, x in v.items()), flush=True)
+    print(f"{'component':<13} {'prec':<5} {'params':>9} {'export':>8} {'s/1e9':>7} {'RSS x':>6} {'segments':>8} "
+          f"{'deleg':>7} {'B/param':>8} {'PSNR dB':>8} {'ms':>9} {'run RSS x':>9}")
+    failed, rows = 0, {}
+    for c in components:
+        for s in precisions:
+            r = _run(s, c, args)
+            if "error" in r:
+                failed += 1
+                print(f"{c:<13} {s:<5} FAILED: {r['error']}", flush=True)
+                continue
+            rows[(c, s)] = r
+            d = r["delegation"]
+            spb = r["export_s"] / (r["params"] / 1e9)
+            print(f"{c:<13} {s:<5} {r['params'] / 1e6:8.1f}M {r['export_s']:7.1f}s {spb:7.1f} "
+                  f"{r['export_peak_rss_bytes'] / r['weight_bytes']:6.2f} {d['delegated_segments']:8d} "
+                  f"{d['delegated_flop_share']:7.2%} {r['pte_bytes'] / r['params']:8.3f} {r['psnr_db']:8.2f} "
+                  f"{r['latency_s'] * 1e3:9.1f} {r['run_peak_rss_bytes'] / (r['pte_bytes'] or 1):9.2f}", flush=True)
+    print("\nratios (one run, same machine)")
+    for c in components:
+        fp32, int8 = rows.get((c, "fp32")), rows.get((c, "int8"))
+        if fp32:
+            spb = fp32["export_s"] / (fp32["params"] / 1e9)
+            rss = fp32["export_peak_rss_bytes"] / fp32["weight_bytes"]
+            print(f"  {c}: export {_ok(spb <= GOAL_SECONDS_PER_BILLION)} <= {GOAL_SECONDS_PER_BILLION:.0f} s/B, "
+                  f"{_ok(rss <= GOAL_RSS)} <= {GOAL_RSS}x RSS; running RSS "
+                  f"{_ok(fp32['run_peak_rss_bytes'] / fp32['pte_bytes'] <= GOAL_RUN_RSS)} <= {GOAL_RUN_RSS}x weights")
+            ort = _run("ort", c, args)
+            if "error" not in ort:
+                ratio = fp32["latency_s"] / ort["ort_latency_s"]
+                print(f"  {c}: ExecuTorch fp32 {fp32['latency_s'] * 1e3:.1f} ms vs ONNX Runtime fp32 "
+                      f"{ort['ort_latency_s'] * 1e3:.1f} ms = {ratio:.2f}x ({_ok(ratio <= GOAL_VS_ORT)} <= {GOAL_VS_ORT}x)")
+            else:
+                print(f"  {c}: ONNX Runtime run FAILED: {ort['error']}")
+        if fp32 and int8:
+            speedup = fp32["latency_s"] / int8["latency_s"]
+            bpp = int8["pte_bytes"] / int8["params"]
+            goal = f" ({_ok(speedup >= GOAL_DENOISER_SPEEDUP)} >= {GOAL_DENOISER_SPEEDUP}x)" if c == "denoiser" else ""
+            print(f"  {c}: int8 ({SCHEME[c]}) vs fp32 {speedup:.2f}x{goal}; int8 .pte "
+                  f"{bpp:.3f} bytes/param ({_ok(bpp <= GOAL_INT8_BYTES_PER_PARAM)} <= {GOAL_INT8_BYTES_PER_PARAM})")
+    print("goals printed, not asserted.")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
