@@ -112,6 +112,22 @@ def get_target(name: str) -> Target:
     return target
 
 
+def toolkit_problem(packages: tuple[str, ...], modules: tuple[str, ...] = ()) -> str | None:
+    """Why a target's toolkit cannot be used (exit 8): packages not installed, or modules that fail
+    to import (a broken install), named."""
+    import importlib.util
+
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        return f"missing Python packages {', '.join(missing)}; run `make install`"
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            return f"{module} does not import ({type(exc).__name__}: {str(exc)[:120]}); reinstall it"
+    return None
+
+
 def check_schemes(target, recipe) -> None:
     """Every int8 component's scheme must be one this target can ship (exit 2 before any work)."""
     from ..quantization import scheme_of

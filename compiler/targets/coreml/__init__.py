@@ -9,14 +9,13 @@ coremltools.optimize, and checked on Linux by evaluating the converted MIL progr
 """
 from __future__ import annotations
 
-import importlib.util
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 from ...errors import EnvironmentError_, RecipeError
-from .. import Artifact, check_schemes
+from .. import Artifact, check_schemes, toolkit_problem
 
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 # The oldest OS whose Core ML runs each scheme: activation quantize/dequantize ops are iOS17;
@@ -76,14 +75,7 @@ class CoreMLTarget:
         self._deployment: tuple[str, str] | None = None
 
     def unavailable_reason(self) -> str | None:
-        if importlib.util.find_spec("coremltools") is None:
-            return "coremltools is not installed; run `make install`"
-        try:
-            import coremltools  # noqa: F401
-            import coremltools.optimize.coreml  # noqa: F401
-        except Exception as exc:  # a broken install: name it
-            return f"coremltools does not import ({type(exc).__name__}: {str(exc)[:120]}); reinstall it"
-        return None
+        return toolkit_problem(("coremltools",), ("coremltools", "coremltools.optimize.coreml"))
 
     def validate(self, recipe, options: CoreMLOptions) -> None:
         check_schemes(self, recipe)

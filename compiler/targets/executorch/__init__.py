@@ -9,11 +9,10 @@ checked by loading and running every program with ExecuTorch's own runtime on th
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import Artifact, check_schemes
+from .. import Artifact, check_schemes, toolkit_problem
 
 PACKAGES = ("executorch", "torchao")
 
@@ -48,16 +47,8 @@ class ExecuTorchTarget:
         self._modules: dict = {}
 
     def unavailable_reason(self) -> str | None:
-        missing = [m for m in PACKAGES if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"missing Python packages {', '.join(missing)}; run `make install`"
-        try:
-            import executorch.exir  # noqa: F401
-            import executorch.runtime  # noqa: F401
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
-        except Exception as exc:  # a broken install: name it
-            return f"executorch does not import ({type(exc).__name__}: {str(exc)[:120]}); reinstall it"
-        return None
+        return toolkit_problem(PACKAGES, ("executorch.exir", "executorch.runtime",
+                                          "executorch.backends.xnnpack.partition.xnnpack_partitioner"))
 
     def validate(self, recipe, options: ExecuTorchOptions) -> None:
         check_schemes(self, recipe)

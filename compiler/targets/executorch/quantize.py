@@ -97,7 +97,6 @@ class ExecuTorchQuantizer:
             out = node.meta["val"]
             k = math.prod(w.shape[1:])
             layers.append(Layer(path, path, op, int(n_params), int(2 * out.numel() * k)))
-        self._layers = layers
         return layers
 
     def _inputs(self, feeds: dict[str, np.ndarray]):

@@ -7,11 +7,10 @@ by running the files with ONNX Runtime on this machine.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import Artifact, check_schemes
+from .. import Artifact, check_schemes, toolkit_problem
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,7 @@ class OnnxTarget:
     reports_latency = True        # ORT CPU timings say something about ORT on a device
 
     def unavailable_reason(self) -> str | None:
-        missing = [m for m in self.packages if importlib.util.find_spec(m) is None]
-        if missing:
-            return f"missing Python packages {', '.join(missing)}; run `make install`"
-        return None
+        return toolkit_problem(self.packages)
 
     def validate(self, recipe, options: OnnxOptions) -> None:
         check_schemes(self, recipe)
