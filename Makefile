@@ -47,7 +47,7 @@ bench-coreml: $(STAMP)
 	$(BIN)/python benchmarks/coreml.py
 
 bench-executorch: $(STAMP)
-	$(BIN)/python benchmarks/executorch.py
+	$(BIN)/python benchmarks/executorch_bench.py
 
 clean:
 	rm -rf build

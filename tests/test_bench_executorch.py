@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/executorch.py at toy sizes (the real-size run is `make bench-executorch`)."""
+"""Smoke test of benchmarks/executorch_bench.py at toy sizes (the real-size run is `make bench-executorch`)."""
 import subprocess
 import sys
 
@@ -9,7 +9,7 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_bench_executorch_runs_at_toy_size(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "executorch.py"), "--tiny", "--work", str(tmp_path),
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "executorch_bench.py"), "--tiny", "--work", str(tmp_path),
                           "--components", "vae_decoder"],
                          capture_output=True, text=True, cwd=REPO, check=True).stdout
     rows = [line.split() for line in out.splitlines() if line.startswith("vae_decoder")]
