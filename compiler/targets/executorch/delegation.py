@@ -81,7 +81,3 @@ def enforce(rep: dict, component: str, minimum: float) -> None:
                           f"XNNPACK took {rep['delegated_flop_share']:.1%} of its FLOPs (minimum {minimum:.0%}, "
                           f"targets.executorch.min_delegated_flop_share); left on portable kernels: {left}")
 
-
-def summary(rep: dict) -> str:
-    return (f"{rep['delegated_flop_share']:.1%} of FLOPs in {rep['delegated_segments']} XNNPACK segment(s), "
-            f"{rep['portable_ops']} portable op(s)")
