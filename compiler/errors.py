@@ -17,6 +17,12 @@ class Exit(enum.IntEnum):
     INTERRUPTED = 130
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """A third-party exception as one line for an error message: its first line, or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class CompileError(Exception):
     """A failure the user can act on. `where` names the file and field at fault."""
 

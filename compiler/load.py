@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -164,8 +164,7 @@ def _load(root: Path, sub: str, cls: Any, weights: bool = True) -> Any:
     try:
         model = cls.from_pretrained(str(root / sub), **kwargs)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first}") from None
+        raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first_line(exc)}") from None
     if weights:
         model = model.eval().float()
         for name, tensor in model.state_dict().items():

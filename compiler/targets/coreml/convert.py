@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ExportError
+from ...errors import ExportError, first_line
 
 SUFFIX = ".mlpackage"
 MODEL_SPEC = "Data/com.apple.CoreML/model.mlmodel"
@@ -100,8 +100,7 @@ def module_of(const_name: str, names: dict[str, str]) -> str | None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     op = re.search(r"(?:Unsupported fx node|convert function for op) '?([\w.]+)'?", text)
-    first = text.splitlines()[0][:200] if text else type(exc).__name__
-    return f"op {op.group(1)}: {first}" if op else first
+    return f"op {op.group(1)}: {first_line(exc)}" if op else first_line(exc)
 
 
 def save(model, path: Path) -> list[str]:

@@ -13,7 +13,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from ...errors import ExportError
+from ...errors import ExportError, first_line
 from .. import Artifact, package_files
 from . import delegation
 from .run import load_program, write_io
@@ -35,8 +35,7 @@ def quiet():
 
 
 def _failure(component: str, what: str, exc: Exception) -> ExportError:
-    msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return ExportError(f"component {component}", f"{what} failed: {msg}")
+    return ExportError(f"component {component}", f"{what} failed: {first_line(exc)}")
 
 
 def exported_program(graph, options):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import BundleError, ExportError
+from ...errors import BundleError, ExportError, first_line
 
 METHOD = "forward"
 IO_SUFFIX = ".io.json"
@@ -56,8 +56,8 @@ def load_program(path: Path, component: str):
             program = Runtime.get().load_program(Path(path))
             method = program.load_method(METHOD)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"component {component}", f"ExecuTorch could not load {Path(path).name}: {msg}") from exc
+        raise ExportError(f"component {component}", f"ExecuTorch could not load {Path(path).name}: "
+                                                    f"{first_line(exc)}") from exc
     return program, method
 
 

@@ -13,7 +13,7 @@ import contextlib
 import io
 from pathlib import Path
 
-from ...errors import ExportError
+from ...errors import ExportError, first_line
 from .. import Artifact, package_files
 
 SUFFIX = ".onnx"
@@ -48,8 +48,7 @@ def export(graph, out_dir: Path, opset: int) -> Artifact:
             # bytes, two more copies (5.97 vs 1.88 GB peak RSS for a 340M text encoder).
             program.save(str(path), external_data=True)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"component {graph.name}", f"ONNX export failed: {msg}") from exc
+        raise ExportError(f"component {graph.name}", f"ONNX export failed: {first_line(exc)}") from exc
     _check(path, graph.name)
     from .run import session_runner
 
