@@ -41,9 +41,9 @@ class ExecuTorchTarget:
 
     def __init__(self):
         self._int8: set[str] = set()
-        # component -> (the rewritten ATen program as a module, its example inputs), kept from export
-        # for PT2E quantization; it shares the torch module's weights (no copy). Taken before
-        # lowering, which edits the program's constants.
+        # component -> (the rewritten ATen program as a module, its example inputs, input names, output
+        # names), kept from export for PT2E quantization; the module shares the torch module's weights
+        # (no copy). Taken before lowering, which edits the program's constants.
         self._modules: dict = {}
 
     def unavailable_reason(self) -> str | None:
@@ -62,14 +62,14 @@ class ExecuTorchTarget:
 
         program = exported_program(graph, options)
         if graph.name in self._int8:
-            self._modules[graph.name] = (program.module(), program.example_inputs[0])
+            self._modules[graph.name] = (program.module(), program.example_inputs[0], graph.input_names,
+                                         graph.output_names)
         return lower_and_write(program, graph.name, graph.input_names, graph.output_names, out_dir, options)
 
     def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
         from .quantize import ExecuTorchQuantizer
 
-        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), src, src_root, out_dir,
-                                   options)
+        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), out_dir, options)
 
     def runner(self, path: Path, options=None):
         from .run import program_runner

@@ -66,7 +66,7 @@ def _spec(names: list[str], values) -> list[dict]:
 
 
 def lower_and_write(program, component: str, input_names: list[str], output_names: list[str], out_dir: Path,
-                    options, facts: dict | None = None) -> Artifact:
+                    options) -> Artifact:
     """Partition for XNNPACK, measure and enforce delegation, write `<component>.pte` and its I/O file,
     and load it with ExecuTorch's runtime."""
     import torch
@@ -89,4 +89,4 @@ def lower_and_write(program, component: str, input_names: list[str], output_name
     write_io(path, _spec(input_names, program.example_inputs[0]), _spec(output_names, outputs))
     load_program(path, component)
     return Artifact(component, path.name, package_files(out_dir, path.name),
-                    facts={"delegation": report, **(facts or {})})
+                    facts={"delegation": report})

@@ -22,7 +22,7 @@ import numpy as np
 from ...quantization import Layer, sqnr
 from .. import Artifact
 from .export import lower_and_write, quiet
-from .run import describe_io, program_runner
+from .run import program_runner
 
 WEIGHT_OPS = ("conv", "linear")
 _ATEN = {"conv2d": "conv", "conv1d": "conv", "linear": "linear"}
@@ -69,13 +69,11 @@ def _op(node) -> str | None:
 class ExecuTorchQuantizer:
     op_types = WEIGHT_OPS
 
-    def __init__(self, component: str, scheme: str, module, example_inputs: tuple, src: Artifact, src_root: Path,
-                 out_dir: Path, options):
+    def __init__(self, component: str, scheme: str, module, example_inputs: tuple, input_names: list[str],
+                 output_names: list[str], out_dir: Path, options):
         self.component, self.scheme, self.module, self.example = component, scheme, module, example_inputs
+        self.input_names, self.output_names = input_names, output_names
         self.out_dir, self.options = out_dir, options
-        io = describe_io(src_root / src.main)
-        self.input_names = [i["name"] for i in io["inputs"]]
-        self.output_names = [o["name"] for o in io["outputs"]]
         self.tool = TOOLS[scheme]
         self.needs_calibration = scheme == "w8a8"
         self._feeds: list[dict[str, np.ndarray]] = []

@@ -48,12 +48,13 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def load_program(path: Path, component: str):
+def load_program(path: Path, component: str, program=None):
+    """(program, its forward method), the delegates initialized; `program` if already opened."""
     from executorch.runtime import Runtime
 
     try:
         with _native_stderr_silenced():
-            program = Runtime.get().load_program(Path(path))
+            program = program or Runtime.get().load_program(Path(path))
             method = program.load_method(METHOD)
     except Exception as exc:
         raise ExportError(f"component {component}", f"ExecuTorch could not load {Path(path).name}: "
@@ -63,12 +64,17 @@ def load_program(path: Path, component: str):
 
 def describe_io(path: Path) -> dict:
     """The program's inputs and outputs by name, as its I/O file says and its metadata confirms."""
+    return _described(Path(path))[0]
+
+
+def _described(path: Path):
+    """(describe_io's answer, the opened program)."""
     from executorch.runtime import Runtime
 
-    path = Path(path)
     try:
         spec = json.loads(io_path(path).read_text(encoding="utf-8"))
-        meta = Runtime.get().load_program(path).metadata(spec["method"])
+        program = Runtime.get().load_program(path)
+        meta = program.metadata(spec["method"])
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise BundleError(str(io_path(path)), f"cannot read the program's I/O description: {str(exc)[:160]}") from exc
     found = {"inputs": [meta.input_tensor_meta(i) for i in range(meta.num_inputs())],
@@ -79,14 +85,15 @@ def describe_io(path: Path) -> dict:
         if [(d["shape"], d["dtype"]) for d in declared] != actual:
             raise BundleError(str(io_path(path)), f"{side} {[(d['name'], d['shape'], d['dtype']) for d in declared]} "
                                                   f"do not match the program's {actual}")
-    return {"inputs": spec["inputs"], "outputs": spec["outputs"], "method": spec["method"]}
+    return {"inputs": spec["inputs"], "outputs": spec["outputs"], "method": spec["method"]}, program
 
 
 def program_runner(path: Path):
     import torch
 
-    names = [i["name"] for i in describe_io(path)["inputs"]]
-    _, method = load_program(path, Path(path).stem)
+    io, program = _described(Path(path))   # opened once: at SD-Turbo size a program is gigabytes
+    names = [i["name"] for i in io["inputs"]]
+    _, method = load_program(path, Path(path).stem, program)
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         outs = method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
