@@ -144,14 +144,15 @@ def _compile(args) -> None:
 
 
 def _print_summary(result) -> None:
+    from .report import delegation_line
+
     m = result.manifest
     print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {m['image']['height']}x{m['image']['width']})")
     for name, c in m["components"].items():
         size = sum(m["files"][f]["size"] for f in c["files"])
         print(f"  {name:<13} {c['precision']:<5} {size / 1e6:9.2f} MB  {c['file']}")
     for name, d in (m["targets"][m["target"]].get("delegation") or {}).items():
-        print(f"  delegated {name:<13} {d['delegated_flop_share']:7.2%} of FLOPs in {d['delegated_segments']} "
-              f"segment(s); {d['portable_ops']} op(s) on portable kernels")
+        print(f"  {name:<13} {delegation_line(d)}")
     for p in result.parity:
         for name, c in p.as_dict()["checks"].items():
             w = c["worst"]

@@ -90,6 +90,7 @@ def _recipe_name(recipe: Path) -> str:
 def main() -> int:
     os.chdir(REPO)  # recipes name their prompt files and models relative to the repository root
     from .cli import _quiet_libraries, compile_main, generate_main
+    from .report import delegation_line
 
     _quiet_libraries()  # before the seeded student build imports diffusers
 
@@ -136,8 +137,7 @@ def main() -> int:
         block = _target_block(bundle)
         _say(f"bundle:  {REPO / bundle}   ({target}; numbers checked by {block['checker']})")
         for name, d in (block.get("delegation") or {}).items():
-            _say(f"         {name}: {d['delegated_flop_share']:.2%} of FLOPs delegated to XNNPACK in "
-                 f"{d['delegated_segments']} segment(s), {d['portable_ops']} op(s) on portable kernels")
+            _say(f"         {name}: {delegation_line(d)}")
         _say(f"report:  {REPO / bundle / 'report.html'}")
     for i, prompt in enumerate(prompts):
         for target in TARGETS:

@@ -126,6 +126,12 @@ def quantization_sections(manifest: dict, components: dict, latency: dict, check
     return sections
 
 
+def delegation_line(d: dict) -> str:
+    """One component's delegation report in a line (compile summary, demo)."""
+    return (f"{d['delegated_flop_share']:.2%} of FLOPs delegated in {d['delegated_segments']} segment(s), "
+            f"{d['portable_ops']} op(s) on portable kernels")
+
+
 def delegation_section(block: dict) -> list[tuple[str, str]]:
     """A target block's delegation report (ExecuTorch), when it has one."""
     delegation = block.get("delegation")
