@@ -94,6 +94,13 @@ def run_cli(capsys):
     return run
 
 
+def flip_byte(path: Path) -> None:
+    """Corrupt one bit in the middle of a file, as a bad download or disk would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 def tree_snapshot(path: Path) -> dict[str, bytes]:
     if not path.exists():
         return {}

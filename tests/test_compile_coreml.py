@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from compiler.errors import Exit
-from conftest import CASES, REPO, compile_quietly, family_of, tree_snapshot, write_recipe
+from conftest import CASES, REPO, compile_quietly, family_of, flip_byte, tree_snapshot, write_recipe
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 CALIBRATION = f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 5}}\n"
@@ -194,10 +194,7 @@ def test_generate_and_verify_work_on_a_coreml_bundle(coreml_bundles, students, r
     import shutil
 
     shutil.copytree(bundle, copy)
-    weights = copy / "denoiser.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
+    flip_byte(copy / "denoiser.mlpackage/Data/com.apple.CoreML/weights/weight.bin")
     code, _, err = run_cli("generate", "--bundle", copy, "--prompt", "x", "--out", tmp_path / "b.png")
     assert code == Exit.BUNDLE and "weight.bin" in err
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from compiler.errors import Exit, ExportError
 from compiler.wrap import Graph
-from conftest import CASES, REPO, compile_quietly, family_of, tree_snapshot, write_recipe
+from conftest import CASES, REPO, compile_quietly, family_of, flip_byte, tree_snapshot, write_recipe
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 CALIBRATION = f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 5}}\n"
@@ -70,11 +70,10 @@ class WithCumsum(torch.nn.Module):
         return self.b(torch.cumsum(self.a(x), dim=-1))
 
 
-def _lower(module, out: Path, **options):
+def _lower(module, out: Path, channels: int = 4, **options):
     from compiler.targets.executorch import ExecuTorchOptions
     from compiler.targets.executorch.export import exported_program, lower_and_write
 
-    channels = 8 if isinstance(module, Blocks) else 4
     x = torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(1))
     graph = Graph("blocks", module.eval(), (x,), ["x"], ["y"])
     opts = ExecuTorchOptions(**options)
@@ -86,8 +85,8 @@ def test_rewrites_keep_the_numbers_and_xnnpack_takes_the_whole_graph(tmp_path):
     from compiler.targets.executorch.run import program_runner
 
     module = Blocks()
-    rewritten, x = _lower(module, tmp_path / "rewritten")
-    plain, _ = _lower(module, tmp_path / "plain", rewrites=False, min_delegated_flop_share=0.0)
+    rewritten, x = _lower(module, tmp_path / "rewritten", channels=8)
+    plain, _ = _lower(module, tmp_path / "plain", channels=8, rewrites=False, min_delegated_flop_share=0.0)
     with torch.no_grad():
         expected = module(x).numpy()
     for artifact, root in ((rewritten, tmp_path / "rewritten"), (plain, tmp_path / "plain")):
@@ -210,10 +209,7 @@ def test_generate_and_verify_work_on_an_executorch_bundle(small, run_cli, tmp_pa
     assert code == 0 and "passes" in out, err
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
-    pte = copy / "denoiser.pte"
-    data = bytearray(pte.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    pte.write_bytes(bytes(data))
+    flip_byte(copy / "denoiser.pte")
     code, _, err = run_cli("generate", "--bundle", copy, "--prompt", "x", "--out", tmp_path / "c.png")
     assert code == Exit.BUNDLE and "denoiser.pte" in err and not (tmp_path / "c.png").exists()
 

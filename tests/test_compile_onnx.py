@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from compiler.errors import Exit
-from conftest import CASES, REPO, compile_quietly, family_of, tree_snapshot, write_recipe
+from conftest import CASES, REPO, compile_quietly, family_of, flip_byte, tree_snapshot, write_recipe
 
 # SD and SDXL layouts in `make test`; the other families (same code paths, other samplers: their
 # oracles run in test_oracle.py) in `make test-slow`, for the suite's 15-minute budget
@@ -232,17 +232,11 @@ def test_generate_writes_a_deterministic_png(bundles, run_cli, tmp_path, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png"]  # no temp file left
 
 
-def _flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_generate_refuses_a_bundle_with_one_flipped_byte(bundles, run_cli, tmp_path, component):
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)
-    _flip_byte(bundle / f"{component}.onnx")
+    flip_byte(bundle / f"{component}.onnx")
     out = tmp_path / "x.png"
     code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "a red fox", "--out", out)
     assert code == Exit.BUNDLE
