@@ -122,6 +122,20 @@ def run_child(script: Path, args: list[str], echo_stderr: bool = False) -> dict:
         return {"error": "child printed no JSON result line"}
 
 
+def child_result(compute) -> None:
+    """In a child process: quiet the libraries, compute, and print the result as the JSON line
+    run_child reads."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from compiler.cli import _quiet_libraries
+
+    _quiet_libraries()
+    print(json.dumps(compute()), flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
 def machine() -> dict:
     """CPU model, core count and the SIMD flags that decide int8 speed on x86 (VNNI = int8 dot products)."""
     model, flags = "unknown", set()

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from _common import REPO, PeakRSS, machine, peak_rss_bytes, run_child, versions
+from _common import REPO, PeakRSS, child_result, machine, peak_rss_bytes, run_child, verdict, versions
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -162,16 +161,11 @@ def override_quantized(recipe, component: str, spec):
 
 
 def child(args) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from compiler.cli import _quiet_libraries
-
-    _quiet_libraries()
     work = Path(args.work)
     if args.child == "convert":
-        result = child_convert(work, args.tiny, args.image, args.component)
+        child_result(lambda: child_convert(work, args.tiny, args.image, args.component))
     else:
-        result = child_scheme(work, args.tiny, args.image, args.component, args.child)
-    print(json.dumps(result), flush=True)
+        child_result(lambda: child_scheme(work, args.tiny, args.image, args.component, args.child))
 
 
 def _run(step: str, component: str, args) -> dict:
@@ -179,9 +173,6 @@ def _run(step: str, component: str, args) -> dict:
     result = run_child(Path(__file__).resolve(), argv + (["--tiny"] if args.tiny else []), echo_stderr=True)
     return {"component": component, "scheme": step, **result}
 
-
-def _ok(flag: bool) -> str:
-    return "meets" if flag else "MISSES"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         spb = r["convert_s"] / (r["params"] / 1e9)
         ratio = r["peak_rss_bytes"] / r["weight_bytes"]
         print(f"{c:<13} {r['params'] / 1e6:8.1f}M {r['convert_s']:8.1f}s {spb:9.1f}s {r['peak_rss_bytes'] / 1e9:8.2f}G "
-              f"{ratio:9.2f}x   ({_ok(spb <= GOAL_SECONDS_PER_BILLION)} <= {GOAL_SECONDS_PER_BILLION:.0f} s/B, "
-              f"{_ok(ratio <= GOAL_RSS)} <= {GOAL_RSS}x; {r['rss_before_bytes'] / 1e9:.2f} GB before converting, "
+              f"{ratio:9.2f}x   ({verdict(spb <= GOAL_SECONDS_PER_BILLION)} <= {GOAL_SECONDS_PER_BILLION:.0f} s/B, "
+              f"{verdict(ratio <= GOAL_RSS)} <= {GOAL_RSS}x; {r['rss_before_bytes'] / 1e9:.2f} GB before converting, "
               f"the torch module included)", flush=True)
     print(f"\n{'component':<13} {'scheme':<11} {'bytes/param':>11} {'PSNR dB':>8} {'cosine':>9} {'evaluate':>9} "
           f"{'quantize':>9} {'coverage':>9}  goals")
@@ -238,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{c:<13} {s:<11} FAILED: {r['error']}", flush=True)
                 continue
             bpp = r["package_bytes"] / r["params"]
-            goals = [f"{_ok(bpp <= GOAL_BYTES_PER_PARAM[s])} <= {GOAL_BYTES_PER_PARAM[s]} B/param"]
+            goals = [f"{verdict(bpp <= GOAL_BYTES_PER_PARAM[s])} <= {GOAL_BYTES_PER_PARAM[s]} B/param"]
             if c == "denoiser" and s in ("w8", "w8a8"):
-                goals.append(f"{_ok(r['psnr_db'] >= GOAL_DENOISER_DB)} >= {GOAL_DENOISER_DB:.0f} dB")
+                goals.append(f"{verdict(r['psnr_db'] >= GOAL_DENOISER_DB)} >= {GOAL_DENOISER_DB:.0f} dB")
             if "parity_error" in r:
                 goals.append(f"calibration check: {r['parity_error'][:80]}")
             cov = r.get("coverage", {}).get("quantized_weight_share")

@@ -21,13 +21,11 @@ Printed, never asserted:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from _common import REPO, PeakRSS, machine, run_child, timed_runs, versions
+from _common import REPO, PeakRSS, child_result, machine, run_child, timed_runs, verdict, versions
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -144,25 +142,17 @@ def child_ort(work: Path, tiny: bool, image: int, component: str) -> dict:
 
 
 def child(args) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from compiler.cli import _quiet_libraries
-
-    _quiet_libraries()
     work = Path(args.work)
     if args.child == "ort":
-        result = child_ort(work, args.tiny, args.image, args.component)
+        child_result(lambda: child_ort(work, args.tiny, args.image, args.component))
     else:
-        result = child_step(work, args.tiny, args.image, args.component, args.child)
-    print(json.dumps(result), flush=True)
+        child_result(lambda: child_step(work, args.tiny, args.image, args.component, args.child))
 
 
 def _run(step: str, component: str, args) -> dict:
     argv = ["--child", step, "--component", component, "--work", str(args.work), "--image", str(args.image)]
     return run_child(Path(__file__).resolve(), argv + (["--tiny"] if args.tiny else []), echo_stderr=True)
 
-
-def _ok(flag: bool) -> str:
-    return "meets" if flag else "MISSES"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,22 +201,22 @@ def main(argv: list[str] | None = None) -> int:
         if fp32:
             spb = fp32["export_s"] / (fp32["params"] / 1e9)
             rss = fp32["export_peak_rss_bytes"] / fp32["weight_bytes"]
-            print(f"  {c}: export {_ok(spb <= GOAL_SECONDS_PER_BILLION)} <= {GOAL_SECONDS_PER_BILLION:.0f} s/B, "
-                  f"{_ok(rss <= GOAL_RSS)} <= {GOAL_RSS}x RSS; running RSS "
-                  f"{_ok(fp32['run_peak_rss_bytes'] / fp32['pte_bytes'] <= GOAL_RUN_RSS)} <= {GOAL_RUN_RSS}x weights")
+            print(f"  {c}: export {verdict(spb <= GOAL_SECONDS_PER_BILLION)} <= {GOAL_SECONDS_PER_BILLION:.0f} s/B, "
+                  f"{verdict(rss <= GOAL_RSS)} <= {GOAL_RSS}x RSS; running RSS "
+                  f"{verdict(fp32['run_peak_rss_bytes'] / fp32['pte_bytes'] <= GOAL_RUN_RSS)} <= {GOAL_RUN_RSS}x weights")
             ort = _run("ort", c, args)
             if "error" not in ort:
                 ratio = fp32["latency_s"] / ort["ort_latency_s"]
                 print(f"  {c}: ExecuTorch fp32 {fp32['latency_s'] * 1e3:.1f} ms vs ONNX Runtime fp32 "
-                      f"{ort['ort_latency_s'] * 1e3:.1f} ms = {ratio:.2f}x ({_ok(ratio <= GOAL_VS_ORT)} <= {GOAL_VS_ORT}x)")
+                      f"{ort['ort_latency_s'] * 1e3:.1f} ms = {ratio:.2f}x ({verdict(ratio <= GOAL_VS_ORT)} <= {GOAL_VS_ORT}x)")
             else:
                 print(f"  {c}: ONNX Runtime run FAILED: {ort['error']}")
         if fp32 and int8:
             speedup = fp32["latency_s"] / int8["latency_s"]
             bpp = int8["pte_bytes"] / int8["params"]
-            goal = f" ({_ok(speedup >= GOAL_DENOISER_SPEEDUP)} >= {GOAL_DENOISER_SPEEDUP}x)" if c == "denoiser" else ""
+            goal = f" ({verdict(speedup >= GOAL_DENOISER_SPEEDUP)} >= {GOAL_DENOISER_SPEEDUP}x)" if c == "denoiser" else ""
             print(f"  {c}: int8 ({SCHEME[c]}) vs fp32 {speedup:.2f}x{goal}; int8 .pte "
-                  f"{bpp:.3f} bytes/param ({_ok(bpp <= GOAL_INT8_BYTES_PER_PARAM)} <= {GOAL_INT8_BYTES_PER_PARAM})")
+                  f"{bpp:.3f} bytes/param ({verdict(bpp <= GOAL_INT8_BYTES_PER_PARAM)} <= {GOAL_INT8_BYTES_PER_PARAM})")
     print("goals printed, not asserted.")
     return 1 if failed else 0
 

@@ -61,13 +61,12 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import (OPENCLIP_H_TEXT, REPO, SD21_UNET, SD_TURBO_SCHEDULER, SD_VAE, TOKENS, machine,
+from _common import (child_result, verdict, OPENCLIP_H_TEXT, REPO, SD21_UNET, SD_TURBO_SCHEDULER, SD_VAE, TOKENS, machine,
                      peak_rss_bytes, run_child, timed_runs, versions)
 
 sys.path.insert(0, str(REPO))
@@ -307,18 +306,13 @@ def _time(path: Path, feeds: dict, repeats: int) -> tuple[list[float], list]:
 
 
 def child(args) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from compiler.cli import _quiet_libraries
-
-    _quiet_libraries()
     work = Path(args.work)
     if args.child == "export":
-        result = child_export(work, args.tiny, args.image)
+        child_result(lambda: child_export(work, args.tiny, args.image))
     elif args.child == "calibrate":
-        result = child_calibrate(work, args.tiny, args.image, int(args.prompts))
+        child_result(lambda: child_calibrate(work, args.tiny, args.image, int(args.prompts)))
     else:
-        result = child_latency(work, args.image, args.repeats, Path(args.denoiser))
-    print(json.dumps(result), flush=True)
+        child_result(lambda: child_latency(work, args.image, args.repeats, Path(args.denoiser)))
 
 
 # ---------------------------------------------------------------- parent: run children, print
@@ -334,9 +328,6 @@ def _median(xs: list[float]) -> float:
     mid = len(xs) // 2
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
-
-def _verdict(ok: bool) -> str:
-    return "meets" if ok else "MISSES"
 
 
 def _yes(flag: bool) -> str:
@@ -426,14 +417,14 @@ def _goals(exported: dict, calibs: list[dict], latency: dict) -> list[str]:
         never_slower = max(t["int8_runs_s"]) < min(t["fp32_runs_s"])
         lines.append(f"  denoiser int8 >= {GOAL_SPEEDUP}x faster than fp32 and never slower: speed-up {speedup:.2f}x; "
                      f"slowest int8 run {max(t['int8_runs_s']) * 1e3:.1f} ms vs fastest fp32 run "
-                     f"{min(t['fp32_runs_s']) * 1e3:.1f} ms -> {_verdict(speedup >= GOAL_SPEEDUP and never_slower)}")
+                     f"{min(t['fp32_runs_s']) * 1e3:.1f} ms -> {verdict(speedup >= GOAL_SPEEDUP and never_slower)}")
     else:
         lines.append("  denoiser speed-up: not measured (no int8 denoiser)")
     ok = [r for r in calibs if "error" not in r]
     if ok:
         bpp = ok[-1]["int8_bytes"] / den["params"]
         lines.append(f"  denoiser int8 bytes/param <= {GOAL_BYTES_PER_PARAM}: {bpp:.3f} -> "
-                     f"{_verdict(bpp <= GOAL_BYTES_PER_PARAM)}")
+                     f"{verdict(bpp <= GOAL_BYTES_PER_PARAM)}")
         weight_bytes = den["params"] * 4
         ratios = [r["peak_rss_bytes"] / weight_bytes for r in ok]
         per = ", ".join(f"{x:.2f}x at {r['prompts']} prompts" for x, r in zip(ratios, ok))
@@ -444,7 +435,7 @@ def _goals(exported: dict, calibs: list[dict], latency: dict) -> list[str]:
             flat, growth_text = growth <= FLAT_RSS, f"{ok[-1]['prompts']} vs {ok[0]['prompts']} prompts {growth - 1:+.1%}"
         lines.append(f"  calibration peak RSS <= {GOAL_RSS_PER_WEIGHT_BYTE:.0f}x fp32 weights and flat in the number "
                      f"of prompts: {per}; {growth_text} -> "
-                     f"{_verdict(max(ratios) <= GOAL_RSS_PER_WEIGHT_BYTE and flat)}")
+                     f"{verdict(max(ratios) <= GOAL_RSS_PER_WEIGHT_BYTE and flat)}")
     return lines
 
 
