@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean bench-export bench-int8 bench-coreml bench-executorch train-student evaluate-student
+.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-coreml bench-executorch train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,21 @@ demo: $(STAMP)
 	$(BIN)/python -m compiler.demo
 
 test: $(STAMP)
+	$(MAKE) --no-print-directory test-kotlin
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The Kotlin runtime's unit tests against runtimes/fixtures on the JVM (closing line: N passed, N failed).
+test-kotlin:
+	java -cp "$$(runtimes/kotlin/build.sh)" dev.onestep.runtime.RuntimeTestsKt runtimes/fixtures
+
+# Regenerate runtimes/fixtures from the Python reference: the pure fixtures, then the manifests
+# of the bundles the compile tests build (every family, every target).
+fixtures: $(STAMP)
+	$(BIN)/python runtimes/fixtures/generate.py
+	UPDATE_RUNTIME_FIXTURES=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "slow or not slow" \
+		tests/test_compile_onnx.py::test_manifest_records_image_latent_noise_and_tokenizers \
+		tests/test_compile_coreml.py::test_every_family_compiles_to_coreml_fp16_and_w8_within_tolerance \
+		tests/test_compile_executorch.py::test_small_student_bundle_passes_parity_with_int8_decoder
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow

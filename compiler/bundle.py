@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import BundleError, EnvironmentError_, RecipeError
+from .noise import ALGORITHM as NOISE_ALGORITHM
 
-SCHEMA_VERSION = 1
+# 2: wiring, tokenizer files and noise named in the manifest; manifest.sha256 protects the manifest.
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+# sha256sum format ("<hex>  manifest.json"), so `sha256sum -c manifest.sha256` checks it too.
+MANIFEST_DIGEST = "manifest.sha256"
 # report.html is for people: it records measured latencies, which differ run to run, so it
 # is written after the manifest and is neither hashed nor part of the byte-identical promise.
 REPORT = "report.html"
-UNHASHED = (MANIFEST, REPORT)
+# CLIP byte-level BPE from vocab.json + merges.txt, as runtimes/README.md specifies it.
+TOKENIZER_TYPE = "clip-bpe"
+UNHASHED = (MANIFEST, MANIFEST_DIGEST, REPORT)
 
 
 def package_versions(*names: str) -> dict:
@@ -108,51 +114,138 @@ def file_table(root: Path) -> dict[str, dict]:
 
 def write_manifest(root: Path, manifest: dict) -> dict:
     manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": file_table(root)}
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
+    data = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    (root / MANIFEST).write_bytes(data)
+    (root / MANIFEST_DIGEST).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n", encoding="ascii")
     return manifest
 
 
-REQUIRED_KEYS = ("schema_version", "target", "family", "components", "files", "tokenizers", "noise", "sampler", "image")
+REQUIRED_KEYS = {"schema_version": int, "target": str, "family": str, "components": dict, "files": dict,
+                 "tokenizers": list, "noise": dict, "wiring": dict, "sampler": dict, "image": dict}
 
 
 def read_verified_manifest(bundle: Path) -> dict:
-    """Load manifest.json and prove every file matches it; BundleError (exit 7) otherwise."""
+    """Load manifest.json and prove it and every file it names are what the compiler wrote;
+    BundleError (exit 7) otherwise, before any model or tokenizer is opened."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(str(path), "missing; not a bundle directory")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(str(path), f"not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(str(path), "manifest must be a JSON object")
-    for key in REQUIRED_KEYS:
-        if key not in manifest:
-            raise BundleError(f"{path}: {key}", "missing from manifest (schema invalid)")
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise BundleError(f"{path}: schema_version", f"is {manifest['schema_version']}, this loader reads {SCHEMA_VERSION}")
+    data = path.read_bytes()
+    manifest = _parse(data, path)
+    _check_digest(bundle, data, manifest)
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise BundleError(f"{path}: {key}", f"missing or not a {kind.__name__} (schema invalid)")
     root = bundle.resolve()
     for rel, entry in sorted(manifest["files"].items()):
         file = _inside(root, rel, path)
         if not file.is_file():
             raise BundleError(f"{path}: files.{rel}", "listed file is missing")
-        if file.stat().st_size != entry.get("size"):
+        if not isinstance(entry, dict) or file.stat().st_size != entry.get("size"):
             raise BundleError(f"{bundle / rel}", f"size {file.stat().st_size} != manifest {entry.get('size')}")
         if sha256_file(file) != entry.get("sha256"):
             raise BundleError(f"{bundle / rel}", "sha256 does not match manifest.json (file modified or corrupt)")
     listed = set(manifest["files"]) | set(UNHASHED)
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root).as_posix()
-        if file.is_file() and rel not in listed:
+        if (file.is_file() or file.is_symlink()) and rel not in listed:
             raise BundleError(str(bundle / rel), "file not listed in manifest.json")
+    _check_references(manifest, path)
     return manifest
+
+
+def _parse(data: bytes, path: Path) -> dict:
+    try:
+        manifest = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(str(path), f"not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(str(path), "manifest must be a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{path}: schema_version", f"is {version!r}, this loader reads {SCHEMA_VERSION}: the bundle "
+                                                     f"was written by another compiler version; compile it again")
+    return manifest
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise json.JSONDecodeError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}", "", 0)
+    return dict(pairs)
+
+
+def _check_digest(bundle: Path, data: bytes, manifest: dict) -> None:
+    digest = bundle / MANIFEST_DIGEST
+    if not digest.is_file():
+        raise BundleError(str(digest), "missing; the manifest cannot be checked (bundle incomplete or edited)")
+    expected = digest.read_bytes().decode("ascii", "replace")
+    actual = f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n"
+    if expected != actual:
+        raise BundleError(str(bundle / MANIFEST), f"sha256 does not match {MANIFEST_DIGEST} (manifest modified or corrupt)")
+
+
+def _check_references(manifest: dict, path: Path) -> None:
+    """Every path the manifest names must be a checked file of the table (or the folder holding
+    some), so nothing outside the bundle is ever opened; the wiring must be one a runtime can follow."""
+    from .wiring import Wiring
+
+    files = manifest["files"]
+    folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
+    for name, comp in sorted(manifest["components"].items()):
+        where = f"{path}: components.{name}"
+        listed = comp.get("files") if isinstance(comp, dict) else None
+        if not isinstance(listed, list) or not listed or any(f not in files for f in listed):
+            raise BundleError(f"{where}.files", "must list files of the files table")
+        main = comp.get("file")
+        if main not in files and not any(f.startswith(f"{main}/") for f in listed):
+            raise BundleError(f"{where}.file", f"{main!r} is not a checked file or folder of the bundle")
+        for key in ("inputs", "outputs"):
+            if not isinstance(comp.get(key), list) or not all(isinstance(t, dict) and "name" in t for t in comp[key]):
+                raise BundleError(f"{where}.{key}", "must be a list of named tensors")
+    for i, tok in enumerate(manifest["tokenizers"]):
+        where = f"{path}: tokenizers[{i}]"
+        if not isinstance(tok, dict):
+            raise BundleError(where, "must be an object")
+        if tok.get("type") != TOKENIZER_TYPE:
+            raise BundleError(f"{where}.type", f"{tok.get('type')!r}: runtimes implement {TOKENIZER_TYPE!r}")
+        for key in ("vocab", "merges"):
+            if tok.get(key) not in files:
+                raise BundleError(f"{where}.{key}", f"{tok.get(key)!r} is not a checked file of the bundle")
+        if tok.get("folder") not in folders or not tok["vocab"].startswith(f"{tok['folder']}/"):
+            raise BundleError(f"{where}.folder", f"{tok.get('folder')!r} is not the folder holding its vocab")
+    if manifest["noise"].get("algorithm") != NOISE_ALGORITHM:
+        raise BundleError(f"{path}: noise.algorithm",
+                          f"{manifest['noise'].get('algorithm')!r}: runtimes implement {NOISE_ALGORITHM!r}")
+    try:
+        wiring = Wiring.from_manifest(manifest)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{path}: wiring", f"malformed ({type(exc).__name__}: {exc})") from None
+    problems = wiring.problems(len(manifest["tokenizers"]))
+    for name, comp in sorted(manifest["components"].items()):
+        wired = set(wiring.inputs.get(name, {}))
+        if name not in wiring.order or wired != {t["name"] for t in comp["inputs"]}:
+            problems.append(f"wiring.inputs.{name}: does not name a source for each input of the component")
+    if problems:
+        raise BundleError(f"{path}: {problems[0].split(':')[0]}", problems[0].split(": ", 1)[1])
+
+
+RUNTIME_KEYS = ("schema_version", "name", "target", "family", "sampler", "image", "noise", "tokenizers", "wiring", "files")
+
+
+def runtime_view(manifest: dict) -> dict:
+    """What an on-device runtime reads of a manifest (runtimes/README.md): no parity, recipe or tools."""
+    components = {n: {k: c[k] for k in ("file", "files", "inputs", "outputs", "precision")}
+                  for n, c in manifest["components"].items()}
+    targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target")}
+               for t, block in manifest.get("targets", {}).items()}
+    return {**{k: manifest[k] for k in RUNTIME_KEYS}, "components": components, "targets": targets}
 
 
 def _inside(root: Path, rel: str, where: Path) -> Path:
     """Resolve a manifest path and refuse anything that escapes the bundle (.., absolute, symlinks)."""
-    if rel.startswith("/") or ".." in Path(rel).parts:
+    if rel.startswith("/") or ".." in Path(rel).parts or "\\" in rel:
         raise BundleError(f"{where}: files.{rel}", "path leaves the bundle directory")
     file = (root / rel)
     if file.is_symlink() or not file.resolve().is_relative_to(root):

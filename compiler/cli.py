@@ -61,7 +61,10 @@ def _disk_full(exc: BaseException | None) -> OSError | None:
 
 
 def _run(prog: str, argv: list[str] | None, parser: argparse.ArgumentParser, body: Callable) -> int:
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a usage error (2), already printed by argparse
+        return int(exc.code or 0)
     try:
         _quiet_libraries()
         body(args)
@@ -110,6 +113,9 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty --out atomically")
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and plan; write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--emit-app-package", metavar="DIR", nargs="?", const="",
+                   help="also write what an app adds in one step (see `package --help`); "
+                        "default DIR: <out>-app")
     return p
 
 
@@ -141,6 +147,8 @@ def _compile(args) -> None:
 
     result = compile_bundle(recipe, args.target, model, out, args.force, Progress(quiet=args.quiet))
     _print_summary(result)
+    if args.emit_app_package is not None:
+        _write_package(out, Path(args.emit_app_package or f"{out}-app"), args.force)
 
 
 def _print_summary(result) -> None:
@@ -167,6 +175,17 @@ def compile_main(argv: list[str] | None = None) -> int:
     return _run("compile", argv, compile_parser(), _compile)
 
 
+def seed(text: str) -> int:
+    """Seeds are what the runtimes take: unsigned 64-bit, never wrapped."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2^64 - 1]")
+    return value
+
+
 def generate_parser() -> argparse.ArgumentParser:
     p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (the bundle's "
                             "target runtime on this machine: ONNX Runtime, the ML Program evaluator or Core ML, "
@@ -175,7 +194,7 @@ def generate_parser() -> argparse.ArgumentParser:
                             "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")
     return p
 
@@ -207,6 +226,32 @@ def _generate(args) -> None:
 
 def generate_main(argv: list[str] | None = None) -> int:
     return _run("generate", argv, generate_parser(), _generate)
+
+
+def package_parser() -> argparse.ArgumentParser:
+    p = _parser("package", "Turn a compiled bundle into what an app adds in one step, after checking every hash: "
+                           "a Swift package (runtimes/swift sources + the bundle as a resource) for Core ML bundles, "
+                           "an Android library module (runtimes/kotlin sources, the target's engine and framework "
+                           "dependency, the bundle in assets/) for ONNX and ExecuTorch bundles. Written atomically.")
+    p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
+    p.add_argument("--out", help="output directory (default: <bundle>-app)")
+    p.add_argument("--force", action="store_true", help="replace an existing, non-empty --out atomically")
+    return p
+
+
+def _package(args) -> None:
+    _write_package(Path(args.bundle), Path(args.out or f"{Path(args.bundle)}-app"), args.force)
+
+
+def _write_package(bundle: Path, out: Path, force: bool) -> None:
+    from .app_package import write_app_package
+
+    info = write_app_package(bundle, out, force)
+    print(f"app package: {info['out']}  ({info['kind']} {info['module']}, engine {info['engine']})")
+
+
+def package_main(argv: list[str] | None = None) -> int:
+    return _run("package", argv, package_parser(), _package)
 
 
 def verify_main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,11 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae") -> Stu
     token_subs = ["tokenizer", "tokenizer_2"] if dual else ["tokenizer"]
     for sub in [*text_subs, "unet", decoder_subfolder]:
         _check_weights(root, sub)
+    for sub in token_subs:
+        for name in ("vocab.json", "merges.txt"):
+            # The on-device tokenizers read these two files (runtimes/README.md); tokenizer.json alone is not enough.
+            if not (root / sub / name).is_file():
+                raise ModelError(str(root / sub / name), "missing: a CLIP tokenizer folder needs vocab.json and merges.txt")
 
     import transformers
     import diffusers

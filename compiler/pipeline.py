@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import __version__, noise, report
-from .bundle import REPORT, atomic_output, package_versions, sha256_file, write_manifest
+from .bundle import REPORT, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
 from .prompts import check_disjoint, read_prompts
@@ -20,6 +20,7 @@ from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
 from .targets import Artifact, Target, get_target
 from .verify import TOLERANCES, Parity, check_parity, heldout_inputs, require
+from .wiring import NOISE_SOURCE, TOKENIZER_NAMES, tokens_source
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
@@ -140,8 +141,8 @@ def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported
                             "shipped_bytes": artifact_bytes(staging, artifacts[name].files)}
         runners[name] = Deferred(runner, staging / artifacts[name].main)
         float_runners[name] = Deferred(runner, work / src.main)
-    chain = Chain(exported.chain.tokenizers, runners, exported.chain.latent_shape, exported.chain.dual)
-    float_chain = Chain(exported.chain.tokenizers, float_runners, exported.chain.latent_shape, exported.chain.dual)
+    chain = Chain(exported.chain.tokenizers, runners, exported.chain.latent_shape, exported.chain.wiring)
+    float_chain = Chain(exported.chain.tokenizers, float_runners, exported.chain.latent_shape, exported.chain.wiring)
     info = {}
     if recipe.quantized:
         info = {"prompts": recipe.calibration.prompts, "num_prompts": len(calibration), "seed": recipe.calibration.seed,
@@ -192,7 +193,7 @@ def torch_chain(wrapped: Wrapped, student: Student) -> Chain:
     runners = {name: _torch_runner(g) for name, g in wrapped.graphs.items()}
     for name in ("text_encoder", "denoiser"):
         runners[name] = Recorded(runners[name])
-    return Chain(student.tokenizers, runners, wrapped.latent_shape, student.dual)
+    return Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring)
 
 
 def release_reference(reference: Chain, recipe: Recipe, wrapped: Wrapped, student: Student, heldout: list[str],
@@ -252,24 +253,23 @@ def export(wrapped: Wrapped, student: Student, target: Target, options, staging:
         progress.step(f"{name}: {params / 1e6:.2f}M parameters")
         artifacts[name] = target.export(graph, staging, options)
         runners[name] = Deferred(runner, staging / artifacts[name].main)
-    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, student.dual))
+    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring))
 
 
 def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
            quantized: Quantized, parity: list[Parity], latency: dict) -> dict:
     tokenizers = []
     for i, folder in enumerate(student.tokenizer_dirs):
-        name = "tokenizer" if i == 0 else f"tokenizer_{i + 1}"
+        name = TOKENIZER_NAMES[i]
         (staging / name).mkdir()
-        copied = []
         for f in sorted(folder.iterdir()):
             if f.is_file() and f.suffix in TOKENIZER_FILES:
                 shutil.copyfile(f, staging / name / f.name)
-                copied.append(f.name)
         tok = student.tokenizers[i]
-        tokenizers.append({"folder": name, "class": "CLIPTokenizer", "files": copied, "max_length": wrapped.max_length,
+        tokenizers.append({"name": name, "type": TOKENIZER_TYPE, "folder": name, "vocab": f"{name}/vocab.json",
+                           "merges": f"{name}/merges.txt", "max_length": wrapped.max_length,
                            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-                           "pad_token_id": tok.pad_token_id})
+                           "pad_token_id": tok.pad_token_id, "output": tokens_source(i)})
     truncated = [s.prompt for p in parity[:1] for s in p.samples if s.truncated]
     warnings = [f"held-out prompt truncated to {wrapped.max_length} tokens: {p[:60]!r}" for p in truncated]
     components = {}
@@ -291,9 +291,10 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "latent": {"shape": list(wrapped.latent_shape), "scaling_factor": student.scaling_factor,
                    "decoder_class": type(student.vae).__name__, "vae_scale_factor": student.vae_scale_factor},
         "noise": {"algorithm": noise.ALGORITHM, "dtype": "float32", "shape": list(wrapped.latent_shape),
-                  "seed_to_noise": "compiler/noise.py"},
+                  "output": NOISE_SOURCE},
         "tokenizers": tokenizers,
         "components": components,
+        "wiring": wrapped.wiring.as_manifest(),
         "recipe": recipe.to_dict(),
         "parity": [p.as_dict() for p in parity],
         "quantization": {"calibration": quantized.calibration, "components": quantization} if quantization else None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field

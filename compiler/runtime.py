@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import noise
+from . import noise, png
 from .bundle import read_verified_manifest
 from .prompts import Tokens, tokenize
 from .targets import Runner, get_target
+from .wiring import NOISE_SOURCE, TOKEN_INPUTS, Wiring, tokens_source
 
 
 class Deferred:
@@ -70,12 +71,11 @@ class Chain:
     tokenizers: list
     runners: dict[str, Runner]
     latent_shape: tuple[int, ...]
-    dual: bool
+    wiring: Wiring
 
     def embed(self, tokens: Tokens) -> dict[str, np.ndarray]:
         out = self.runners["text_encoder"](tokens.ids)
-        names = ["prompt_embeds", "pooled_prompt_embeds"] if self.dual else ["prompt_embeds"]
-        return dict(zip(names, out))
+        return dict(zip(self.wiring.outputs["text_encoder"], out))
 
     def denoise(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
         return self.runners["denoiser"]({**embeds, "noise": z})[0]
@@ -84,8 +84,14 @@ class Chain:
         return self.runners["vae_decoder"]({"latents": latents})[0]
 
     def __call__(self, prompt: str, seed: int) -> np.ndarray:
-        z = noise.gaussian(seed, self.latent_shape)
-        return self.decode(self.denoise(self.embed(tokenize(self.tokenizers, prompt)), z))
+        """The whole chain as a runtime runs it: values flow by the manifest's wiring."""
+        tokens = tokenize(self.tokenizers, prompt)
+        values = {tokens_source(i): tokens.ids[name] for i, name in enumerate(TOKEN_INPUTS[: len(self.tokenizers)])}
+        values[NOISE_SOURCE] = noise.gaussian(seed, self.latent_shape)
+        for name in self.wiring.order:
+            out = self.runners[name]({inp: values[src] for inp, src in self.wiring.inputs[name].items()})
+            values.update({f"{name}.{o}": v for o, v in zip(self.wiring.outputs[name], out)})
+        return values[self.wiring.image]
 
 
 def load_tokenizers(folders: list[Path]) -> list:
@@ -101,7 +107,7 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     options = _target_options(target, manifest)
     runners = {name: target.runner(bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
     tokenizers = load_tokenizers([bundle / t["folder"] for t in manifest["tokenizers"]])
-    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), len(tokenizers) == 2)
+    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest))
     return chain, manifest
 
 
@@ -113,8 +119,5 @@ def _target_options(target, manifest: dict):
 
 
 def to_png(image: np.ndarray, path: str | Path) -> None:
-    """[1, 3, H, W] float in [0, 1] -> 8-bit PNG (round half up, as the runtimes do)."""
-    from PIL import Image
-
-    pixels = np.clip(np.asarray(image)[0].transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
+    """[1, 3, H, W] float in [0, 1] -> the portable 8-bit PNG every runtime writes (compiler/png.py)."""
+    Path(path).write_bytes(png.encode(png.to_pixels(image)))

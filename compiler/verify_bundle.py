@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .cli import seed
 from .errors import ModelError
 
 
@@ -23,7 +24,7 @@ def verify_parser(make_parser):
     p.add_argument("--model", required=True, help="the diffusers folder the bundle was compiled from")
     p.add_argument("--prompts", help="held-out prompt file (default: the recipe's parity prompts)")
     p.add_argument("--num-prompts", type=int, help="how many prompts to check (default: the recipe's)")
-    p.add_argument("--seed", type=int, help="first noise seed (default: the recipe's parity seed)")
+    p.add_argument("--seed", type=seed, help="first noise seed, in [0, 2^64 - 1] (default: the recipe's parity seed)")
     p.add_argument("--json", help="also write the parity results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p

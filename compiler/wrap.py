@@ -15,6 +15,7 @@ import torch
 from .families import get_family
 from .load import Student
 from .recipe import Recipe
+from .wiring import Wiring
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 
@@ -64,6 +65,7 @@ class Wrapped:
     constants: dict
     max_length: int
     latent_shape: tuple[int, ...]
+    wiring: Wiring       # taken at wrap time: later stages release graphs to free memory
 
 
 def wrap(student: Student, recipe: Recipe) -> Wrapped:
@@ -89,4 +91,4 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
         "vae_decoder": Graph("vae_decoder", DecoderGraph(student.vae, student.scaling_factor).eval(), (noise,),
                              ["latents"], ["image"]),
     }
-    return Wrapped(graphs, constants, L, latent_shape)
+    return Wrapped(graphs, constants, L, latent_shape, Wiring.from_graphs(graphs))

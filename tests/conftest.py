@@ -81,6 +81,39 @@ parity: {{prompts: {REPO / 'tests/fixtures/heldout-tiny.txt'}, num_prompts: {num
     return path
 
 
+# Longer than the tiny tokenizer's 16 tokens: compile truncates it and records a warning.
+LONG_PROMPT = ("a small red car and a large blue house with a green tree on the left and a yellow "
+               "mountain above them in the night sky")
+LONG_PROMPT_CASE = "lcm"
+
+
+def onnx_recipe(path: Path, case: str) -> Path:
+    kind, decoder = CASES[case]
+    recipe = write_recipe(path, family_of(kind), extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n")
+    if case == LONG_PROMPT_CASE:
+        prompts = path.with_suffix(".prompts.txt")
+        prompts.write_text(f"a red fox in the snow\n{LONG_PROMPT}\n", encoding="utf-8")
+        recipe.write_text(recipe.read_text().replace(str(REPO / "tests/fixtures/heldout-tiny.txt"), str(prompts)))
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def bundles(students, tmp_path_factory):
+    """case -> bundle directory, compiled on first use and shared by every test in the session."""
+    root = tmp_path_factory.mktemp("bundles")
+    built: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in built:
+            recipe = onnx_recipe(root / f"{case}.yaml", case)
+            code, err = compile_quietly("onnx", recipe, students[CASES[case][0]], root / case)
+            assert code == 0, err
+            built[case] = root / case
+        return built[case]
+
+    return get
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run an entry point in-process; returns (exit code, stdout, stderr)."""
@@ -105,3 +138,28 @@ def tree_snapshot(path: Path) -> dict[str, bytes]:
     if not path.exists():
         return {}
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+RUNTIME_MANIFESTS = REPO / "runtimes" / "fixtures" / "manifests"
+
+
+def check_runtime_manifest(bundle: Path, name: str) -> None:
+    """The Kotlin and Swift runtimes parse runtimes/fixtures/manifests/<name>.json: the runtime view
+    of a bundle these tests compile. Compared here, so a manifest change cannot leave the runtimes'
+    fixtures stale; `make fixtures` (UPDATE_RUNTIME_FIXTURES=1) rewrites them. File hashes are left
+    out of the comparison: int8 weights may round differently on another CPU."""
+    import json
+
+    from compiler.bundle import read_verified_manifest, runtime_view
+
+    view = runtime_view(read_verified_manifest(bundle))
+    path = RUNTIME_MANIFESTS / f"{name}.json"
+    if os.environ.get("UPDATE_RUNTIME_FIXTURES") == "1":
+        path.write_text(json.dumps(view, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
+    assert path.exists(), f"{path} missing: run `make fixtures`"
+
+    def stable(v):
+        return {**v, "files": {k: e["size"] for k, e in v["files"].items()}}
+
+    assert stable(json.loads(path.read_text(encoding="utf-8"))) == stable(view), f"{path} is stale: run `make fixtures`"

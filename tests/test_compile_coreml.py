@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from compiler.errors import Exit
-from conftest import CASES, REPO, compile_quietly, family_of, flip_byte, tree_snapshot, write_recipe
+from conftest import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
+                      write_recipe)
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 CALIBRATION = f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 5}}\n"
@@ -84,6 +85,7 @@ FAST = ("eps-turbo",)    # the other layouts (SDXL included) are `make test-slow
 def test_every_family_compiles_to_coreml_fp16_and_w8_within_tolerance(coreml_bundles, case):
     bundle = coreml_bundles(case)
     m = _manifest(bundle)
+    check_runtime_manifest(bundle, f"coreml-{case}")
     assert m["target"] == "coreml"
     block = m["targets"]["coreml"]
     assert block["compute_precision"] == "fp16" and block["minimum_deployment_target"] == "iOS17"
@@ -115,7 +117,7 @@ def test_manifest_io_and_files_equal_the_programs(coreml_bundles, case):
     bundle = coreml_bundles(case)
     m = _manifest(bundle)
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    assert set(m["files"]) == on_disk - {"manifest.json", "report.html"}
+    assert set(m["files"]) == on_disk - {"manifest.json", "manifest.sha256", "report.html"}
     for rel, entry in m["files"].items():
         assert entry["sha256"] == hashlib.sha256((bundle / rel).read_bytes()).hexdigest()
     dual = case == "eps-turbo-xl"
@@ -324,3 +326,18 @@ def test_conversion_failure_is_exit_5_naming_component_and_op(students, tmp_path
                            "--out", tmp_path / "o", "--quiet")
     assert code == Exit.EXPORT and "text_encoder" in err and "alias" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_coreml_bundle_becomes_a_swift_package(coreml_bundles, run_cli, tmp_path):
+    bundle = coreml_bundles("eps-turbo")
+    out = tmp_path / "app"
+    code, stdout, err = run_cli("package", "--bundle", bundle, "--out", out)
+    assert code == Exit.OK, err
+    assert "Swift package TinyEpsTurboModel" in stdout and "CoreMLEngine" in stdout
+    manifest = (out / "Package.swift").read_text()
+    assert 'resources: [.copy("bundle")]' in manifest and 'name: "TinyEpsTurboModel"' in manifest
+    swift = REPO / "runtimes/swift/Sources/OneStepRuntime"
+    for f in swift.glob("*.swift"):
+        assert (out / "Sources/OneStepRuntime" / f.name).read_bytes() == f.read_bytes()
+    assert "Bundle.module" in (out / "Sources/TinyEpsTurboModel/TinyEpsTurboModel.swift").read_text()
+    assert tree_snapshot(out / "Sources/TinyEpsTurboModel/bundle") == tree_snapshot(bundle)

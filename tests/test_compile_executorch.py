@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from compiler.errors import Exit, ExportError
 from compiler.wrap import Graph
-from conftest import CASES, REPO, compile_quietly, family_of, flip_byte, tree_snapshot, write_recipe
+from conftest import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
+                      write_recipe)
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 CALIBRATION = f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 5}}\n"
@@ -172,6 +173,7 @@ def small(tmp_path_factory) -> tuple[Path, Path]:
 def test_small_student_bundle_passes_parity_with_int8_decoder(small):
     m = _manifest(small[1])
     assert m["target"] == "executorch"
+    check_runtime_manifest(small[1], "executorch-small-student")
     assert [p["label"] for p in m["parity"]] == ["executorch fp32", "executorch int8"]
     assert all(p["passed"] for p in m["parity"])
     assert m["components"]["vae_decoder"]["precision"] == "int8"

@@ -13,7 +13,8 @@ import onnx
 import pytest
 
 from compiler.errors import Exit
-from conftest import CASES, REPO, compile_quietly, family_of, flip_byte, tree_snapshot, write_recipe
+from conftest import (CASES, LONG_PROMPT, LONG_PROMPT_CASE, REPO, check_runtime_manifest, compile_quietly, family_of,
+                      flip_byte, onnx_recipe, tree_snapshot)
 
 # SD and SDXL layouts in `make test`; the other families (same code paths, other samplers: their
 # oracles run in test_oracle.py) in `make test-slow`, for the suite's 15-minute budget
@@ -29,41 +30,9 @@ COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 PARITY_CHECKS = (*COMPONENTS, "end_to_end")
 
 
-# Longer than the tiny tokenizer's 16 tokens: compile truncates it and records a warning.
-LONG_PROMPT = ("a small red car and a large blue house with a green tree on the left and a yellow "
-               "mountain above them in the night sky")
-LONG_PROMPT_CASE = "lcm"
-
-
-def _recipe(path: Path, case: str) -> Path:
-    kind, decoder = CASES[case]
-    recipe = write_recipe(path, family_of(kind), extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n")
-    if case == LONG_PROMPT_CASE:
-        prompts = path.with_suffix(".prompts.txt")
-        prompts.write_text(f"a red fox in the snow\n{LONG_PROMPT}\n", encoding="utf-8")
-        recipe.write_text(recipe.read_text().replace(str(REPO / "tests/fixtures/heldout-tiny.txt"), str(prompts)))
-    return recipe
-
-
 def _compile(recipe: Path, model: Path, out: Path, *extra: str) -> None:
     code, err = compile_quietly("onnx", recipe, model, out, *extra)
     assert code == Exit.OK, err
-
-
-@pytest.fixture(scope="session")
-def bundles(students, tmp_path_factory):
-    """case -> bundle directory, compiled on first use and shared by every test in the session."""
-    root = tmp_path_factory.mktemp("bundles")
-    built: dict[str, Path] = {}
-
-    def get(case: str) -> Path:
-        if case not in built:
-            recipe = _recipe(root / f"{case}.yaml", case)
-            _compile(recipe, students[CASES[case][0]], root / case)
-            built[case] = root / case
-        return built[case]
-
-    return get
 
 
 def _manifest(bundle: Path) -> dict:
@@ -94,7 +63,9 @@ def test_manifest_lists_every_file_with_sha256_and_size(bundles, case):
     files = _manifest(bundle)["files"]
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     # report.html is for people (it may hold timings) and need not be hashed; everything else must be
-    assert set(files) == on_disk - {"manifest.json"} - ({"report.html"} - set(files))
+    assert set(files) == on_disk - {"manifest.json", "manifest.sha256"} - ({"report.html"} - set(files))
+    digest = (bundle / "manifest.sha256").read_text()
+    assert digest == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest() + "  manifest.json\n"
     assert "report.html" in on_disk
     for rel, entry in files.items():
         data = (bundle / rel).read_bytes()
@@ -128,17 +99,31 @@ def test_manifest_describes_component_inputs_and_outputs(bundles, case):
 def test_manifest_records_image_latent_noise_and_tokenizers(bundles, case):
     kind, decoder = CASES[case]
     m = _manifest(bundles(case))
-    assert m["family"] == family_of(kind) and m["target"] == "onnx" and m["schema_version"] == 1
+    assert m["family"] == family_of(kind) and m["target"] == "onnx" and m["schema_version"] == 2
     assert m["image"] == {"height": TINY, "width": TINY, "channels": 3, "layout": "NCHW", "dtype": "float32",
                           "range": [0.0, 1.0]}
     assert m["latent"]["decoder_class"] == DECODER_CLASS[decoder]
     assert m["latent"]["shape"] == m["noise"]["shape"] == [1, 4, LATENT, LATENT]
     assert m["noise"]["algorithm"] == "splitmix64-box-muller-v1"
-    folders = [t["folder"] for t in m["tokenizers"]]
-    assert folders == (["tokenizer", "tokenizer_2"] if kind in ("eps-turbo-xl", "sample-lightning") else ["tokenizer"])
+    dual = kind in ("eps-turbo-xl", "sample-lightning")
+    names = [t["name"] for t in m["tokenizers"]]
+    assert names == [t["folder"] for t in m["tokenizers"]] == (["tokenizer", "tokenizer_2"] if dual else ["tokenizer"])
     for t in m["tokenizers"]:
-        assert t["max_length"] == TOKENS and t["class"] == "CLIPTokenizer"
-        assert {"vocab.json", "merges.txt"} <= set(t["files"])
+        assert t["max_length"] == TOKENS and t["type"] == "clip-bpe" and t["output"] == f"{t['name']}.input_ids"
+        assert t["vocab"] == f"{t['name']}/vocab.json" and t["merges"] == f"{t['name']}/merges.txt"
+        assert t["vocab"] in m["files"] and t["merges"] in m["files"]
+    # The wiring a runtime follows, named rather than implied by the number of tokenizers.
+    embeds = {"prompt_embeds": "text_encoder.prompt_embeds"}
+    if dual:
+        embeds["pooled_prompt_embeds"] = "text_encoder.pooled_prompt_embeds"
+    assert m["wiring"] == {
+        "order": ["text_encoder", "denoiser", "vae_decoder"],
+        "inputs": {"text_encoder": {"input_ids": "tokenizer.input_ids",
+                                    **({"input_ids_2": "tokenizer_2.input_ids"} if dual else {})},
+                   "denoiser": {**embeds, "noise": "noise.sample"},
+                   "vae_decoder": {"latents": "denoiser.latents"}},
+        "image": "vae_decoder.image"}
+    check_runtime_manifest(bundles(case), f"onnx-{case}")
 
 
 def _euler_trailing(student: Path, prediction_type: str | None):
@@ -261,11 +246,11 @@ def test_two_compiles_of_the_same_inputs_are_byte_identical(bundles, students, t
     again = tmp_path / "again"
     again.mkdir()
     (again / "stale.txt").write_text("old")
-    _compile(_recipe(tmp_path / "r.yaml", "eps-turbo-xl"), students["eps-turbo-xl"], again, "--force")
+    _compile(onnx_recipe(tmp_path / "r.yaml", "eps-turbo-xl"), students["eps-turbo-xl"], again, "--force")
     a, b = tree_snapshot(first), tree_snapshot(again)
     assert sorted(a) == sorted(b)
     # The promise covers every file the manifest hashes, and the manifest itself.
-    promised = set(_manifest(first)["files"]) | {"manifest.json"}
+    promised = set(_manifest(first)["files"]) | {"manifest.json", "manifest.sha256"}
     assert len(promised) >= 8
     assert [rel for rel in sorted(promised) if a[rel] != b[rel]] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "r.yaml"]  # no staging or old dirs left
@@ -286,7 +271,7 @@ def test_exported_files_keep_layer_names_but_no_stack_traces(bundles):
 @pytest.mark.parametrize("case", FAMILIES)
 def test_dry_run_prints_the_plan_and_writes_nothing(students, run_cli, tmp_path, case):
     kind, decoder = CASES[case]
-    recipe = _recipe(tmp_path / "r.yaml", case)
+    recipe = onnx_recipe(tmp_path / "r.yaml", case)
     out = tmp_path / "bundle"
     before = tree_snapshot(tmp_path)
     code, stdout, _ = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students[kind],
@@ -317,7 +302,7 @@ def test_sdxl_text_encoder_reads_both_token_inputs(bundles, students, tmp_path):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 40, size=(1, TOKENS), dtype=np.int64)
     ids_2 = rng.integers(0, 40, size=(1, TOKENS), dtype=np.int64)
-    recipe = load_recipe(_recipe(tmp_path / "r.yaml", "eps-turbo-xl"))
+    recipe = load_recipe(onnx_recipe(tmp_path / "r.yaml", "eps-turbo-xl"))
     graph = wrap(load_student(str(students["eps-turbo-xl"]), "eps-turbo", "vae_tiny"), recipe).graphs["text_encoder"]
     with torch.no_grad():
         expected = [t.numpy() for t in graph.module(torch.from_numpy(ids), torch.from_numpy(ids_2))]

@@ -34,6 +34,14 @@ class Artifact:
     facts: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AppRuntime:
+    """Which runtime an app runs this target's bundles with (`package`, runtimes/README.md)."""
+    platform: str          # "swift" (Swift package) or "android" (Android library module)
+    engine: str            # the runtime's Engine for this target
+    dependency: str = ""   # the framework an Android module links (Maven coordinates)
+
+
 class ComponentQuantizer(Protocol):
     """One component's quantization in a target's own toolkit. The generic driver
     (compiler/quantization.py) plans layers from the recipe, feeds calibration, checks the result
@@ -63,6 +71,7 @@ class Target(Protocol):
     schemes: tuple[str, ...]      # quantization schemes this target can ship
     packages: tuple[str, ...]     # its toolchain, recorded in the manifest's tools
     reports_latency: bool         # whether timing its checker on this machine means anything
+    app: AppRuntime               # how an app runs its bundles
 
     def unavailable_reason(self) -> str | None: ...
 

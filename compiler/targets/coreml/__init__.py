@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from ...errors import EnvironmentError_, RecipeError
-from .. import Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
 
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 # The oldest OS whose Core ML runs each scheme: activation quantize/dequantize ops are iOS17;
@@ -70,6 +70,7 @@ class CoreMLTarget:
     schemes = ("w8a8", "w8", "palettize6", "palettize4")
     packages = ("coremltools", "scikit-learn")
     reports_latency = False       # the evaluator's speed says nothing about a phone's
+    app = AppRuntime("swift", "CoreMLEngine")
 
     def __init__(self):
         self._deployment: tuple[str, str] | None = None

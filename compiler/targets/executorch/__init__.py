@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
 
 PACKAGES = ("executorch", "torchao")
 
@@ -38,6 +38,7 @@ class ExecuTorchTarget:
     schemes = ("w8a8", "w8")
     packages = PACKAGES
     reports_latency = True        # XNNPACK's CPU kernels are the ones phones run
+    app = AppRuntime("android", "ExecuTorchEngine", "org.pytorch:executorch-android:ET_VERSION")
 
     def __init__(self):
         self._int8: set[str] = set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class OnnxTarget:
     schemes = ("w8a8", "w8")
     packages = ("onnx", "onnxruntime", "onnxscript")
     reports_latency = True        # ORT CPU timings say something about ORT on a device
+    app = AppRuntime("android", "OnnxRuntimeEngine", "com.microsoft.onnxruntime:onnxruntime-android:ORT_VERSION")
 
     def unavailable_reason(self) -> str | None:
         return toolkit_problem(self.packages)

@@ -1,0 +1,65 @@
+"""Which value feeds which component input, written into manifest.json so a runtime follows
+data instead of knowing the layout (SD, SDXL with two tokenizers, later transformer families).
+
+A source is "<producer>.<output>": a tokenizer's ids ("tokenizer.input_ids",
+"tokenizer_2.input_ids"), the seeded noise ("noise.sample"), or an earlier component's output
+("text_encoder.prompt_embeds"). Components run in `order`; `image` names the final output."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOKENIZER_NAMES = ("tokenizer", "tokenizer_2")
+TOKEN_INPUTS = ("input_ids", "input_ids_2")
+NOISE_SOURCE = "noise.sample"
+IMAGE_SOURCE = "vae_decoder.image"
+
+
+def tokens_source(index: int) -> str:
+    return f"{TOKENIZER_NAMES[index]}.input_ids"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    order: tuple[str, ...]
+    inputs: dict[str, dict[str, str]]      # component -> input name -> source
+    outputs: dict[str, tuple[str, ...]]    # component -> output names, in the order its runner returns them
+    image: str
+
+    @classmethod
+    def from_graphs(cls, graphs: dict) -> Wiring:
+        produced: dict[str, str] = {}
+        inputs = {}
+        for name, graph in graphs.items():
+            inputs[name] = {i: _source(i, produced) for i in graph.input_names}
+            produced.update({o: f"{name}.{o}" for o in graph.output_names})
+        return cls(tuple(graphs), inputs, {n: tuple(g.output_names) for n, g in graphs.items()}, IMAGE_SOURCE)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> Wiring:
+        w = manifest["wiring"]
+        outputs = {n: tuple(o["name"] for o in manifest["components"][n]["outputs"]) for n in w["order"]}
+        return cls(tuple(w["order"]), {n: dict(w["inputs"][n]) for n in w["order"]}, outputs, w["image"])
+
+    def as_manifest(self) -> dict:
+        return {"order": list(self.order), "inputs": {n: dict(self.inputs[n]) for n in self.order}, "image": self.image}
+
+    def problems(self, tokenizers: int) -> list[str]:
+        """What a runtime could not follow: unknown or later producers, unwired inputs."""
+        available = {NOISE_SOURCE, *(tokens_source(i) for i in range(tokenizers))}
+        found = []
+        for name in self.order:
+            for inp, src in self.inputs.get(name, {}).items():
+                if src not in available:
+                    found.append(f"wiring.inputs.{name}.{inp}: source {src!r} is not produced before {name}")
+            available.update(f"{name}.{o}" for o in self.outputs.get(name, ()))
+        if self.image not in available:
+            found.append(f"wiring.image: {self.image!r} is not produced by any component")
+        return found
+
+
+def _source(input_name: str, produced: dict[str, str]) -> str:
+    if input_name == "noise":
+        return NOISE_SOURCE
+    if input_name in TOKEN_INPUTS:
+        return tokens_source(TOKEN_INPUTS.index(input_name))
+    return produced[input_name]

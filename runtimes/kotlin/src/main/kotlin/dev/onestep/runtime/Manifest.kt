@@ -1,0 +1,185 @@
+package dev.onestep.runtime
+
+/** One tensor at a component boundary. */
+class TensorSpec(val name: String, val dtype: DType, val shape: IntArray)
+
+/** A compiled component: its program file (or folder, for Core ML packages) and its I/O. */
+class ComponentSpec(
+    val name: String, val file: String, val files: List<String>, val precision: String,
+    val inputs: List<TensorSpec>, val outputs: List<TensorSpec>,
+)
+
+/** A CLIP byte-level BPE tokenizer: which files, how long, which special ids, and the source it produces. */
+class TokenizerSpec(
+    val name: String, val type: String, val folder: String, val vocab: String, val merges: String,
+    val maxLength: Int, val bosTokenId: Int, val eosTokenId: Int, val padTokenId: Int, val output: String,
+)
+
+class NoiseSpec(val algorithm: String, val shape: IntArray, val output: String)
+
+class ImageSpec(val height: Int, val width: Int, val channels: Int)
+
+class FileEntry(val sha256: String, val size: Long)
+
+/**
+ * manifest.json, schema 2 (runtimes/README.md). `parse` checks what a runtime relies on and
+ * reports the first problem the way the Python loader does; file contents are checked by
+ * BundleVerifier, which calls these steps in the loader's order.
+ */
+class Manifest(
+    val schemaVersion: Int, val name: String, val target: String, val family: String,
+    val image: ImageSpec, val noise: NoiseSpec, val tokenizers: List<TokenizerSpec>,
+    val components: Map<String, ComponentSpec>, val wiring: Wiring, val files: Map<String, FileEntry>,
+    val targets: Map<String, Any?>,
+) {
+    /** Core ML compute units the compiler chose ("all", "cpuAndNeuralEngine", ...), when the bundle has them. */
+    val computeUnits: String? get() = (targets[target] as? Map<*, *>)?.get("compute_units") as? String
+
+    companion object {
+        const val SCHEMA_VERSION = 2
+        const val TOKENIZER_TYPE = "clip-bpe"
+        private val REQUIRED = linkedMapOf(
+            "schema_version" to "int", "target" to "str", "family" to "str", "components" to "dict",
+            "files" to "dict", "tokenizers" to "list", "noise" to "dict", "wiring" to "dict",
+            "sampler" to "dict", "image" to "dict",
+        )
+
+        /** JSON, an object, and the schema this runtime reads. */
+        fun readRaw(text: String, where: String): Map<String, Any?> {
+            val value = try {
+                Json.parse(text)
+            } catch (e: Json.Error) {
+                throw BundleError(where, "not valid JSON (${e.message})")
+            }
+            val raw = value as? Map<String, Any?> ?: throw BundleError(where, "manifest must be a JSON object")
+            val version = raw["schema_version"]
+            if (version != SCHEMA_VERSION.toLong()) {
+                throw BundleError("$where: schema_version", "is ${pyRepr(version)}, this loader reads $SCHEMA_VERSION: " +
+                    "the bundle was written by another compiler version; compile it again")
+            }
+            return raw
+        }
+
+        fun requireKeys(raw: Map<String, Any?>, where: String) {
+            for ((key, kind) in REQUIRED) {
+                val v = raw[key]
+                val ok = when (kind) {
+                    "int" -> v is Long
+                    "str" -> v is String
+                    "dict" -> v is Map<*, *>
+                    else -> v is List<*>
+                }
+                if (!ok) throw BundleError("$where: $key", "missing or not a $kind (schema invalid)")
+            }
+        }
+
+        fun fileTable(raw: Map<String, Any?>, where: String): Map<String, FileEntry> =
+            (raw["files"] as Map<*, *>).entries.associate { (k, v) ->
+                val e = v as? Map<*, *>
+                val sha = e?.get("sha256") as? String
+                val size = e?.get("size") as? Long
+                if (sha == null || size == null) throw BundleError("$where: files.$k", "needs sha256 and size")
+                k as String to FileEntry(sha, size)
+            }
+
+        /** The typed manifest, after checking every path it names is a file of the table and the wiring can be followed. */
+        fun parse(raw: Map<String, Any?>, where: String): Manifest {
+            requireKeys(raw, where)
+            val files = fileTable(raw, where)
+            val folders = files.keys.filter { '/' in it }.map { it.substringBeforeLast('/') }.toSet()
+            val components = sortedMapOf<String, ComponentSpec>()
+            for ((name, value) in (raw["components"] as Map<*, *>).entries.sortedBy { it.key as String }) {
+                components[name as String] = component(name, value, files, "$where: components.$name")
+            }
+            val tokenizers = (raw["tokenizers"] as List<*>).mapIndexed { i, t -> tokenizer(t, files, folders, "$where: tokenizers[$i]") }
+            val noiseRaw = raw["noise"] as Map<*, *>
+            if (noiseRaw["algorithm"] != NoiseSource.ALGORITHM) {
+                throw BundleError("$where: noise.algorithm", "${pyRepr(noiseRaw["algorithm"])}: runtimes implement '${NoiseSource.ALGORITHM}'")
+            }
+            val wiring = Wiring.parse(raw["wiring"] as Map<*, *>, components) ?: throw BundleError("$where: wiring", "malformed")
+            val problems = wiring.problems(tokenizers.size).toMutableList()
+            for ((name, c) in components) {
+                val wired = wiring.inputs[name]?.keys ?: emptySet()
+                if (name !in wiring.order || wired != c.inputs.map { it.name }.toSet()) {
+                    problems.add("wiring.inputs.$name: does not name a source for each input of the component")
+                }
+            }
+            if (problems.isNotEmpty()) {
+                val p = problems[0]
+                throw BundleError("$where: ${p.substringBefore(':')}", p.substringAfter(": "))
+            }
+            val noise = NoiseSpec(NoiseSource.ALGORITHM, shape(noiseRaw["shape"], "$where: noise.shape"),
+                noiseRaw["output"] as? String ?: "noise.sample")
+            val img = raw["image"] as Map<*, *>
+            val image = ImageSpec(int(img["height"], "$where: image.height"), int(img["width"], "$where: image.width"),
+                int(img["channels"], "$where: image.channels"))
+            @Suppress("UNCHECKED_CAST")
+            val targets = (raw["targets"] as? Map<String, Any?>) ?: emptyMap()
+            return Manifest((raw["schema_version"] as Long).toInt(), raw["name"] as? String ?: "", raw["target"] as String,
+                raw["family"] as String, image, noise, tokenizers, components, wiring, files, targets)
+        }
+
+        private fun component(name: String, value: Any?, files: Map<String, FileEntry>, where: String): ComponentSpec {
+            val c = value as? Map<*, *> ?: throw BundleError("$where.files", "must list files of the files table")
+            val listed = c["files"] as? List<*>
+            if (listed == null || listed.isEmpty() || listed.any { it !in files }) {
+                throw BundleError("$where.files", "must list files of the files table")
+            }
+            val main = c["file"]
+            if (main !in files && listed.none { main is String && (it as String).startsWith("$main/") }) {
+                throw BundleError("$where.file", "${pyRepr(main)} is not a checked file or folder of the bundle")
+            }
+            val inputs = tensors(c["inputs"], "$where.inputs")
+            val outputs = tensors(c["outputs"], "$where.outputs")
+            return ComponentSpec(name, main as String, listed.map { it as String }, c["precision"] as? String ?: "",
+                inputs, outputs)
+        }
+
+        private fun tensors(value: Any?, where: String): List<TensorSpec> {
+            val list = value as? List<*> ?: throw BundleError(where, "must be a list of named tensors")
+            return list.map { t ->
+                val m = t as? Map<*, *>
+                val name = m?.get("name") as? String ?: throw BundleError(where, "must be a list of named tensors")
+                val dtype = DType.of(m["dtype"] as? String ?: "") ?: throw BundleError("$where.$name.dtype",
+                    "${pyRepr(m["dtype"])} is not one of float32, int64, int32")
+                TensorSpec(name, dtype, shape(m["shape"], "$where.$name.shape"))
+            }
+        }
+
+        private fun tokenizer(value: Any?, files: Map<String, FileEntry>, folders: Set<String>, where: String): TokenizerSpec {
+            val t = value as? Map<*, *> ?: throw BundleError(where, "must be an object")
+            if (t["type"] != TOKENIZER_TYPE) throw BundleError("$where.type", "${pyRepr(t["type"])}: runtimes implement '$TOKENIZER_TYPE'")
+            for (key in listOf("vocab", "merges")) {
+                if (t[key] !in files) throw BundleError("$where.$key", "${pyRepr(t[key])} is not a checked file of the bundle")
+            }
+            val folder = t["folder"]
+            if (folder !in folders || !(t["vocab"] as String).startsWith("$folder/")) {
+                throw BundleError("$where.folder", "${pyRepr(folder)} is not the folder holding its vocab")
+            }
+            val name = t["name"] as? String ?: throw BundleError("$where.name", "missing")
+            return TokenizerSpec(name, TOKENIZER_TYPE, folder as String, t["vocab"] as String, t["merges"] as String,
+                int(t["max_length"], "$where.max_length"), int(t["bos_token_id"], "$where.bos_token_id"),
+                int(t["eos_token_id"], "$where.eos_token_id"), int(t["pad_token_id"], "$where.pad_token_id"),
+                t["output"] as? String ?: "$name.input_ids")
+        }
+
+        private fun int(value: Any?, where: String): Int {
+            val v = value as? Long ?: throw BundleError(where, "must be an integer")
+            if (v < 0 || v > Int.MAX_VALUE) throw BundleError(where, "out of range")
+            return v.toInt()
+        }
+
+        private fun shape(value: Any?, where: String): IntArray {
+            val list = value as? List<*> ?: throw BundleError(where, "must be a list of sizes")
+            return IntArray(list.size) { int(list[it], where) }
+        }
+
+        /** Python's repr of a JSON value, so messages read the same as the Python loader's. */
+        internal fun pyRepr(v: Any?): String = when (v) {
+            null -> "None"
+            is String -> "'$v'"
+            is Boolean -> if (v) "True" else "False"
+            else -> v.toString()
+        }
+    }
+}

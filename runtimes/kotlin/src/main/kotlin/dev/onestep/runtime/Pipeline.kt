@@ -1,0 +1,82 @@
+package dev.onestep.runtime
+
+import java.io.File
+
+/**
+ * prompt + seed -> image for any bundle, by following its manifest: tokenizers and noise
+ * produce the first values, components run in `wiring.order`, each input taken from the source
+ * the wiring names, and `wiring.image` becomes 8-bit pixels. The same chain as `generate`.
+ */
+class Pipeline private constructor(
+    val bundle: File,
+    val manifest: Manifest,
+    private val tokenizers: List<ClipTokenizer>,
+    private val sessions: Map<String, Session>,
+) : AutoCloseable {
+
+    /** An image, whether the prompt was cut to the tokenizer's length, and milliseconds per stage in run order. */
+    class Result(val image: Image, val truncated: Boolean, val millis: Map<String, Double>)
+
+    fun generate(prompt: String, seed: ULong): Result {
+        val millis = LinkedHashMap<String, Double>()
+        val values = HashMap<String, Tensor>()
+        var truncated = false
+        timed(millis, "tokenize") {
+            manifest.tokenizers.zip(tokenizers).forEach { (spec, tokenizer) ->
+                val tokens = tokenizer.encode(prompt)
+                truncated = truncated || tokens.truncated
+                values[spec.output] = Tensor.integer(DType.INT64, intArrayOf(1, spec.maxLength), tokens.ids)
+            }
+            values[manifest.noise.output] = NoiseSource.tensor(seed, manifest.noise.shape)
+        }
+        for (name in manifest.wiring.order) {
+            val component = manifest.components.getValue(name)
+            val feeds = component.inputs.associate { spec ->
+                val source = manifest.wiring.inputs.getValue(name).getValue(spec.name)
+                spec.name to conform(values.getValue(source), spec, "$name input ${spec.name} (from $source)")
+            }
+            val out = timed(millis, name) { sessions.getValue(name).run(feeds) }
+            for (spec in component.outputs) {
+                val t = out[spec.name] ?: throw IllegalStateException("$name returned no output ${spec.name}")
+                values["$name.${spec.name}"] = conform(t, spec, "$name output ${spec.name}")
+            }
+        }
+        val image = timed(millis, "image") { Png.pixels(values.getValue(manifest.wiring.image)) }
+        return Result(image, truncated, millis)
+    }
+
+    override fun close() = sessions.values.forEach { it.close() }
+
+    companion object {
+        /** Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component. */
+        fun open(bundle: File, engine: Engine): Pipeline {
+            val manifest = BundleVerifier.verify(bundle)
+            val tokenizers = manifest.tokenizers.map { ClipTokenizer.load(bundle, it) }
+            val sessions = LinkedHashMap<String, Session>()
+            try {
+                for (name in manifest.wiring.order) sessions[name] = engine.open(bundle, manifest.components.getValue(name), manifest)
+            } catch (e: Exception) {
+                sessions.values.forEach { it.close() }
+                throw e
+            }
+            return Pipeline(bundle, manifest, tokenizers, sessions)
+        }
+
+        /** The tensor in the dtype and shape the manifest declares (token ids become int32 for Core ML-style inputs). */
+        internal fun conform(t: Tensor, spec: TensorSpec, what: String): Tensor {
+            require(t.shape.contentEquals(spec.shape)) { "$what: shape ${t.shape.contentToString()} != manifest ${spec.shape.contentToString()}" }
+            return when {
+                t.dtype == spec.dtype -> t
+                t.dtype != DType.FLOAT32 && spec.dtype != DType.FLOAT32 -> Tensor.integer(spec.dtype, t.shape, t.longs!!)
+                else -> throw IllegalArgumentException("$what: dtype ${t.dtype.manifestName} != manifest ${spec.dtype.manifestName}")
+            }
+        }
+
+        private inline fun <T> timed(millis: MutableMap<String, Double>, stage: String, block: () -> T): T {
+            val t0 = System.nanoTime()
+            val out = block()
+            millis[stage] = (System.nanoTime() - t0) / 1e6
+            return out
+        }
+    }
+}

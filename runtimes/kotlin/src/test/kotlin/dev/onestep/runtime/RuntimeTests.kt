@@ -1,0 +1,178 @@
+package dev.onestep.runtime
+
+import java.io.File
+import java.security.MessageDigest
+import kotlin.system.exitProcess
+
+/** The pure runtime against runtimes/fixtures (written by runtimes/fixtures/generate.py from the Python reference). */
+fun main(args: Array<String>) {
+    val fixtures = File(args.getOrElse(0) { "runtimes/fixtures" })
+    val t = TestHarness()
+    tokenizerTests(t, fixtures)
+    noiseTests(t, fixtures)
+    imageTests(t, fixtures)
+    bundleTests(t, fixtures)
+    manifestTests(t, fixtures)
+    pipelineTests(t, fixtures)
+    jsonTests(t)
+    exitProcess(t.finish())
+}
+
+@Suppress("UNCHECKED_CAST")
+private fun readJson(file: File): Any? = Json.parse(file.readText(Charsets.UTF_8))
+
+@Suppress("UNCHECKED_CAST")
+private fun tokenizerTests(t: TestHarness, fixtures: File) {
+    val doc = readJson(File(fixtures, "tokens.json")) as Map<String, Any?>
+    val vocab = (readJson(File(fixtures, doc["vocab"] as String)) as Map<String, Any?>).mapValues { (it.value as Long).toInt() }
+    val merges = ClipTokenizer.readMerges(File(fixtures, doc["merges"] as String).readText())
+    val bos = (doc["bos_token_id"] as Long).toInt()
+    val eos = (doc["eos_token_id"] as Long).toInt()
+    for (case in doc["cases"] as List<Map<String, Any?>>) {
+        val maxLength = (case["max_length"] as Long).toInt()
+        t.test("tokens ${case["name"]} max_length=$maxLength") {
+            val tok = ClipTokenizer(vocab, merges, maxLength, bos, eos, (case["pad_token_id"] as Long).toInt())
+            val got = tok.encode(case["prompt"] as String)
+            checkEqual((case["ids"] as List<Long>), got.ids.toList(), "ids")
+            checkEqual(case["truncated"], got.truncated, "truncated")
+        }
+    }
+}
+
+@Suppress("UNCHECKED_CAST")
+private fun noiseTests(t: TestHarness, fixtures: File) {
+    for (case in readJson(File(fixtures, "noise.json")) as List<Map<String, Any?>>) {
+        val shape = (case["shape"] as List<Long>).map { it.toInt() }.toIntArray()
+        t.test("noise seed ${case["seed"]} shape ${shape.contentToString()}") {
+            val seed = NoiseSource.parseSeed(case["seed"] as String) ?: error("seed did not parse")
+            val values = NoiseSource.tensor(seed, shape).floats!!
+            (case["bits"] as List<Long>?)?.let { bits ->
+                checkEqual(bits.map { it.toInt() }, values.map { it.toRawBits() }, "float32 bits")
+            }
+            checkEqual(case["sha256_f32le"], sha256(littleEndian(values)), "sha256 of float32 bytes")
+        }
+    }
+    t.test("seeds outside [0, 2^64) are refused") {
+        checkEqual(ULong.MAX_VALUE, NoiseSource.parseSeed("18446744073709551615"), "2^64 - 1")
+        for (bad in listOf("18446744073709551616", "-1", "", "1e3", "0x10", " ")) check(NoiseSource.parseSeed(bad) == null) { "accepted '$bad'" }
+    }
+}
+
+@Suppress("UNCHECKED_CAST")
+private fun imageTests(t: TestHarness, fixtures: File) {
+    val doc = readJson(File(fixtures, "image.json")) as Map<String, Any?>
+    val img = doc["image"] as Map<String, Any?>
+    val shape = (img["shape"] as List<Long>).map { it.toInt() }.toIntArray()
+    val floats = (img["bits"] as List<Long>).map { Float.fromBits(it.toInt()) }.toFloatArray()
+    val image = Png.pixels(Tensor.float32(shape, floats))
+    t.test("8-bit conversion (round half up, NaN, inf, out of range)") {
+        checkEqual((doc["pixels_hwc"] as List<Long>).map { it.toInt() }, image.rgb.map { it.toInt() and 0xff }, "pixels")
+    }
+    t.test("PNG bytes") {
+        check(Png.encode(image).contentEquals(File(fixtures, doc["png"] as String).readBytes())) { "PNG differs from ${doc["png"]}" }
+    }
+    t.test("ARGB pixels") {
+        val argb = image.argb()
+        checkEqual(image.width * image.height, argb.size, "pixel count")
+        checkEqual(0xff000000.toInt() or ((image.rgb[0].toInt() and 0xff) shl 16), argb[0] and 0xffff0000.toInt(), "first pixel")
+    }
+}
+
+@Suppress("UNCHECKED_CAST")
+private fun bundleTests(t: TestHarness, fixtures: File) {
+    val root = File(fixtures, "bundles")
+    val cases = readJson(File(root, "cases.json")) as Map<String, Map<String, Any?>>
+    for ((name, verdict) in cases) {
+        t.test("bundle $name") {
+            val dir = File(root, name)
+            val where = try {
+                BundleVerifier.verify(dir)
+                null
+            } catch (e: BundleError) {
+                e.where.replace(dir.path, "BUNDLE")
+            }
+            if (verdict["ok"] == true) checkEqual(null, where, "refused a valid bundle")
+            else checkEqual(verdict["where"], where, "where")
+        }
+    }
+}
+
+@Suppress("UNCHECKED_CAST")
+private fun manifestTests(t: TestHarness, fixtures: File) {
+    val files = File(fixtures, "manifests").listFiles { f -> f.name.endsWith(".json") }?.sortedBy { it.name } ?: emptyList()
+    t.test("manifests of every target and family are present") { check(files.size >= 3) { "only ${files.size} manifests" } }
+    for (file in files) {
+        t.test("manifest ${file.name}") {
+            val raw = Manifest.readRaw(file.readText(), file.path)
+            val m = Manifest.parse(raw, file.path)
+            checkEqual(listOf("text_encoder", "denoiser", "vae_decoder"), m.wiring.order, "order")
+            checkEqual(m.tokenizers.size, m.components.getValue("text_encoder").inputs.size, "one token input per tokenizer")
+            check(m.wiring.problems(m.tokenizers.size).isEmpty()) { "wiring problems" }
+            checkEqual(m.noise.shape.toList(), m.components.getValue("denoiser").inputs.first { it.name == "noise" }.shape.toList(), "noise shape")
+            if (m.target == "coreml") check(m.computeUnits != null) { "Core ML bundle without compute units" }
+        }
+    }
+}
+
+/** The pipeline follows the wiring: a recording engine sees the tokens, noise and upstream outputs the manifest names. */
+private fun pipelineTests(t: TestHarness, fixtures: File) {
+    val bundle = File(fixtures, "bundles/valid")
+    t.test("pipeline feeds each input from its wired source") {
+        val seen = HashMap<String, Map<String, Tensor>>()
+        val engine = object : Engine {
+            override fun open(bundle: File, component: ComponentSpec, manifest: Manifest) = object : Session {
+                override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> {
+                    seen[component.name] = inputs
+                    return component.outputs.associate { o ->
+                        val n = o.shape.fold(1) { a, b -> a * b }
+                        o.name to Tensor.float32(o.shape, FloatArray(n) { (it % 7) / 6f })
+                    }
+                }
+            }
+        }
+        val pipeline = Pipeline.open(bundle, engine)
+        val result = pipeline.generate("a red circle", 7uL)
+        val m = pipeline.manifest
+        val ids = ClipTokenizer.load(bundle, m.tokenizers[0]).encode("a red circle").ids
+        checkEqual(ids.toList(), seen.getValue("text_encoder").getValue("input_ids").longs!!.toList(), "token ids")
+        checkEqual(NoiseSource.gaussian(7uL, 256).toList(), seen.getValue("denoiser").getValue("noise").floats!!.toList(), "noise")
+        checkEqual(FloatArray(16 * 32) { (it % 7) / 6f }.toList(), seen.getValue("denoiser").getValue("prompt_embeds").floats!!.toList(), "embeds")
+        checkEqual(16, result.image.width, "width")
+        checkEqual(listOf("tokenize", "text_encoder", "denoiser", "vae_decoder", "image"), result.millis.keys.toList(), "stages")
+    }
+    t.test("token ids become int32 where the manifest declares int32") {
+        val spec = TensorSpec("input_ids", DType.INT32, intArrayOf(1, 2))
+        val out = Pipeline.conform(Tensor.integer(DType.INT64, intArrayOf(1, 2), longArrayOf(5, 6)), spec, "x")
+        checkEqual(DType.INT32, out.dtype, "dtype")
+    }
+    t.test("a refused bundle opens no component") {
+        var opened = 0
+        val engine = object : Engine {
+            override fun open(bundle: File, component: ComponentSpec, manifest: Manifest): Session { opened++; error("unreachable") }
+        }
+        try {
+            Pipeline.open(File(fixtures, "bundles/flipped_byte_component"), engine)
+            error("opened a corrupt bundle")
+        } catch (e: BundleError) {
+            checkEqual(0, opened, "components opened")
+        }
+    }
+}
+
+private fun jsonTests(t: TestHarness) {
+    t.test("JSON: strict") {
+        for (bad in listOf("{\"a\":1,\"a\":2}", "[1,]", "01", "{\"a\":1} x", "\"\\x\"", "NaN", "{'a':1}")) {
+            check(runCatching { Json.parse(bad) }.isFailure) { "accepted $bad" }
+        }
+        checkEqual(listOf(1L, -2.5, "é\n", true, null, 9.3e20), Json.parse("[1, -2.5, \"\\u00e9\\n\", true, null, 9.3e20]"), "values")
+        checkEqual(18446744073709551615.0, Json.parse("18446744073709551615"), "integers past Long become Double")
+    }
+}
+
+private fun littleEndian(values: FloatArray): ByteArray {
+    val buf = java.nio.ByteBuffer.allocate(values.size * 4).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+    values.forEach { buf.putFloat(it) }
+    return buf.array()
+}
+
+private fun sha256(bytes: ByteArray) = MessageDigest.getInstance("SHA-256").digest(bytes).joinToString("") { "%02x".format(it.toInt() and 0xff) }
