@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-coreml bench-executorch train-student evaluate-student
+.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-coreml bench-executorch bench-runtimes train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench-int8: $(STAMP)
 
 bench-coreml: $(STAMP)
 	$(BIN)/python benchmarks/coreml.py
+
+bench-runtimes: $(STAMP)
+	$(BIN)/python benchmarks/runtimes.py
 
 bench-executorch: $(STAMP)
 	$(BIN)/python benchmarks/executorch_bench.py

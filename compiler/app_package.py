@@ -62,7 +62,7 @@ android {{
     androidResources {{ noCompress += listOf("pte", "onnx", "data", "json", "txt") }}
 }}
 
-kotlin {{ jvmToolchain(17) }}
+kotlin {{ compilerOptions {{ jvmTarget.set(org.jetbrains.kotlin.gradle.dsl.JvmTarget.JVM_17) }} }}
 
 dependencies {{
     implementation("{dependency}")

@@ -33,7 +33,8 @@ def test_placeholder_sections_exist_for_later_work():
     assert "## Quantization (int8)" in README and "## Trained student" in README
 
 
-def test_runtime_folders_say_what_is_missing():
+def test_runtime_and_demo_readmes_say_what_was_built_and_run_here():
+    """Nothing Android or Swift can be built on this machine: each README must say so."""
     for folder in ("runtimes", "ios_demo", "android_demo"):
         text = (REPO / folder / "README.md").read_text(encoding="utf-8")
-        assert "not written yet" in text and "manifest.json" in text
+        assert "manifest" in text and re.search(r"(Nothing|not)[^.]{0,60}(built|compiled)", text), folder

@@ -38,7 +38,7 @@ class ExecuTorchTarget:
     schemes = ("w8a8", "w8")
     packages = PACKAGES
     reports_latency = True        # XNNPACK's CPU kernels are the ones phones run
-    app = AppRuntime("android", "ExecuTorchEngine", "org.pytorch:executorch-android:ET_VERSION")
+    app = AppRuntime("android", "ExecuTorchEngine", "org.pytorch:executorch-android:1.5.1")
 
     def __init__(self):
         self._int8: set[str] = set()

@@ -27,7 +27,7 @@ class OnnxTarget:
     schemes = ("w8a8", "w8")
     packages = ("onnx", "onnxruntime", "onnxscript")
     reports_latency = True        # ORT CPU timings say something about ORT on a device
-    app = AppRuntime("android", "OnnxRuntimeEngine", "com.microsoft.onnxruntime:onnxruntime-android:ORT_VERSION")
+    app = AppRuntime("android", "OnnxRuntimeEngine", "com.microsoft.onnxruntime:onnxruntime-android:1.31.0")
 
     def unavailable_reason(self) -> str | None:
         return toolkit_problem(self.packages)

@@ -14,14 +14,17 @@ class Pipeline private constructor(
     private val sessions: Map<String, Session>,
 ) : AutoCloseable {
 
-    /** An image, whether the prompt was cut to the tokenizer's length, and milliseconds per stage in run order. */
-    class Result(val image: Image, val truncated: Boolean, val millis: Map<String, Double>)
+    /** Milliseconds one stage took: "tokenize" (with the noise), each component, "image". */
+    class Stage(val name: String, val millis: Double)
+
+    /** An image, whether the prompt was cut to the tokenizer's length, and the stages in run order. */
+    class Result(val image: Image, val truncated: Boolean, val stages: List<Stage>)
 
     fun generate(prompt: String, seed: ULong): Result {
-        val millis = LinkedHashMap<String, Double>()
+        val stages = ArrayList<Stage>()
         val values = HashMap<String, Tensor>()
         var truncated = false
-        timed(millis, "tokenize") {
+        timed(stages, "tokenize") {
             manifest.tokenizers.zip(tokenizers).forEach { (spec, tokenizer) ->
                 val tokens = tokenizer.encode(prompt)
                 truncated = truncated || tokens.truncated
@@ -35,14 +38,14 @@ class Pipeline private constructor(
                 val source = manifest.wiring.inputs.getValue(name).getValue(spec.name)
                 spec.name to conform(values.getValue(source), spec, "$name input ${spec.name} (from $source)")
             }
-            val out = timed(millis, name) { sessions.getValue(name).run(feeds) }
+            val out = timed(stages, name) { sessions.getValue(name).run(feeds) }
             for (spec in component.outputs) {
                 val t = out[spec.name] ?: throw IllegalStateException("$name returned no output ${spec.name}")
                 values["$name.${spec.name}"] = conform(t, spec, "$name output ${spec.name}")
             }
         }
-        val image = timed(millis, "image") { Png.pixels(values.getValue(manifest.wiring.image)) }
-        return Result(image, truncated, millis)
+        val image = timed(stages, "image") { Png.pixels(values.getValue(manifest.wiring.image)) }
+        return Result(image, truncated, stages)
     }
 
     override fun close() = sessions.values.forEach { it.close() }
@@ -72,10 +75,10 @@ class Pipeline private constructor(
             }
         }
 
-        private inline fun <T> timed(millis: MutableMap<String, Double>, stage: String, block: () -> T): T {
+        private inline fun <T> timed(stages: MutableList<Stage>, name: String, block: () -> T): T {
             val t0 = System.nanoTime()
             val out = block()
-            millis[stage] = (System.nanoTime() - t0) / 1e6
+            stages.add(Stage(name, (System.nanoTime() - t0) / 1e6))
             return out
         }
     }

@@ -24,7 +24,7 @@ fun main(args: Array<String>) {
         Pipeline.open(File(bundle), engine).use { pipeline ->
             val result = pipeline.generate(prompt, seed)
             File(out).writeBytes(Png.encode(result.image))
-            println(result.millis.entries.joinToString(", ") { "${it.key} ${"%.1f".format(it.value)} ms" })
+            println(result.stages.joinToString(", ") { "${it.name} ${"%.1f".format(it.millis)} ms" })
         }
     } catch (e: BundleError) {
         System.err.println("${e.where}: ${e.reason}")

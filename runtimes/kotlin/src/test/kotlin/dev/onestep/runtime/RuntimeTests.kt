@@ -138,7 +138,7 @@ private fun pipelineTests(t: TestHarness, fixtures: File) {
         checkEqual(NoiseSource.gaussian(7uL, 256).toList(), seen.getValue("denoiser").getValue("noise").floats!!.toList(), "noise")
         checkEqual(FloatArray(16 * 32) { (it % 7) / 6f }.toList(), seen.getValue("denoiser").getValue("prompt_embeds").floats!!.toList(), "embeds")
         checkEqual(16, result.image.width, "width")
-        checkEqual(listOf("tokenize", "text_encoder", "denoiser", "vae_decoder", "image"), result.millis.keys.toList(), "stages")
+        checkEqual(listOf("tokenize", "text_encoder", "denoiser", "vae_decoder", "image"), result.stages.map { it.name }, "stages")
     }
     t.test("token ids become int32 where the manifest declares int32") {
         val spec = TensorSpec("input_ids", DType.INT32, intArrayOf(1, 2))
