@@ -116,9 +116,9 @@ def _write_student(folder: Path) -> None:
 
 def run_pipeline(jar: str, bundle: Path, work: Path) -> dict:
     """The Kotlin Pipeline on `bundle`, with the peak RSS of the JVM and of its engine child."""
-    out = work / "kotlin.png"
     proc = subprocess.Popen(["java", "-cp", jar, "dev.onestep.runtime.EndToEndKt", str(bundle), "a red fox in the snow",
-                             "7", str(out), sys.executable, str(REPO)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+                             sys.executable, str(REPO), str(work / "kotlin"), "7"], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO)
     peaks: dict[int, int] = {}
     done = threading.Event()
 

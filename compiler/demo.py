@@ -1,4 +1,5 @@
-"""`make demo`: compile a student into an ONNX, a Core ML and an ExecuTorch bundle, generate the same
+"""`make demo`: compile a student into an ONNX, a Core ML and an ExecuTorch bundle (each with its app
+package: an Android library module or a Swift package), generate the same
 images from each, and print how far apart the targets' images are and how much of each ExecuTorch
 program XNNPACK runs.
 
@@ -116,7 +117,7 @@ def main() -> int:
         bundle = Path("build") / f"{_recipe_name(recipe)}-{target}"
         _say(f"demo: compile --target {target} --recipe {recipe} --model {model} --out {bundle} --force")
         code = compile_main(["--target", target, "--recipe", str(recipe), "--model", str(model), "--out", str(bundle),
-                             "--force"])
+                             "--force", "--emit-app-package"])
         if code != Exit.OK:
             print(f"demo: compile failed (--target {target}) with exit code {code}", file=sys.stderr)
             return code
@@ -139,6 +140,7 @@ def main() -> int:
         for name, d in (block.get("delegation") or {}).items():
             _say(f"         {name}: {delegation_line(d)}")
         _say(f"report:  {REPO / bundle / 'report.html'}")
+        _say(f"app:     {REPO / bundle}-app   (add it to an app: android_demo/README.md, ios_demo/README.md)")
     for i, prompt in enumerate(prompts):
         for target in TARGETS:
             png = images[target][i]

@@ -45,7 +45,8 @@ class Wiring:
 
     def problems(self, tokenizers: int) -> list[str]:
         """What a runtime could not follow: unknown or later producers, unwired inputs."""
-        available = {NOISE_SOURCE, *(tokens_source(i) for i in range(tokenizers))}
+        # Only the first two tokenizers have names a component can take ids from.
+        available = {NOISE_SOURCE, *(tokens_source(i) for i in range(min(tokenizers, len(TOKENIZER_NAMES))))}
         found = []
         for name in self.order:
             for inp, src in self.inputs.get(name, {}).items():

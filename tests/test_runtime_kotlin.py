@@ -24,22 +24,23 @@ def kotlin_jar() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _kotlin_png(jar: str, bundle, prompt: str, seed: str, out) -> subprocess.CompletedProcess:
-    return subprocess.run(["java", "-cp", jar, "dev.onestep.runtime.EndToEndKt", str(bundle), prompt, seed, str(out),
-                           sys.executable, str(REPO)], capture_output=True, text=True, timeout=600)
+def _kotlin_pngs(jar: str, bundle, prompt: str, prefix, *seeds: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["java", "-cp", jar, "dev.onestep.runtime.EndToEndKt", str(bundle), prompt, sys.executable,
+                           str(REPO), str(prefix), *seeds], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("case", ["eps-turbo", "eps-turbo-xl"])
 def test_kotlin_pipeline_writes_the_same_png_as_generate(kotlin_jar, bundles, run_cli, tmp_path, case):
     bundle = bundles(case)
-    for seed in ("7", str(2**64 - 1)):
-        expected, got = tmp_path / f"python-{seed}.png", tmp_path / f"kotlin-{seed}.png"
+    seeds = ("7", str(2**64 - 1))
+    done = _kotlin_pngs(kotlin_jar, bundle, PROMPT, tmp_path / "kotlin", *seeds)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "denoiser" in done.stdout and "ms" in done.stdout      # per-stage timings
+    for seed in seeds:
+        expected = tmp_path / f"python-{seed}.png"
         code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", PROMPT, "--seed", seed, "--out", expected)
         assert code == Exit.OK, err
-        done = _kotlin_png(kotlin_jar, bundle, PROMPT, seed, got)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "denoiser" in done.stdout and "ms" in done.stdout      # per-stage timings
-        assert got.read_bytes() == expected.read_bytes(), f"seed {seed}"
+        assert (tmp_path / f"kotlin-{seed}.png").read_bytes() == expected.read_bytes(), f"seed {seed}"
     # The check can fail: another seed is another image.
     assert (tmp_path / "kotlin-7.png").read_bytes() != (tmp_path / f"kotlin-{2**64 - 1}.png").read_bytes()
 
@@ -48,7 +49,7 @@ def test_kotlin_pipeline_refuses_a_corrupt_bundle_before_opening_it(kotlin_jar, 
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)
     flip_byte(bundle / "denoiser.onnx")
-    done = _kotlin_png(kotlin_jar, bundle, "a red fox", "1", tmp_path / "x.png")
+    done = _kotlin_pngs(kotlin_jar, bundle, "a red fox", tmp_path / "x", "1")
     assert done.returncode == Exit.BUNDLE
     assert "denoiser.onnx" in done.stderr and "sha256" in done.stderr
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "x-1.png").exists()

@@ -47,8 +47,11 @@ object BundleVerifier {
             }
         }
         val listed = table.keys.map { it as String }.toSet() + UNHASHED
-        val present = root.walkTopDown().filter { it != root && (it.isFile || Files.isSymbolicLink(it.toPath())) }
-            .map { it.relativeTo(root).invariantSeparatorsPath }.sorted()
+        // Files.walk does not follow symlinked folders (as Python's rglob); a symlink itself is reported.
+        val present = Files.walk(root.toPath()).use { paths ->
+            paths.filter { it != root.toPath() && (Files.isRegularFile(it) || Files.isSymbolicLink(it)) }
+                .map { root.toPath().relativize(it).joinToString("/") }.toList()
+        }.sorted()
         present.firstOrNull { it !in listed }?.let { throw BundleError(File(bundle, it).path, "file not listed in manifest.json") }
         return Manifest.parse(raw, where)
     }

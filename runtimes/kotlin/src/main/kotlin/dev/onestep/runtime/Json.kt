@@ -100,8 +100,9 @@ object Json {
                             'b' -> out.append('\b'); 'f' -> out.append('\u000c'); 'n' -> out.append('\n')
                             'r' -> out.append('\r'); 't' -> out.append('\t')
                             'u' -> {
-                                if (i + 4 > s.length) fail("short \\u escape")
-                                out.append(s.substring(i, i + 4).toIntOrNull(16)?.toChar() ?: fail("bad \\u escape"))
+                                val hex = if (i + 4 <= s.length) s.substring(i, i + 4) else fail("short \\u escape")
+                                if (!hex.all { it in '0'..'9' || it in 'a'..'f' || it in 'A'..'F' }) fail("bad \\u escape")
+                                out.append(hex.toInt(16).toChar())
                                 i += 4
                             }
                             else -> fail("bad escape '\\$e'")

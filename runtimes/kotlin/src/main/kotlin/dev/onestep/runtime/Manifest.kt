@@ -32,7 +32,7 @@ class Manifest(
     val components: Map<String, ComponentSpec>, val wiring: Wiring, val files: Map<String, FileEntry>,
     val targets: Map<String, Any?>,
 ) {
-    /** Core ML compute units the compiler chose ("all", "cpuAndNeuralEngine", ...), when the bundle has them. */
+    /** Core ML compute units the compiler chose ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"), when the bundle has them. */
     val computeUnits: String? get() = (targets[target] as? Map<*, *>)?.get("compute_units") as? String
 
     companion object {

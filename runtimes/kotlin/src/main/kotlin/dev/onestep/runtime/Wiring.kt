@@ -14,7 +14,8 @@ class Wiring(
     /** What a runtime could not follow, in the Python loader's words and order. */
     fun problems(tokenizers: Int): List<String> {
         val available = mutableSetOf(NOISE_SOURCE)
-        for (i in 0 until tokenizers) available.add(tokensSource(i))
+        // Only the first two tokenizers have names a component can take ids from.
+        for (i in 0 until minOf(tokenizers, TOKENIZER_NAMES.size)) available.add(tokensSource(i))
         val found = mutableListOf<String>()
         for (name in order) {
             for ((input, source) in inputs[name] ?: emptyMap()) {

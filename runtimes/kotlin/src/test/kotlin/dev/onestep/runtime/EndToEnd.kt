@@ -4,27 +4,32 @@ import java.io.File
 import kotlin.system.exitProcess
 
 /**
- * prompt + seed -> PNG with the Kotlin Pipeline and the Python reference engine
- * (tests/test_runtime_kotlin.py compares the bytes with `generate`'s):
+ * prompt + seeds -> PNGs with the Kotlin Pipeline and the Python reference engine
+ * (tests/test_runtime_kotlin.py compares the bytes with `generate`'s). One pipeline and one
+ * engine process for every seed, as an app keeps them; writes OUT_PREFIX-<seed>.png.
  *
- *     java -cp JAR dev.onestep.runtime.EndToEndKt BUNDLE PROMPT SEED OUT.png PYTHON REPO
+ *     java -cp JAR dev.onestep.runtime.EndToEndKt BUNDLE PROMPT PYTHON REPO OUT_PREFIX SEED...
  */
 fun main(args: Array<String>) {
-    if (args.size != 6) {
-        System.err.println("usage: EndToEnd BUNDLE PROMPT SEED OUT.png PYTHON REPO")
+    if (args.size < 6) {
+        System.err.println("usage: EndToEnd BUNDLE PROMPT PYTHON REPO OUT_PREFIX SEED...")
         exitProcess(2)
     }
-    val (bundle, prompt, seedText, out, python, repo) = args
-    val seed = NoiseSource.parseSeed(seedText) ?: run {
-        System.err.println("seed: '$seedText' is not an integer in [0, 2^64)")
-        exitProcess(2)
+    val (bundle, prompt, python, repo, prefix) = args
+    val seeds = args.drop(5).map { text ->
+        NoiseSource.parseSeed(text) ?: run {
+            System.err.println("seed: '$text' is not an integer in [0, 2^64)")
+            exitProcess(2)
+        }
     }
     val engine = PythonEngine(python, File(repo))
     try {
         Pipeline.open(File(bundle), engine).use { pipeline ->
-            val result = pipeline.generate(prompt, seed)
-            File(out).writeBytes(Png.encode(result.image))
-            println(result.stages.joinToString(", ") { "${it.name} ${"%.1f".format(it.millis)} ms" })
+            for (seed in seeds) {
+                val result = pipeline.generate(prompt, seed)
+                File("$prefix-$seed.png").writeBytes(Png.encode(result.image))
+                println("seed $seed: " + result.stages.joinToString(", ") { "${it.name} ${"%.1f".format(it.millis)} ms" })
+            }
         }
     } catch (e: BundleError) {
         System.err.println("${e.where}: ${e.reason}")
@@ -33,5 +38,3 @@ fun main(args: Array<String>) {
         engine.close()
     }
 }
-
-private operator fun <T> Array<T>.component6() = this[5]

@@ -161,7 +161,7 @@ private fun pipelineTests(t: TestHarness, fixtures: File) {
 
 private fun jsonTests(t: TestHarness) {
     t.test("JSON: strict") {
-        for (bad in listOf("{\"a\":1,\"a\":2}", "[1,]", "01", "{\"a\":1} x", "\"\\x\"", "NaN", "{'a':1}")) {
+        for (bad in listOf("{\"a\":1,\"a\":2}", "[1,]", "01", "{\"a\":1} x", "\"\\x\"", "NaN", "{'a':1}", "\"\\u+041\"")) {
             check(runCatching { Json.parse(bad) }.isFailure) { "accepted $bad" }
         }
         checkEqual(listOf(1L, -2.5, "é\n", true, null, 9.3e20), Json.parse("[1, -2.5, \"\\u00e9\\n\", true, null, 9.3e20]"), "values")

@@ -1,0 +1,265 @@
+import Foundation
+
+/// One tensor at a component boundary.
+public struct TensorSpec {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+
+    public init(name: String, dtype: DType, shape: [Int]) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+    }
+}
+
+/// A compiled component: its program file (or folder, for Core ML packages) and its I/O.
+public struct ComponentSpec {
+    public let name: String
+    public let file: String
+    public let files: [String]
+    public let precision: String
+    public let inputs: [TensorSpec]
+    public let outputs: [TensorSpec]
+}
+
+/// A CLIP byte-level BPE tokenizer: which files, how long, which special ids, and the source it produces.
+public struct TokenizerSpec {
+    public let name: String
+    public let type: String
+    public let folder: String
+    public let vocab: String
+    public let merges: String
+    public let maxLength: Int
+    public let bosTokenId: Int
+    public let eosTokenId: Int
+    public let padTokenId: Int
+    public let output: String
+}
+
+public struct NoiseSpec {
+    public let algorithm: String
+    public let shape: [Int]
+    public let output: String
+}
+
+public struct ImageSpec {
+    public let height: Int
+    public let width: Int
+    public let channels: Int
+}
+
+public struct FileEntry {
+    public let sha256: String
+    public let size: Int64
+}
+
+/// manifest.json, schema 2 (runtimes/README.md). `parse` checks what a runtime relies on and
+/// reports the first problem the way the Python loader does; file contents are checked by
+/// BundleVerifier, which calls these steps in the loader's order.
+///
+/// Parameters named `where` in Kotlin are `where location` here: `where` is a Swift keyword.
+public struct Manifest {
+    public let schemaVersion: Int
+    public let name: String
+    public let target: String
+    public let family: String
+    public let image: ImageSpec
+    public let noise: NoiseSpec
+    public let tokenizers: [TokenizerSpec]
+    public let components: [String: ComponentSpec]
+    public let wiring: Wiring
+    public let files: [String: FileEntry]
+    public let targets: Json.Object
+
+    /// Core ML compute units the compiler chose ("all", "cpu_and_ne", ...), when the bundle has them.
+    public var computeUnits: String? { (targets[target] as? Json.Object)?["compute_units"] as? String }
+
+    public static let SCHEMA_VERSION = 2
+    public static let TOKENIZER_TYPE = "clip-bpe"
+    private static let REQUIRED: [(key: String, kind: String)] = [
+        ("schema_version", "int"), ("target", "str"), ("family", "str"), ("components", "dict"),
+        ("files", "dict"), ("tokenizers", "list"), ("noise", "dict"), ("wiring", "dict"),
+        ("sampler", "dict"), ("image", "dict"),
+    ]
+
+    /// JSON, an object, and the schema this runtime reads.
+    public static func readRaw(_ text: String, where location: String) throws -> Json.Object {
+        let value: Any?
+        do {
+            value = try Json.parse(text)
+        } catch let e as Json.Error {
+            throw BundleError(location, "not valid JSON (\(e.message))")
+        }
+        guard let raw = value as? Json.Object else { throw BundleError(location, "manifest must be a JSON object") }
+        let version = raw["schema_version"]
+        if (version as? Int64) != Int64(SCHEMA_VERSION) {
+            throw BundleError("\(location): schema_version", "is \(pyRepr(version)), this loader reads \(SCHEMA_VERSION): " +
+                "the bundle was written by another compiler version; compile it again")
+        }
+        return raw
+    }
+
+    public static func requireKeys(_ raw: Json.Object, where location: String) throws {
+        for (key, kind) in REQUIRED {
+            let v = raw[key]
+            let ok: Bool
+            switch kind {
+            case "int": ok = v is Int64
+            case "str": ok = v is String
+            case "dict": ok = v is Json.Object
+            default: ok = v is [Any?]
+            }
+            if !ok { throw BundleError("\(location): \(key)", "missing or not a \(kind) (schema invalid)") }
+        }
+    }
+
+    public static func fileTable(_ raw: Json.Object, where location: String) throws -> [String: FileEntry] {
+        var table: [String: FileEntry] = [:]
+        for (k, v) in (raw["files"] as! Json.Object).entries {
+            let e = v as? Json.Object
+            guard let sha = e?["sha256"] as? String, let size = e?["size"] as? Int64 else {
+                throw BundleError("\(location): files.\(k)", "needs sha256 and size")
+            }
+            table[k] = FileEntry(sha256: sha, size: size)
+        }
+        return table
+    }
+
+    /// The typed manifest, after checking every path it names is a file of the table and the wiring can be followed.
+    public static func parse(_ raw: Json.Object, where location: String) throws -> Manifest {
+        try requireKeys(raw, where: location)
+        let files = try fileTable(raw, where: location)
+        var folders = Set<String>()
+        for path in files.keys {
+            if let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) { folders.insert(String(decoding: path.utf8[..<slash], as: UTF8.self)) }
+        }
+        var components: [String: ComponentSpec] = [:]
+        let componentsRaw = raw["components"] as! Json.Object
+        for name in componentsRaw.keys.sorted() {
+            components[name] = try component(name, componentsRaw[name], files, where: "\(location): components.\(name)")
+        }
+        var tokenizers: [TokenizerSpec] = []
+        for (i, t) in (raw["tokenizers"] as! [Any?]).enumerated() {
+            tokenizers.append(try tokenizer(t, files, folders, where: "\(location): tokenizers[\(i)]"))
+        }
+        let noiseRaw = raw["noise"] as! Json.Object
+        if (noiseRaw["algorithm"] as? String) != NoiseSource.ALGORITHM {
+            throw BundleError("\(location): noise.algorithm", "\(pyRepr(noiseRaw["algorithm"])): runtimes implement '\(NoiseSource.ALGORITHM)'")
+        }
+        guard let wiring = Wiring.parse(raw["wiring"] as! Json.Object, components) else {
+            throw BundleError("\(location): wiring", "malformed")
+        }
+        var problems = wiring.problems(tokenizers.count)
+        for name in components.keys.sorted() {
+            let wired = Set((wiring.inputs[name] ?? []).map { $0.input })
+            if !wiring.order.contains(name) || wired != Set(components[name]!.inputs.map { $0.name }) {
+                problems.append("wiring.inputs.\(name): does not name a source for each input of the component")
+            }
+        }
+        if let p = problems.first {
+            let head = p.range(of: ":").map { String(p[..<$0.lowerBound]) } ?? p
+            let tail = p.range(of: ": ").map { String(p[$0.upperBound...]) } ?? p
+            throw BundleError("\(location): \(head)", tail)
+        }
+        let noiseShape = try shape(noiseRaw["shape"], where: "\(location): noise.shape")
+        let noise = NoiseSpec(algorithm: NoiseSource.ALGORITHM, shape: noiseShape,
+                              output: noiseRaw["output"] as? String ?? "noise.sample")
+        let img = raw["image"] as! Json.Object
+        let height = try int(img["height"], where: "\(location): image.height")
+        let width = try int(img["width"], where: "\(location): image.width")
+        let channels = try int(img["channels"], where: "\(location): image.channels")
+        let image = ImageSpec(height: height, width: width, channels: channels)
+        let targets = raw["targets"] as? Json.Object ?? Json.Object()
+        return Manifest(schemaVersion: Int(raw["schema_version"] as! Int64), name: raw["name"] as? String ?? "",
+                        target: raw["target"] as! String, family: raw["family"] as! String, image: image, noise: noise,
+                        tokenizers: tokenizers, components: components, wiring: wiring, files: files, targets: targets)
+    }
+
+    private static func component(_ name: String, _ value: Any?, _ files: [String: FileEntry], where location: String) throws -> ComponentSpec {
+        guard let c = value as? Json.Object else { throw BundleError("\(location).files", "must list files of the files table") }
+        guard let listed = c["files"] as? [Any?], !listed.isEmpty, listed.allSatisfy({ isFile($0, of: files) }) else {
+            throw BundleError("\(location).files", "must list files of the files table")
+        }
+        let main = c["file"]
+        let isFolder = listed.contains { item in
+            guard let m = main as? String, let f = item as? String else { return false }
+            return f.utf8.starts(with: "\(m)/".utf8)
+        }
+        if !isFile(main, of: files) && !isFolder {
+            throw BundleError("\(location).file", "\(pyRepr(main)) is not a checked file or folder of the bundle")
+        }
+        let inputs = try tensors(c["inputs"], where: "\(location).inputs")
+        let outputs = try tensors(c["outputs"], where: "\(location).outputs")
+        return ComponentSpec(name: name, file: main as! String, files: listed.map { $0 as! String },
+                             precision: c["precision"] as? String ?? "", inputs: inputs, outputs: outputs)
+    }
+
+    private static func tensors(_ value: Any?, where location: String) throws -> [TensorSpec] {
+        guard let list = value as? [Any?] else { throw BundleError(location, "must be a list of named tensors") }
+        var out: [TensorSpec] = []
+        for t in list {
+            let m = t as? Json.Object
+            guard let name = m?["name"] as? String else { throw BundleError(location, "must be a list of named tensors") }
+            guard let dtype = DType.of(m?["dtype"] as? String ?? "") else {
+                throw BundleError("\(location).\(name).dtype", "\(pyRepr(m?["dtype"])) is not one of float32, int64, int32")
+            }
+            let dims = try shape(m?["shape"], where: "\(location).\(name).shape")
+            out.append(TensorSpec(name: name, dtype: dtype, shape: dims))
+        }
+        return out
+    }
+
+    private static func tokenizer(_ value: Any?, _ files: [String: FileEntry], _ folders: Set<String>, where location: String) throws -> TokenizerSpec {
+        guard let t = value as? Json.Object else { throw BundleError(location, "must be an object") }
+        if (t["type"] as? String) != TOKENIZER_TYPE {
+            throw BundleError("\(location).type", "\(pyRepr(t["type"])): runtimes implement '\(TOKENIZER_TYPE)'")
+        }
+        for key in ["vocab", "merges"] {
+            if !isFile(t[key], of: files) { throw BundleError("\(location).\(key)", "\(pyRepr(t[key])) is not a checked file of the bundle") }
+        }
+        let folder = t["folder"]
+        guard let f = folder as? String, folders.contains(f), (t["vocab"] as! String).utf8.starts(with: "\(f)/".utf8) else {
+            throw BundleError("\(location).folder", "\(pyRepr(folder)) is not the folder holding its vocab")
+        }
+        guard let name = t["name"] as? String else { throw BundleError("\(location).name", "missing") }
+        let maxLength = try int(t["max_length"], where: "\(location).max_length")
+        let bos = try int(t["bos_token_id"], where: "\(location).bos_token_id")
+        let eos = try int(t["eos_token_id"], where: "\(location).eos_token_id")
+        let pad = try int(t["pad_token_id"], where: "\(location).pad_token_id")
+        return TokenizerSpec(name: name, type: TOKENIZER_TYPE, folder: f, vocab: t["vocab"] as! String, merges: t["merges"] as! String,
+                             maxLength: maxLength, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
+                             output: t["output"] as? String ?? "\(name).input_ids")
+    }
+
+    /// Kotlin's `value in files`: only a string can be a key of the table.
+    private static func isFile(_ value: Any?, of files: [String: FileEntry]) -> Bool {
+        guard let path = value as? String else { return false }
+        return files[path] != nil
+    }
+
+    private static func int(_ value: Any?, where location: String) throws -> Int {
+        guard let v = value as? Int64 else { throw BundleError(location, "must be an integer") }
+        if v < 0 || v > Int64(Int32.max) { throw BundleError(location, "out of range") }
+        return Int(v)
+    }
+
+    private static func shape(_ value: Any?, where location: String) throws -> [Int] {
+        guard let list = value as? [Any?] else { throw BundleError(location, "must be a list of sizes") }
+        var out: [Int] = []
+        for item in list { out.append(try int(item, where: location)) }
+        return out
+    }
+
+    /// Python's repr of a JSON value, so messages read the same as the Python loader's.
+    static func pyRepr(_ v: Any?) -> String {
+        guard let v = v else { return "None" }
+        if let s = v as? String { return "'\(s)'" }
+        if let b = v as? Bool { return b ? "True" : "False" }
+        if let list = v as? [Any?] { return "[" + list.map { pyRepr($0) }.joined(separator: ", ") + "]" }
+        if let obj = v as? Json.Object {
+            return "{" + obj.entries.map { "'\($0.key)': \(pyRepr($0.value))" }.joined(separator: ", ") + "}"
+        }
+        return "\(v)"
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+
+/// prompt + seed -> image for any bundle, by following its manifest: tokenizers and noise
+/// produce the first values, components run in `wiring.order`, each input taken from the source
+/// the wiring names, and `wiring.image` becomes 8-bit pixels. The same chain as `generate`.
+public final class Pipeline {
+    public let bundle: URL
+    public let manifest: Manifest
+    private let tokenizers: [ClipTokenizer]
+    private let sessions: [String: any Session]
+
+    private init(bundle: URL, manifest: Manifest, tokenizers: [ClipTokenizer], sessions: [String: any Session]) {
+        self.bundle = bundle
+        self.manifest = manifest
+        self.tokenizers = tokenizers
+        self.sessions = sessions
+    }
+
+    /// Milliseconds one stage took: "tokenize" (with the noise), each component, "image".
+    public struct Stage {
+        public let name: String
+        public let millis: Double
+    }
+
+    /// An image, whether the prompt was cut to the tokenizer's length, and the stages in run order.
+    public struct Result {
+        public let image: Image
+        public let truncated: Bool
+        public let stages: [Stage]
+    }
+
+    public func generate(prompt: String, seed: UInt64) throws -> Result {
+        var stages: [Stage] = []
+        var values: [String: Tensor] = [:]
+        var truncated = false
+        Pipeline.timed(&stages, "tokenize") {
+            for (spec, tokenizer) in zip(manifest.tokenizers, tokenizers) {
+                let tokens = tokenizer.encode(prompt)
+                truncated = truncated || tokens.truncated
+                values[spec.output] = Tensor.integer(.int64, shape: [1, spec.maxLength], data: tokens.ids)
+            }
+            values[manifest.noise.output] = NoiseSource.tensor(seed: seed, shape: manifest.noise.shape)
+        }
+        // Manifest.parse proved that every component, wired input and source named below exists.
+        for name in manifest.wiring.order {
+            let component = manifest.components[name]!
+            let wired = manifest.wiring.inputs[name]!
+            var feeds: [String: Tensor] = [:]
+            for spec in component.inputs {
+                let source = wired.first(where: { $0.input == spec.name })!.source
+                feeds[spec.name] = try Pipeline.conform(values[source]!, spec, "\(name) input \(spec.name) (from \(source))")
+            }
+            let session = sessions[name]!
+            let out = try Pipeline.timed(&stages, name) { try session.run(feeds) }
+            for spec in component.outputs {
+                guard let t = out[spec.name] else { throw RuntimeError("\(name) returned no output \(spec.name)") }
+                values["\(name).\(spec.name)"] = try Pipeline.conform(t, spec, "\(name) output \(spec.name)")
+            }
+        }
+        let image = try Pipeline.timed(&stages, "image") { try Png.pixels(values[manifest.wiring.image]!) }
+        return Result(image: image, truncated: truncated, stages: stages)
+    }
+
+    public func close() {
+        for name in manifest.wiring.order { sessions[name]?.close() }
+    }
+
+    /// Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component.
+    public static func open(bundle: URL, engine: any Engine) throws -> Pipeline {
+        let manifest = try BundleVerifier.verify(bundle: bundle)
+        var tokenizers: [ClipTokenizer] = []
+        for spec in manifest.tokenizers { tokenizers.append(try ClipTokenizer.load(bundle: bundle, spec: spec)) }
+        var sessions: [String: any Session] = [:]
+        do {
+            for name in manifest.wiring.order {
+                sessions[name] = try engine.open(bundle: bundle, component: manifest.components[name]!, manifest: manifest)
+            }
+        } catch {
+            for session in sessions.values { session.close() }
+            throw error
+        }
+        return Pipeline(bundle: bundle, manifest: manifest, tokenizers: tokenizers, sessions: sessions)
+    }
+
+    /// The tensor in the dtype and shape the manifest declares (token ids become int32 for Core ML-style inputs).
+    static func conform(_ t: Tensor, _ spec: TensorSpec, _ what: String) throws -> Tensor {
+        if t.shape != spec.shape { throw RuntimeError("\(what): shape \(t.shape) != manifest \(spec.shape)") }
+        if t.dtype == spec.dtype { return t }
+        if t.dtype != .float32 && spec.dtype != .float32 { return Tensor.integer(spec.dtype, shape: t.shape, data: t.longs!) }
+        throw RuntimeError("\(what): dtype \(t.dtype.manifestName) != manifest \(spec.dtype.manifestName)")
+    }
+
+    private static func timed<T>(_ stages: inout [Stage], _ name: String, _ block: () throws -> T) rethrows -> T {
+        let t0 = ProcessInfo.processInfo.systemUptime
+        let out = try block()
+        stages.append(Stage(name: name, millis: (ProcessInfo.processInfo.systemUptime - t0) * 1000))
+        return out
+    }
+}

@@ -1,0 +1,293 @@
+import Foundation
+import XCTest
+@testable import OneStepRuntime
+#if canImport(CoreML)
+import CoreML
+#endif
+
+/// The pure runtime against runtimes/fixtures (written by runtimes/fixtures/generate.py from the
+/// Python reference): the same cases as the Kotlin runtime's RuntimeTests.kt.
+final class RuntimeTests: XCTestCase {
+    private static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../../fixtures").standardizedFileURL
+
+    private func fixture(_ path: String) -> URL { RuntimeTests.fixtures.appendingPathComponent(path) }
+
+    private func readJson(_ url: URL) throws -> Any? { try Json.parse(String(decoding: Data(contentsOf: url), as: UTF8.self)) }
+
+    private func int(_ value: Any?) -> Int { Int(value as! Int64) }
+
+    // MARK: tokens
+
+    func testTokens() throws {
+        let doc = try readJson(fixture("tokens.json")) as! Json.Object
+        let vocabDoc = try readJson(fixture(doc["vocab"] as! String)) as! Json.Object
+        var vocab: [String: Int] = [:]
+        for (key, value) in vocabDoc.entries { vocab[key] = int(value) }
+        let merges = try ClipTokenizer.readMerges(String(decoding: Data(contentsOf: fixture(doc["merges"] as! String)), as: UTF8.self))
+        let bos = int(doc["bos_token_id"])
+        let eos = int(doc["eos_token_id"])
+        let cases = doc["cases"] as! [Any?]
+        XCTAssertGreaterThan(cases.count, 0)
+        for item in cases {
+            let c = item as! Json.Object
+            let maxLength = int(c["max_length"])
+            let name = "tokens \(c["name"] as! String) max_length=\(maxLength)"
+            let tokenizer = try ClipTokenizer(vocab: vocab, merges: merges, maxLength: maxLength, bosTokenId: bos,
+                                              eosTokenId: eos, padTokenId: int(c["pad_token_id"]))
+            let got = tokenizer.encode(c["prompt"] as! String)
+            XCTAssertEqual((c["ids"] as! [Any?]).map { $0 as! Int64 }, got.ids, "\(name): ids")
+            XCTAssertEqual(c["truncated"] as? Bool, got.truncated, "\(name): truncated")
+        }
+    }
+
+    func testLowercaseIsPerCodePointWithoutFinalSigma() {
+        XCTAssertEqual(Array(ClipTokenizer.lowercase("\u{130}").unicodeScalars), Array("i\u{307}".unicodeScalars))
+        XCTAssertEqual(ClipTokenizer.lowercase("ΟΔΥΣΣΕΥΣ"), "οδυσσευσ")
+    }
+
+    func testMergesSkipVersionLineAndCarriageReturns() {
+        XCTAssertEqual(ClipTokenizer.readMerges("#version: 0.2\r\na b\r\n\r\nab c\n"), ["a b", "ab c"])
+    }
+
+    // MARK: noise
+
+    func testNoise() throws {
+        let cases = try readJson(fixture("noise.json")) as! [Any?]
+        XCTAssertGreaterThan(cases.count, 0)
+        for item in cases {
+            let c = item as! Json.Object
+            let shape = (c["shape"] as! [Any?]).map { int($0) }
+            let name = "noise seed \(c["seed"] as! String) shape \(shape)"
+            guard let seed = NoiseSource.parseSeed(c["seed"] as! String) else {
+                XCTFail("\(name): seed did not parse")
+                continue
+            }
+            let values = NoiseSource.tensor(seed: seed, shape: shape).floats!
+            if let bits = c["bits"] as? [Any?] {
+                XCTAssertEqual(bits.map { UInt32(truncatingIfNeeded: $0 as! Int64) }, values.map { $0.bitPattern }, "\(name): float32 bits")
+            }
+            XCTAssertEqual(c["sha256_f32le"] as? String, sha256(littleEndian(values)), "\(name): sha256 of float32 bytes")
+        }
+    }
+
+    func testSeedsOutsideTheRangeAreRefused() {
+        XCTAssertEqual(NoiseSource.parseSeed("18446744073709551615"), UInt64.max)
+        for bad in ["18446744073709551616", "-1", "", "1e3", "0x10", " "] {
+            XCTAssertNil(NoiseSource.parseSeed(bad), "accepted '\(bad)'")
+        }
+    }
+
+    // MARK: image
+
+    private func fixtureImage() throws -> (doc: Json.Object, image: Image) {
+        let doc = try readJson(fixture("image.json")) as! Json.Object
+        let img = doc["image"] as! Json.Object
+        let shape = (img["shape"] as! [Any?]).map { int($0) }
+        let floats = (img["bits"] as! [Any?]).map { Float(bitPattern: UInt32(truncatingIfNeeded: $0 as! Int64)) }
+        let image = try Png.pixels(Tensor.float32(shape: shape, data: floats))
+        return (doc, image)
+    }
+
+    func testEightBitConversion() throws {
+        let (doc, image) = try fixtureImage()
+        XCTAssertEqual((doc["pixels_hwc"] as! [Any?]).map { UInt8($0 as! Int64) }, image.rgb, "round half up, NaN, inf, out of range")
+    }
+
+    func testPngBytes() throws {
+        let (doc, image) = try fixtureImage()
+        XCTAssertEqual(Png.encode(image), try Data(contentsOf: fixture(doc["png"] as! String)))
+    }
+
+    func testArgbPixels() throws {
+        let (_, image) = try fixtureImage()
+        let argb = image.argb()
+        XCTAssertEqual(argb.count, image.width * image.height)
+        XCTAssertEqual(argb[0] & 0xffff_0000, 0xff00_0000 | (UInt32(image.rgb[0]) << 16))
+    }
+
+    // MARK: bundles
+
+    func testBundles() throws {
+        let root = fixture("bundles")
+        let cases = try readJson(root.appendingPathComponent("cases.json")) as! Json.Object
+        XCTAssertGreaterThan(cases.count, 1)
+        for (name, value) in cases.entries {
+            let verdict = value as! Json.Object
+            let dir = root.appendingPathComponent(name)
+            var location: String? = nil
+            do {
+                _ = try BundleVerifier.verify(bundle: dir)
+            } catch let error as BundleError {
+                location = error.where.replacingOccurrences(of: dir.path, with: "BUNDLE")
+            }
+            if verdict["ok"] as? Bool == true {
+                XCTAssertNil(location, "bundle \(name): refused a valid bundle")
+            } else {
+                XCTAssertEqual(verdict["where"] as? String, location, "bundle \(name): where")
+            }
+        }
+    }
+
+    // MARK: manifests
+
+    func testManifestsOfEveryTargetAndFamily() throws {
+        let folder = fixture("manifests")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }.sorted()
+        XCTAssertGreaterThanOrEqual(files.count, 3, "only \(files.count) manifests")
+        for file in files {
+            let url = folder.appendingPathComponent(file)
+            let raw = try Manifest.readRaw(String(decoding: Data(contentsOf: url), as: UTF8.self), where: url.path)
+            let m = try Manifest.parse(raw, where: url.path)
+            XCTAssertEqual(m.wiring.order, ["text_encoder", "denoiser", "vae_decoder"], "\(file): order")
+            XCTAssertEqual(m.tokenizers.count, m.components["text_encoder"]!.inputs.count, "\(file): one token input per tokenizer")
+            XCTAssertEqual(m.wiring.problems(m.tokenizers.count), [], "\(file): wiring problems")
+            XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")
+            if m.target == "coreml" { XCTAssertNotNil(m.computeUnits, "\(file): Core ML bundle without compute units") }
+        }
+    }
+
+    // MARK: pipeline
+
+    /// An engine whose sessions record their inputs and answer every output with a known ramp.
+    private final class RecordingEngine: Engine {
+        var seen: [String: [String: Tensor]] = [:]
+        var opened = 0
+
+        func open(bundle: URL, component: ComponentSpec, manifest: Manifest) throws -> any Session {
+            opened += 1
+            return RecordingSession(engine: self, component: component)
+        }
+    }
+
+    private final class RecordingSession: Session {
+        let engine: RecordingEngine
+        let component: ComponentSpec
+
+        init(engine: RecordingEngine, component: ComponentSpec) {
+            self.engine = engine
+            self.component = component
+        }
+
+        func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+            engine.seen[component.name] = inputs
+            var out: [String: Tensor] = [:]
+            for o in component.outputs {
+                out[o.name] = Tensor.float32(shape: o.shape, data: ramp(o.shape.reduce(1, *)))
+            }
+            return out
+        }
+    }
+
+    func testPipelineFeedsEachInputFromItsWiredSource() throws {
+        let bundle = fixture("bundles/valid")
+        let engine = RecordingEngine()
+        let pipeline = try Pipeline.open(bundle: bundle, engine: engine)
+        defer { pipeline.close() }
+        let result = try pipeline.generate(prompt: "a red circle", seed: 7)
+        let m = pipeline.manifest
+        let ids = try ClipTokenizer.load(bundle: bundle, spec: m.tokenizers[0]).encode("a red circle").ids
+        XCTAssertEqual(ids, engine.seen["text_encoder"]?["input_ids"]?.longs, "token ids")
+        XCTAssertEqual(NoiseSource.gaussian(seed: 7, count: 256), engine.seen["denoiser"]?["noise"]?.floats, "noise")
+        XCTAssertEqual(ramp(16 * 32), engine.seen["denoiser"]?["prompt_embeds"]?.floats, "embeds")
+        XCTAssertEqual(result.image.width, 16, "width")
+        XCTAssertEqual(result.stages.map { $0.name }, ["tokenize", "text_encoder", "denoiser", "vae_decoder", "image"], "stages")
+    }
+
+    func testTokenIdsBecomeInt32WhereTheManifestDeclaresInt32() throws {
+        let spec = TensorSpec(name: "input_ids", dtype: .int32, shape: [1, 2])
+        let out = try Pipeline.conform(Tensor.integer(.int64, shape: [1, 2], data: [5, 6]), spec, "x")
+        XCTAssertEqual(out.dtype, .int32)
+        XCTAssertEqual(out.longs, [5, 6])
+    }
+
+    func testARefusedBundleOpensNoComponent() {
+        let engine = RecordingEngine()
+        XCTAssertThrowsError(try Pipeline.open(bundle: fixture("bundles/flipped_byte_component"), engine: engine)) { error in
+            XCTAssertTrue(error is BundleError, "\(error)")
+        }
+        XCTAssertEqual(engine.opened, 0, "components opened")
+    }
+
+    // MARK: JSON
+
+    func testJsonIsStrict() throws {
+        for bad in ["{\"a\":1,\"a\":2}", "[1,]", "01", "{\"a\":1} x", "\"\\x\"", "NaN", "{'a':1}", "\"\\u+041\""] {
+            XCTAssertThrowsError(try Json.parse(bad), "accepted \(bad)")
+        }
+        let values = try Json.parse("[1, -2.5, \"\\u00e9\\n\", true, null, 9.3e20]") as! [Any?]
+        XCTAssertEqual(values.count, 6)
+        XCTAssertEqual(values[0] as? Int64, 1)
+        XCTAssertEqual(values[1] as? Double, -2.5)
+        XCTAssertEqual(values[2] as? String, "é\n")
+        XCTAssertEqual(values[3] as? Bool, true)
+        XCTAssertNil(values[4])
+        XCTAssertEqual(values[5] as? Double, 9.3e20)
+        XCTAssertEqual(try Json.parse("18446744073709551615") as? Double, 18446744073709551615.0, "integers past Int64 become Double")
+        XCTAssertEqual(try Json.parse("\"\\ud83e\\udd8a\"") as? String, "\u{1F98A}", "surrogate pair escapes")
+        let obj = try Json.parse("{\"b\":1,\"a\":null,\"c\":2}") as! Json.Object
+        XCTAssertEqual(obj.keys, ["b", "a", "c"], "key order kept")
+        XCTAssertTrue(obj.containsKey("a"))
+        XCTAssertNil(obj["a"])
+    }
+
+    #if canImport(CoreML)
+    func testCoreMLComputeUnitsComeFromTheManifest() throws {
+        XCTAssertEqual(try CoreMLEngine.computeUnits(nil), .all)
+        XCTAssertEqual(try CoreMLEngine.computeUnits("cpu_and_ne"), .cpuAndNeuralEngine)
+        XCTAssertEqual(try CoreMLEngine.computeUnits("cpu_and_gpu"), .cpuAndGPU)
+        XCTAssertEqual(try CoreMLEngine.computeUnits("cpuOnly"), .cpuOnly)
+        XCTAssertThrowsError(try CoreMLEngine.computeUnits("gpu"))
+    }
+    #endif
+
+    // MARK: checksums (Swift only: the Kotlin runtime takes them from the JDK)
+
+    func testChecksums() {
+        XCTAssertEqual(sha256(Array("".utf8)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(sha256(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(sha256(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // Fed in uneven chunks across block boundaries: the streaming path, as files are hashed.
+        var sha = Sha256()
+        let million = [UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)
+        var start = 0
+        var step = 1
+        while start < million.count {
+            let end = min(start + step, million.count)
+            sha.update(Array(million[start..<end]))
+            start = end
+            step = step * 3 % 1000 + 1
+        }
+        XCTAssertEqual(hex(sha.digest()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        var crc = CRC32()
+        crc.update(Array("123456789".utf8))
+        XCTAssertEqual(crc.value, 0xCBF4_3926)
+        var adler = Adler32()
+        adler.update(Array("Wikipedia".utf8))
+        XCTAssertEqual(adler.value, 0x11E6_0398)
+    }
+}
+
+private func ramp(_ n: Int) -> [Float] { (0..<n).map { Float($0 % 7) / 6 } }
+
+private func littleEndian(_ values: [Float]) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(values.count * 4)
+    for v in values {
+        let bits = v.bitPattern
+        out.append(UInt8(truncatingIfNeeded: bits))
+        out.append(UInt8(truncatingIfNeeded: bits >> 8))
+        out.append(UInt8(truncatingIfNeeded: bits >> 16))
+        out.append(UInt8(truncatingIfNeeded: bits >> 24))
+    }
+    return out
+}
+
+private func sha256(_ bytes: [UInt8]) -> String {
+    var sha = Sha256()
+    sha.update(bytes)
+    return hex(sha.digest())
+}
+
+private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
