@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -65,9 +66,12 @@ def check_output_dir(out: Path, force: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_output(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a staging directory beside `out`; on success it replaces `out` in one rename,
-    on any failure (Ctrl-C included) it is deleted and `out` is exactly as before."""
+    """Yield a staging directory beside `out`; on success it replaces `out` in one rename (the old
+    bundle kept until the new one is in place, and put back if that rename fails), on any failure
+    (Ctrl-C included) it is deleted and `out` is exactly as before. Directories are fsynced, so a
+    bundle survives power loss after exit 0."""
     out = Path(out)
+    recover_interrupted(out)
     check_output_dir(out, force)
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -81,13 +85,55 @@ def atomic_output(out: Path, force: bool) -> Iterator[Path]:
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.rename(out, old)
-            os.rename(staging, out)
+            try:
+                os.rename(staging, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            _fsync_dir(out.parent)
             shutil.rmtree(old)
         else:
             os.rename(staging, out)
+            _fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def recover_interrupted(out: Path) -> None:
+    """Undo what a killed run (SIGKILL, power loss) left beside `out`: its staging directory is
+    removed, and a previous bundle it had moved aside is put back if `out` is missing. Only
+    directories whose owning process is gone are touched: a running compile keeps its own."""
+    if not out.parent.is_dir():
+        return
+    prefix = f".{out.name}."
+    for leftover in sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix)):
+        kind, _, pid = leftover.name[len(prefix):].rpartition("-")
+        if kind not in ("staging", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists():
+            os.rename(leftover, out)
+            _fsync_dir(out.parent)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -95,11 +141,8 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    for folder in sorted({p.parent for p in root.rglob("*")} | {root}, reverse=True):
+        _fsync_dir(folder)
 
 
 def file_table(root: Path) -> dict[str, dict]:
@@ -142,8 +185,9 @@ def read_verified_manifest(bundle: Path) -> dict:
         file = _inside(root, rel, path)
         if not file.is_file():
             raise BundleError(f"{path}: files.{rel}", "listed file is missing")
-        if not isinstance(entry, dict) or file.stat().st_size != entry.get("size"):
-            raise BundleError(f"{bundle / rel}", f"size {file.stat().st_size} != manifest {entry.get('size')}")
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if file.stat().st_size != size or isinstance(size, bool):
+            raise BundleError(f"{bundle / rel}", f"size {file.stat().st_size} != manifest {size}")
         if sha256_file(file) != entry.get("sha256"):
             raise BundleError(f"{bundle / rel}", "sha256 does not match manifest.json (file modified or corrupt)")
     listed = set(manifest["files"]) | set(UNHASHED)
@@ -188,7 +232,8 @@ def _check_digest(bundle: Path, data: bytes, manifest: dict) -> None:
 
 def _check_references(manifest: dict, path: Path) -> None:
     """Every path the manifest names must be a checked file of the table (or the folder holding
-    some), so nothing outside the bundle is ever opened; the wiring must be one a runtime can follow."""
+    some), so nothing outside the bundle is ever opened; every value a runtime reads has its type;
+    the wiring must be one a runtime can follow."""
     from .wiring import Wiring
 
     files = manifest["files"]
@@ -196,14 +241,16 @@ def _check_references(manifest: dict, path: Path) -> None:
     for name, comp in sorted(manifest["components"].items()):
         where = f"{path}: components.{name}"
         listed = comp.get("files") if isinstance(comp, dict) else None
-        if not isinstance(listed, list) or not listed or any(f not in files for f in listed):
+        if not isinstance(listed, list) or not listed or not all(isinstance(f, str) and f in files for f in listed):
             raise BundleError(f"{where}.files", "must list files of the files table")
         main = comp.get("file")
-        if main not in files and not any(f.startswith(f"{main}/") for f in listed):
+        if not isinstance(main, str) or (main not in files and not any(f.startswith(f"{main}/") for f in listed)):
             raise BundleError(f"{where}.file", f"{main!r} is not a checked file or folder of the bundle")
         for key in ("inputs", "outputs"):
-            if not isinstance(comp.get(key), list) or not all(isinstance(t, dict) and "name" in t for t in comp[key]):
-                raise BundleError(f"{where}.{key}", "must be a list of named tensors")
+            tensors = comp.get(key)
+            if not isinstance(tensors, list) or not all(_tensor_spec(t) for t in tensors):
+                raise BundleError(f"{where}.{key}", "must be a list of named tensors (name, dtype float32/int64/int32, "
+                                                    "shape of sizes)")
     for i, tok in enumerate(manifest["tokenizers"]):
         where = f"{path}: tokenizers[{i}]"
         if not isinstance(tok, dict):
@@ -211,16 +258,22 @@ def _check_references(manifest: dict, path: Path) -> None:
         if tok.get("type") != TOKENIZER_TYPE:
             raise BundleError(f"{where}.type", f"{tok.get('type')!r}: runtimes implement {TOKENIZER_TYPE!r}")
         for key in ("vocab", "merges"):
-            if tok.get(key) not in files:
+            if not isinstance(tok.get(key), str) or tok[key] not in files:
                 raise BundleError(f"{where}.{key}", f"{tok.get(key)!r} is not a checked file of the bundle")
-        if tok.get("folder") not in folders or not tok["vocab"].startswith(f"{tok['folder']}/"):
-            raise BundleError(f"{where}.folder", f"{tok.get('folder')!r} is not the folder holding its vocab")
-    if manifest["noise"].get("algorithm") != NOISE_ALGORITHM:
-        raise BundleError(f"{path}: noise.algorithm",
-                          f"{manifest['noise'].get('algorithm')!r}: runtimes implement {NOISE_ALGORITHM!r}")
+        folder = tok.get("folder")
+        if not isinstance(folder, str) or folder not in folders or not tok["vocab"].startswith(f"{folder}/"):
+            raise BundleError(f"{where}.folder", f"{folder!r} is not the folder holding its vocab")
+        for key in ("max_length", "bos_token_id", "eos_token_id", "pad_token_id"):
+            if not _count(tok.get(key)):
+                raise BundleError(f"{where}.{key}", "must be a non-negative integer")
+    noise = manifest["noise"]
+    if noise.get("algorithm") != NOISE_ALGORITHM:
+        raise BundleError(f"{path}: noise.algorithm", f"{noise.get('algorithm')!r}: runtimes implement {NOISE_ALGORITHM!r}")
+    if not _shape(noise.get("shape")) or not 0 < math.prod(noise["shape"]) <= MAX_ELEMENTS:
+        raise BundleError(f"{path}: noise.shape", f"must be a list of positive sizes of at most {MAX_ELEMENTS} elements")
     try:
         wiring = Wiring.from_manifest(manifest)
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise BundleError(f"{path}: wiring", f"malformed ({type(exc).__name__}: {exc})") from None
     problems = wiring.problems(len(manifest["tokenizers"]))
     for name, comp in sorted(manifest["components"].items()):
@@ -229,6 +282,23 @@ def _check_references(manifest: dict, path: Path) -> None:
             problems.append(f"wiring.inputs.{name}: does not name a source for each input of the component")
     if problems:
         raise BundleError(f"{path}: {problems[0].split(':')[0]}", problems[0].split(": ", 1)[1])
+
+
+# A latent or image tensor larger than this is no phone's (2^31 elements is 8 GB of float32).
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ELEMENTS
+
+
+def _shape(v) -> bool:
+    return isinstance(v, list) and all(_count(d) for d in v)
+
+
+def _tensor_spec(t) -> bool:
+    return (isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("dtype") in ("float32", "int64", "int32")
+            and _shape(t.get("shape")))
 
 
 RUNTIME_KEYS = ("schema_version", "name", "target", "family", "sampler", "image", "noise", "tokenizers", "wiring", "files")

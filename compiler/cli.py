@@ -21,13 +21,15 @@ EXIT_CODES = """exit codes:
   130 interrupted (nothing half-written is left behind)"""
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(debug: bool = False) -> None:
+    """Libraries' warnings and progress bars are noise in a one-line-error tool; --debug keeps warnings."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import logging
     import warnings
 
-    warnings.filterwarnings("ignore")
+    if not debug:
+        warnings.filterwarnings("ignore")
     for name in ("diffusers", "transformers", "torch", "onnxscript", "nncf", "torchao"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -66,7 +68,7 @@ def _run(prog: str, argv: list[str] | None, parser: argparse.ArgumentParser, bod
     except SystemExit as exc:   # --help (0) or a usage error (2), already printed by argparse
         return int(exc.code or 0)
     try:
-        _quiet_libraries()
+        _quiet_libraries(args.debug)
         body(args)
         return Exit.OK
     except Exception as exc:

@@ -175,6 +175,9 @@ def override(recipe: Recipe, **changes: Any) -> Recipe:
     return dataclasses.replace(recipe, **changes)
 
 
+MAX_IMAGE_SIDE = 4096
+
+
 def _check_values(r: Recipe, where: str) -> None:
     def bad(key: str, msg: str) -> RecipeError:
         return RecipeError(f"{where}: {key}", msg)
@@ -183,6 +186,9 @@ def _check_values(r: Recipe, where: str) -> None:
         value = getattr(r.image, key)
         if value <= 0 or value % 8:
             raise bad(f"image.{key}", f"must be a positive multiple of 8, got {value}")
+        if value > MAX_IMAGE_SIDE:
+            raise bad(f"image.{key}", f"{value} is over {MAX_IMAGE_SIDE} pixels, beyond what any one-step student "
+                                      f"generates (and than a phone holds activations for)")
     if r.parity.num_prompts < 1:
         raise bad("parity.num_prompts", "must be at least 1")
     if r.calibration.num_prompts < 1:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import noise, png
 from .bundle import read_verified_manifest
+from .errors import BundleError, CompileError, first_line
 from .prompts import Tokens, tokenize
 from .targets import Runner, get_target
 from .wiring import NOISE_SOURCE, TOKEN_INPUTS, Wiring, tokens_source
@@ -104,18 +105,34 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     bundle = Path(bundle)
     manifest = read_verified_manifest(bundle)
     target = get_target(manifest["target"])
-    options = _target_options(target, manifest)
-    runners = {name: target.runner(bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
+    options = _target_options(target, manifest, bundle / "manifest.json")
+    runners = {name: _open(target, bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
     tokenizers = load_tokenizers([bundle / t["folder"] for t in manifest["tokenizers"]])
     chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest))
     return chain, manifest
 
 
-def _target_options(target, manifest: dict):
+def _open(target, path: Path, options) -> Runner:
+    """A component of a verified bundle that does not load is a bad bundle (exit 7), whatever the toolkit raised."""
+    try:
+        return target.runner(path, options)
+    except BundleError:
+        raise
+    except CompileError as exc:
+        raise BundleError(str(path), f"does not load: {exc.message}") from None
+    except Exception as exc:
+        raise BundleError(str(path), f"does not load: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def _target_options(target, manifest: dict, where: Path):
+    """The target options the bundle was compiled with; a recipe in a manifest that does not parse is a bad bundle."""
+    from .errors import RecipeError
     from .recipe import recipe_from_data
 
-    recipe = recipe_from_data(manifest.get("recipe") or {}, "manifest.json recipe")
-    return recipe.target_options(target.name)
+    try:
+        return recipe_from_data(manifest.get("recipe") or {}, f"{where} recipe").target_options(target.name)
+    except RecipeError as exc:
+        raise BundleError(exc.where, exc.message) from None
 
 
 def to_png(image: np.ndarray, path: str | Path) -> None:

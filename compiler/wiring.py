@@ -36,9 +36,19 @@ class Wiring:
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> Wiring:
+        """ValueError (or KeyError/TypeError) when a key is missing or of the wrong type."""
         w = manifest["wiring"]
-        outputs = {n: tuple(o["name"] for o in manifest["components"][n]["outputs"]) for n in w["order"]}
-        return cls(tuple(w["order"]), {n: dict(w["inputs"][n]) for n in w["order"]}, outputs, w["image"])
+        order, image = w["order"], w["image"]
+        if not isinstance(order, list) or not all(isinstance(n, str) for n in order) or not isinstance(image, str):
+            raise ValueError("order must be a list of component names and image a source")
+        inputs = {}
+        for n in order:
+            wired = w["inputs"][n]
+            if not isinstance(wired, dict) or not all(isinstance(v, str) for v in wired.values()):
+                raise ValueError(f"inputs.{n} must map input names to sources")
+            inputs[n] = dict(wired)
+        outputs = {n: tuple(o["name"] for o in manifest["components"][n]["outputs"]) for n in order}
+        return cls(tuple(order), inputs, outputs, image)
 
     def as_manifest(self) -> dict:
         return {"order": list(self.order), "inputs": {n: dict(self.inputs[n]) for n in self.order}, "image": self.image}

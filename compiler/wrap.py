@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import RecipeError
 from .families import get_family
 from .load import Student
 from .recipe import Recipe
@@ -73,6 +74,11 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
     constants = family.constants(student, recipe)
     L = int(student.tokenizers[0].model_max_length)
     ids = torch.zeros(1, L, dtype=torch.int64)
+    f = student.vae_scale_factor
+    for key in ("height", "width"):
+        if getattr(recipe.image, key) % f:
+            raise RecipeError(f"image.{key}", f"{getattr(recipe.image, key)} is not a multiple of the decoder's scale "
+                                              f"factor {f} ({student.source})")
     latent_shape = student.latent_shape(recipe.image.height, recipe.image.width)
     noise = torch.zeros(latent_shape)
     text = TextEncoderGraph(student.text_encoders).eval()

@@ -115,6 +115,14 @@ def bundles(students, tmp_path_factory):
 
 
 @pytest.fixture
+def workdir(tmp_path):
+    """A clean directory for a run: everything written by a failing run would show up here."""
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
 def run_cli(capsys):
     """Run an entry point in-process; returns (exit code, stdout, stderr)."""
     from compiler import cli

@@ -36,14 +36,6 @@ def recipe_with_prompts(path: Path, prompts: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    """A clean directory for a run: everything written by a failing run would show up here."""
-    d = tmp_path / "work"
-    d.mkdir()
-    return d
-
-
 class Unpickled:
     """Creates `marker` when unpickled: proof that a pickle was loaded."""
 
@@ -376,3 +368,48 @@ def test_generate_on_a_directory_that_is_not_a_bundle(run_cli, tmp_path):
     code, _, err = run_cli("generate", "--bundle", tmp_path, "--prompt", "x", "--out", tmp_path / "x.png")
     assert code == Exit.BUNDLE and "manifest.json" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_bundle_whose_program_does_not_load_is_a_bundle_error(bundles, run_cli, tmp_path):
+    """Hashes can be rewritten along with a file (a deliberate edit): a program that then fails to
+    load is still a bad bundle (exit 7), not an export failure or an internal error."""
+    import hashlib
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles("eps-turbo"), bundle)
+    (bundle / "vae_decoder.onnx").write_bytes(b"not an onnx program")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["vae_decoder.onnx"] = {"sha256": hashlib.sha256(b"not an onnx program").hexdigest(), "size": 19}
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    (bundle / "manifest.json").write_bytes(data)
+    (bundle / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n")
+    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "x", "--out", tmp_path / "x.png")
+    assert code == Exit.BUNDLE and "vae_decoder.onnx: does not load" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("size, message", [(8192, "over 4096"), (36, "multiple of 8")])
+def test_image_sizes_are_bounded(students, workdir, run_cli, size, message):
+    recipe = write_recipe(workdir.parent / "r.yaml")
+    recipe.write_text(recipe.read_text().replace("image: {height: 32, width: 32}", f"image: {{height: {size}, width: 32}}"))
+    code, _, err = run_cli("compile", *compile_args(recipe, students["eps-turbo"], workdir / "out"))
+    assert code == Exit.RECIPE
+    assert_one_line_error(err, "image.height", message)
+
+
+def test_image_size_must_fit_the_decoders_scale_factor(students, workdir, monkeypatch):
+    """A 40 px side passes the recipe's multiple-of-8 rule but not a 16x decoder."""
+    import dataclasses
+
+    from compiler.errors import RecipeError
+    from compiler.load import Student
+    from compiler.recipe import load_recipe
+    from compiler.wrap import wrap
+
+    student = load_student(str(students["eps-turbo"]), "eps-turbo")
+    monkeypatch.setattr(Student, "vae_scale_factor", property(lambda self: 16))
+    recipe = load_recipe(write_recipe(workdir.parent / "r.yaml"))
+    recipe = dataclasses.replace(recipe, image=dataclasses.replace(recipe.image, height=40))
+    with pytest.raises(RecipeError, match="image.height.*40 is not a multiple of the decoder's scale factor 16"):
+        wrap(student, recipe)
