@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import struct
 import sys
 import traceback
 from pathlib import Path
@@ -115,6 +116,8 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty --out atomically")
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and plan; write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--skip-memory-check", action="store_true",
+                   help="compile even when the estimated peak memory (printed by --dry-run) exceeds this machine's")
     p.add_argument("--emit-app-package", metavar="DIR", nargs="?", const="",
                    help="also write what an app adds in one step (see `package --help`); "
                         "default DIR: <out>-app")
@@ -135,15 +138,22 @@ def _compile(args) -> None:
     if not model:
         raise RecipeError(f"{args.recipe}: model", "no model given: pass --model or set `model` in the recipe")
     out = Path(args.out or f"build/{recipe.name}-{args.target}")
+    memory = _memory_estimate(model, recipe, target)
     if args.dry_run:
         plan = {"recipe": recipe.to_dict(), "plan": {
             "target": args.target, "target_options": dataclasses.asdict(options), "checker": target.checker(options),
             "model": model, "out": str(out),
             "stages": ["load", "wrap", "export", "quantize", "verify", "bundle"],
             "components": {n: c.precision for n, c in recipe.component_specs().items()},
-            "decoder_subfolder": recipe.components.vae_decoder.subfolder}}
+            "decoder_subfolder": recipe.components.vae_decoder.subfolder,
+            "peak_memory_estimate_gb": {k: round(v / 1e9, 2) for k, v in memory.items()} if memory else
+            "unknown (the model is not a local folder)"}}
         print(json.dumps(plan, indent=2, sort_keys=True))
         return
+    if memory and not args.skip_memory_check:
+        from .memory import refuse_if_too_big
+
+        refuse_if_too_big(memory, model)
     from .pipeline import compile_bundle
     from .progress import Progress
 
@@ -151,6 +161,19 @@ def _compile(args) -> None:
     _print_summary(result)
     if args.emit_app_package is not None:
         _write_package(out, Path(args.emit_app_package or f"{out}-app"), args.force)
+
+
+def _memory_estimate(model: str, recipe, target) -> dict[str, int] | None:
+    """Per-stage peak memory from the model folder's safetensors headers; None for a hub id."""
+    from .memory import estimate
+
+    folder = Path(model)
+    if not folder.is_dir():
+        return None
+    try:
+        return estimate(folder, recipe, target.memory_factors)
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None   # an unreadable folder is load's to report, with its own message
 
 
 def _print_summary(result) -> None:

@@ -177,6 +177,7 @@ def test_parity_passed_for_every_component(bundles, case):
         assert len(run["prompts"]) == 2
 
 
+@pytest.mark.slow   # compiles the LCM bundle for this alone; make test's budget
 def test_prompt_longer_than_the_tokenizer_is_truncated_with_a_recorded_warning(bundles, run_cli, tmp_path):
     bundle = bundles(LONG_PROMPT_CASE)
     m = _manifest(bundle)

@@ -229,6 +229,7 @@ def test_overlapping_calibration_and_heldout_is_exit_4_before_any_work(students,
     assert tree_snapshot(out) == before
 
 
+@pytest.mark.slow   # a bad-input case with its own compile; make test's budget (the attack corpus covers exit 4's shape)
 def test_inf_in_calibration_input_is_exit_4_naming_the_input(student_copy, run_cli, tmp_path):
     """A text encoder whose last LayerNorm overflows float32 for every token: finite weights
     (so loading accepts it) but Inf prompt embeddings, i.e. Inf calibration input of the denoiser."""

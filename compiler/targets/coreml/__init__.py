@@ -70,6 +70,7 @@ class CoreMLTarget:
     schemes = ("w8a8", "w8", "palettize6", "palettize4")
     packages = ("coremltools", "scikit-learn")
     reports_latency = False       # the evaluator's speed says nothing about a phone's
+    memory_factors = (1.7, 2.0)   # bench-coreml conversion 1.95-2.65x per component
     app = AppRuntime("swift", "CoreMLEngine")
 
     def __init__(self):

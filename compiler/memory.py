@@ -1,0 +1,85 @@
+"""A compile's peak memory, estimated per stage before any work from the model's safetensors
+headers (no weight is read), so a compile that cannot fit is refused with the numbers instead
+of being killed by the kernel halfway.
+
+Model: the loaded student stays resident in fp32 through the compile (it is the parity
+reference), and each stage adds what the target was measured to add on top, as a multiple of
+the largest component's fp32 weights it works on (Target.memory_factors, from the README's
+bench-export, bench-int8, bench-coreml and bench-executorch runs at SD-Turbo size). Verify
+holds the reference and one runtime session per component. An estimate, printed as one."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+from .errors import EnvironmentError_
+
+# bytes per element of safetensors dtypes; weights are computed in fp32 once loaded (load.py)
+FP32 = 4
+
+
+def component_parameters(model: Path, subfolders: list[str]) -> dict[str, int]:
+    """Parameters per component folder, from the safetensors headers."""
+    out = {}
+    for sub in subfolders:
+        total = 0
+        for f in sorted((model / sub).glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                n = struct.unpack("<Q", fh.read(8))[0]
+                header = json.loads(fh.read(n))
+            for name, entry in header.items():
+                if name != "__metadata__":
+                    count = 1
+                    for d in entry["shape"]:
+                        count *= d
+                    total += count
+        out[sub] = total
+    return out
+
+
+def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int]:
+    """Peak resident bytes per stage. `factors`: the target's (export, quantize) multiples."""
+    text = ["text_encoder", "text_encoder_2"] if (model / "text_encoder_2").is_dir() else ["text_encoder"]
+    folders = {"text_encoder": text, "denoiser": ["unet"], "vae_decoder": [recipe.components.vae_decoder.subfolder]}
+    params = component_parameters(model, [s for subs in folders.values() for s in subs])
+    weights = {name: FP32 * sum(params[s] for s in subs) for name, subs in folders.items()}
+    student = sum(weights.values())
+    export_k, quantize_k = factors
+    int8 = [n for n, c in recipe.component_specs().items() if c.precision == "int8"]
+    out = {"load": student, "export": student + int(export_k * max(weights.values()))}
+    if int8:
+        out["quantize"] = student + int(quantize_k * max(weights[n] for n in int8))
+    out["verify"] = 2 * student
+    return out
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine (or of its cgroup limit, when lower)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            total = min(total, int(value))
+    return total
+
+
+def describe(stages: dict[str, int]) -> str:
+    return ", ".join(f"{stage} {gb(b)}" for stage, b in stages.items())
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def refuse_if_too_big(stages: dict[str, int], model: str) -> None:
+    available = machine_memory()
+    stage, peak = max(stages.items(), key=lambda kv: kv[1])
+    if peak > available:
+        raise EnvironmentError_(f"--model {model}", f"estimated peak memory {gb(peak)} ({stage}) exceeds this machine's "
+                                                    f"{gb(available)} ({describe(stages)}); use a machine with more "
+                                                    f"memory, or pass --skip-memory-check to try anyway")
