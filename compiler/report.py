@@ -48,7 +48,7 @@ def render(title: str, summary: dict, parities: list, sections: list[tuple[str, 
         status = "<span class='pass'>PASS</span>" if parity.passed else "<span class='fail'>FAIL</span>"
         parts.append(f"<h2>{html.escape(parity.label)} {status}</h2><table><tr><th>check</th><th>precision</th>"
                      "<th>worst PSNR dB</th><th>min PSNR dB</th><th>worst cosine</th><th>min cosine</th>"
-                     "<th>max abs</th><th>result</th></tr>")
+                     "<th>SSIM (min)</th><th>max abs (not gated)</th><th>result</th></tr>")
         for c in parity.checks:
             w = c.worst
             cos = min(m.cosine for m in c.per_prompt)
@@ -56,6 +56,7 @@ def render(title: str, summary: dict, parities: list, sections: list[tuple[str, 
             res = "<span class='pass'>pass</span>" if c.passed else "<span class='fail'>FAIL</span>"
             parts.append(f"<tr><td style='text-align:left'>{c.name}</td><td>{c.precision}</td><td>{w.psnr_db:.2f}</td>"
                          f"<td>{c.tolerance.min_psnr_db}</td><td>{cos:.6f}</td><td>{c.tolerance.min_cosine}</td>"
+                         f"<td>{f'{min(c.ssim):.4f} ({c.tolerance.min_ssim})' if c.ssim else ''}</td>"
                          f"<td>{mx:.3g}</td><td>{res}</td></tr>")
         parts.append("</table>")
         for s in parity.samples:

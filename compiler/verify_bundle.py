@@ -64,7 +64,7 @@ def verify_command(args) -> None:
                               recipe.parity.seed if args.seed is None else args.seed, label, progress)
     for name, c in parity.as_dict()["checks"].items():
         w = c["worst"]
-        extra = f"  SSIM {c['min_ssim']:.4f}" if "min_ssim" in c else ""
+        extra = f"  SSIM {c['min_ssim']:.4f} (min {c['tolerance']['min_ssim']})" if "min_ssim" in c else ""
         print(f"  {label:<10} {name:<13} {c['precision']:<5} PSNR {w['psnr_db']:7.2f} dB (min "
               f"{c['tolerance']['min_psnr_db']})  cos {w['cosine']:.6f}{extra}  {'pass' if c['passed'] else 'FAIL'}")
     if args.json:
