@@ -18,7 +18,12 @@ STORED_BLOCK = 65535
 
 def to_pixels(image: np.ndarray) -> np.ndarray:
     """[1, 3, H, W] float in [0, 1] -> [H, W, 3] uint8."""
-    x = np.asarray(image, dtype=np.float32)[0].transpose(1, 2, 0)
+    return to_8bit(np.asarray(image, dtype=np.float32)[0].transpose(1, 2, 0))
+
+
+def to_8bit(x: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1], any layout -> uint8 by the runtimes' rule (round half up, NaN -> 0)."""
+    x = np.asarray(x, dtype=np.float32)
     v = x * np.float32(255.0) + np.float32(0.5)
     v = np.where(np.isnan(v), np.float32(0.0), v)
     return np.clip(v, 0, 255).astype(np.uint8)

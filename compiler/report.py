@@ -11,8 +11,9 @@ import numpy as np
 def _png(image: np.ndarray, scale: int) -> str:
     from PIL import Image
 
-    pixels = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    img = Image.fromarray(pixels)
+    from .png import to_8bit
+
+    img = Image.fromarray(to_8bit(image))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()

@@ -25,9 +25,10 @@ TEACHER_STEPS = 16
 def bundle_images(bundle: Path, prompts: list[str], seeds: list[int]) -> np.ndarray:
     from compiler.runtime import load_bundle
 
+    from compiler.png import to_pixels
+
     chain, _ = load_bundle(bundle)
-    images = [chain(p, s)[0].transpose(1, 2, 0) for p, s in zip(prompts, seeds)]
-    return np.stack([np.clip(im * 255.0 + 0.5, 0, 255).astype(np.uint8) for im in images])
+    return np.stack([to_pixels(chain(p, s)) for p, s in zip(prompts, seeds)])
 
 
 def ground_truth(prompts: list[str], seed: int) -> np.ndarray:
