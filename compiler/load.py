@@ -158,6 +158,8 @@ def _check_lengths(path: Path, size: int) -> None:
     """A truncated file can still have a valid header: compare the header's data end with the size."""
     with open(path, "rb") as fh:
         n = int.from_bytes(fh.read(8), "little")
+        if n > size - 8:
+            raise ModelError(str(path), f"header length {n} is past the end of the file ({size} bytes)")
         header = json.loads(fh.read(n))
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:

@@ -28,6 +28,8 @@ def component_parameters(model: Path, subfolders: list[str]) -> dict[str, int]:
         for f in sorted((model / sub).glob("*.safetensors")):
             with open(f, "rb") as fh:
                 n = struct.unpack("<Q", fh.read(8))[0]
+                if n > f.stat().st_size - 8:   # a hostile length would make read() allocate it
+                    raise ValueError(f"{f}: header length {n} past the end of the file")
                 header = json.loads(fh.read(n))
             for name, entry in header.items():
                 if name != "__metadata__":

@@ -16,10 +16,11 @@ from .errors import ModelError
 
 
 def verify_parser(make_parser):
-    p = make_parser("verify", "Re-run the accuracy checks of a compiled bundle against its source model: every "
-                              "component and the end-to-end image, shipped precision vs the torch fp32 reference, "
-                              "on held-out prompts, with the tolerance table the compiler used. Exit 0 only when "
-                              "every check passes.")
+    p = make_parser("verify", "Re-run the accuracy checks of a compiled bundle against its source model, both "
+                              "passes compile runs: for a quantized bundle the float export (re-exported into a "
+                              "temporary folder) vs the torch fp32 reference, then the shipped bundle vs the "
+                              "reference; every component and the end-to-end image, on held-out prompts, with the "
+                              "tolerance table the compiler used. Exit 0 only when every check passes.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--model", required=True, help="the diffusers folder the bundle was compiled from")
     p.add_argument("--prompts", help="held-out prompt file (default: the recipe's parity prompts)")
@@ -31,13 +32,16 @@ def verify_parser(make_parser):
 
 
 def verify_command(args) -> None:
+    import tempfile
+
     from .bundle import read_verified_manifest
     from .load import load_student
-    from .pipeline import source_fingerprint, torch_chain
+    from .pipeline import export, source_fingerprint, torch_chain
     from .progress import Progress
     from .prompts import check_disjoint, read_prompts
     from .recipe import recipe_from_data
     from .runtime import load_bundle
+    from .targets import get_target
     from .verify import chain_precision, check_parity, require
     from .wrap import wrap
 
@@ -49,26 +53,44 @@ def verify_command(args) -> None:
     if calibration:
         check_disjoint(read_prompts(calibration["prompts"], "calibration.prompts"), calibration["prompts"],
                        prompts, prompts_path)
-    progress = Progress(2, quiet=args.quiet)
+    target = get_target(manifest["target"])
+    options = recipe.target_options(target.name)
+    precisions = {name: c["precision"] for name, c in manifest["components"].items()}
+    quantized = "int8" in precisions.values()
+    first_seed = recipe.parity.seed if args.seed is None else args.seed
+    progress = Progress(4 if quantized else 2, quiet=args.quiet)
     with progress.stage("load", args.model):
         student = load_student(args.model, recipe.family, recipe.components.vae_decoder.subfolder)
         if source_fingerprint(student)["weights_sha256"] != manifest["source"]["weights_sha256"]:
             raise ModelError(f"{args.model}", "its safetensors differ from the ones this bundle was compiled from "
                                               "(manifest.json source.weights_sha256)")
-        reference = torch_chain(wrap(student, recipe), student)
+        wrapped = wrap(student, recipe)
+        reference = torch_chain(wrapped, student)
         chain, _ = load_bundle(args.bundle)
-    precisions = {name: c["precision"] for name, c in manifest["components"].items()}
-    label = f"{manifest['target']} {chain_precision(precisions)}"
-    with progress.stage("verify", f"{len(prompts)} prompts from {prompts_path}"):
-        parity = check_parity(reference, chain, precisions, prompts,
-                              recipe.parity.seed if args.seed is None else args.seed, label, progress)
-    for name, c in parity.as_dict()["checks"].items():
-        w = c["worst"]
-        extra = f"  SSIM {c['min_ssim']:.4f} (min {c['tolerance']['min_ssim']})" if "min_ssim" in c else ""
-        print(f"  {label:<10} {name:<13} {c['precision']:<5} PSNR {w['psnr_db']:7.2f} dB (min "
-              f"{c['tolerance']['min_psnr_db']})  cos {w['cosine']:.6f}{extra}  {'pass' if c['passed'] else 'FAIL'}")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="verify-") as work:
+        if quantized:
+            # The pass compile ran before quantizing: the float export vs torch, so a quantized
+            # bundle cannot pass on a broken export that quantization happened to mask.
+            fp = target.float_precision(options)
+            with progress.stage("export", f"{target.name} {fp}, into a temporary folder"):
+                exported = export(wrapped, student, target, options, Path(work), progress)
+            with progress.stage("verify", f"{target.name} {fp} export vs torch fp32"):
+                runs.append(check_parity(reference, exported.chain, {n: fp for n in precisions}, prompts, first_seed,
+                                         f"{target.name} {fp}", progress))
+        label = f"{manifest['target']} {chain_precision(precisions)}"
+        with progress.stage("verify", f"the shipped bundle, {len(prompts)} prompts from {prompts_path}"):
+            runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress))
+    for parity in runs:
+        for name, c in parity.as_dict()["checks"].items():
+            w = c["worst"]
+            extra = f"  SSIM {c['min_ssim']:.4f} (min {c['tolerance']['min_ssim']})" if "min_ssim" in c else ""
+            print(f"  {parity.label:<10} {name:<13} {c['precision']:<5} PSNR {w['psnr_db']:7.2f} dB (min "
+                  f"{c['tolerance']['min_psnr_db']})  cos {w['cosine']:.6f}{extra}  {'pass' if c['passed'] else 'FAIL'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(parity.as_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    require(parity)
-    print(f"verify: {args.bundle} passes on {len(prompts)} prompts")
-
+        Path(args.json).write_text(json.dumps({"passed": all(p.passed for p in runs),
+                                               "runs": [p.as_dict() for p in runs]}, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+    for parity in runs:
+        require(parity)
+    print(f"verify: {args.bundle} passes on {len(prompts)} prompts ({', '.join(p.label for p in runs)})")

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from compiler.bundle import MANIFEST, MANIFEST_DIGEST, read_verified_manifest
 from compiler.errors import BundleError, Exit, RecipeError
 from compiler.recipe import load_recipe
-from conftest import REPO, write_recipe
+from conftest import FUZZ_EXAMPLES, REPO, write_recipe
 from test_bad_inputs import Unpickled
 
 FIXTURE_BUNDLES = REPO / "runtimes" / "fixtures" / "bundles"
 BROKEN = sorted(name for name, v in json.loads((FIXTURE_BUNDLES / "cases.json").read_text()).items() if not v["ok"])
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

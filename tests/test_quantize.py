@@ -137,7 +137,10 @@ def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_c
     code, out, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["eps-turbo"],
                              "--prompts", HELDOUT, "--num-prompts", "2", "--quiet", "--json", tmp_path / "v.json")
     assert code == 0, err
-    assert "end_to_end" in out and json.loads((tmp_path / "v.json").read_text())["passed"]
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert "end_to_end" in out and result["passed"]
+    # both passes compile runs: the float export, re-made here, and the shipped int8 bundle
+    assert [r["label"] for r in result["runs"]] == ["onnx fp32", "onnx int8"]
     # the wrong source model is refused, not compared
     code, _, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["lcm"], "--quiet")
     assert code == Exit.MODEL and "compiled from" in err
