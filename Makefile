@@ -45,13 +45,13 @@ bench-export: $(STAMP)
 
 # Retrain students/shapes-rf from seed 0 (CPU: about an hour on 2 cores; a CUDA GPU is used when present).
 train-student: $(STAMP)
-	$(BIN)/python -m compiler.shapes.train --out students/shapes-rf --seed 0
+	$(BIN)/python -m students.shapes.train --out students/shapes-rf --seed 0
 
 # Adherence of teacher, student and both compiled bundles on the held-out shapes captions.
 evaluate-student: $(STAMP)
 	$(BIN)/compile --target onnx --recipe recipes/shapes-rf.yaml --out build/shapes-rf-onnx --force --quiet
 	$(BIN)/compile --target onnx --recipe recipes/shapes-rf-int8.yaml --out build/shapes-rf-int8-onnx --force --quiet
-	$(BIN)/python -m compiler.shapes.evaluate --student students/shapes-rf --bundle build/shapes-rf-onnx \
+	$(BIN)/python -m students.shapes.evaluate --student students/shapes-rf --bundle build/shapes-rf-onnx \
 		--bundle build/shapes-rf-int8-onnx --out docs/shapes
 
 bench-int8: $(STAMP)

@@ -41,7 +41,7 @@ def _slug(prompt: str) -> str:
 
 def _trained_prompts() -> list[str]:
     """Two held-out captions of the shapes world (compositions the student never trained on)."""
-    from .shapes.scenes import prompt_sets
+    from students.shapes.scenes import prompt_sets
 
     return prompt_sets()[0][:2]
 
@@ -60,7 +60,7 @@ def _adherence(png: Path, prompt: str) -> str:
     import numpy as np
     from PIL import Image
 
-    from .shapes.adherence import score
+    from students.shapes.adherence import score
 
     return f"   adherence {score(np.asarray(Image.open(png).convert('RGB')), prompt):.2f}"
 
@@ -90,6 +90,7 @@ def _recipe_name(recipe: Path) -> str:
 
 def main() -> int:
     os.chdir(REPO)  # recipes name their prompt files and models relative to the repository root
+    sys.path.insert(0, str(REPO))  # students/shapes (the shipped student's package) lives in the checkout
     from .cli import _quiet_libraries, compile_main, generate_main
     from .report import delegation_line
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shapes.tokenizer import bytes_to_unicode
+from .clip_bytes import bytes_to_unicode
 
 WORDS = (
     "a an the of in on with and photo painting red green blue yellow purple orange black white "

@@ -26,6 +26,9 @@ def verify_parser(make_parser):
     p.add_argument("--prompts", help="held-out prompt file (default: the recipe's parity prompts)")
     p.add_argument("--num-prompts", type=int, help="how many prompts to check (default: the recipe's)")
     p.add_argument("--seed", type=seed, help="first noise seed, in [0, 2^64 - 1] (default: the recipe's parity seed)")
+    p.add_argument("--shipped-only", action="store_true",
+                   help="check only the shipped bundle, not the float export pass (which re-exports every "
+                        "component: minutes at real size)")
     p.add_argument("--json", help="also write the parity results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
@@ -56,7 +59,7 @@ def verify_command(args) -> None:
     target = get_target(manifest["target"])
     options = recipe.target_options(target.name)
     precisions = {name: c["precision"] for name, c in manifest["components"].items()}
-    quantized = "int8" in precisions.values()
+    quantized = "int8" in precisions.values() and not args.shipped_only
     first_seed = recipe.parity.seed if args.seed is None else args.seed
     progress = Progress(4 if quantized else 2, quiet=args.quiet)
     with progress.stage("load", args.model):

@@ -207,7 +207,8 @@ def test_generate_and_verify_work_on_an_executorch_bundle(small, run_cli, tmp_pa
         code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "a red fox", "--seed", 3, "--out", png)
         assert code == 0, err
     assert pngs[0].read_bytes() == pngs[1].read_bytes() and pngs[0].read_bytes()[:4] == b"\x89PNG"
-    code, out, err = run_cli("verify", "--bundle", bundle, "--model", student, "--quiet")
+    # --shipped-only: the float pass re-lowers every program (minutes); tests/test_quantize.py runs both passes
+    code, out, err = run_cli("verify", "--bundle", bundle, "--model", student, "--quiet", "--shipped-only")
     assert code == 0 and "passes" in out, err
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)

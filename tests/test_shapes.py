@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from compiler.prompts import normalize, read_prompts
-from compiler.shapes import adherence, scenes
+from students.shapes import adherence, scenes
 from conftest import REPO
 
 STUDENT = REPO / "students/shapes-rf"
@@ -76,7 +76,7 @@ def test_shipped_student_loads_with_diffusers_and_fits_in_git():
 @pytest.mark.slow
 def test_training_pipeline_runs_end_to_end_quickly(tmp_path):
     out = tmp_path / "student"
-    proc = subprocess.run([sys.executable, "-m", "compiler.shapes.train", "--quick", "--out", str(out),
-                           "--threads", "1"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "students.shapes.train", "--quick", "--out", str(out),
+                           "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "model_index.json").exists() and (out / "unet/diffusion_pytorch_model.safetensors").exists()

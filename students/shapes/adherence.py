@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler.shapes.scenes import COLOURS, RELATIONS, SHAPES
+from students.shapes.scenes import COLOURS, RELATIONS, SHAPES
 
 SATURATION_MIN = 60  # max(rgb) - min(rgb) above this: an object pixel, not background
 MIN_BLOB_AREA = 16  # pixels; smaller components are noise

@@ -13,21 +13,10 @@ from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
+from compiler.clip_bytes import bytes_to_unicode
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-
-
-def bytes_to_unicode() -> list[str]:
-    """CLIP/GPT-2 byte -> printable unicode character table, in CLIP's vocab order."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
 
 
 def train_clip_bpe(captions: list[str], out_dir: str | Path, model_max_length: int) -> None:

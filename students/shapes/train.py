@@ -1,6 +1,6 @@
 """Train the `shapes-rf` one-step student from scratch (rectified-flow family, InstaFlow recipe).
 
-    python -m compiler.shapes.train --out students/shapes-rf --seed 0
+    python -m students.shapes.train --out students/shapes-rf --seed 0
 
 Stages (each seeded; wall time of each is recorded in <out>/training_stats.json):
   1 tokenizer  CLIP-format BPE trained on the training captions
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compiler.shapes import scenes
-from compiler.shapes.sample import T_MAX, euler
-from compiler.shapes.tokenizer import train_clip_bpe
+from students.shapes import scenes
+from students.shapes.sample import T_MAX, euler
+from students.shapes.tokenizer import train_clip_bpe
 
 MODEL_MAX_LENGTH = 16
 TEACHER_STEPS = 16
@@ -188,7 +188,7 @@ def train(out: Path, seed: int, device: str, budget: Budget) -> None:
     vae.register_to_config(scaling_factor=1.0 / std)
     lat = lat / std
     rec_u8 = np.round(((rec.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-    from compiler.shapes.adherence import score_many
+    from students.shapes.adherence import score_many
     vae_adh = float(score_many(rec_u8, caps[:256]).mean())
     psnr = float(10 * torch.log10(4 / (rec - x_img[:256]).pow(2).mean()))
     log.stage("vae", time.time() - t, scaling_factor=1.0 / std, latent_mean=lat.mean().item(),

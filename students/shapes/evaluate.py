@@ -1,7 +1,7 @@
 """Prompt adherence of the shapes student: teacher (multi-step), student (one step, torch fp32)
 and each compiled bundle, on held-out captions the student never trained on.
 
-    python -m compiler.shapes.evaluate --student students/shapes-rf \\
+    python -m students.shapes.evaluate --student students/shapes-rf \\
         --bundle build/shapes-rf-onnx --bundle build/shapes-rf-int8 --out docs/shapes
 
 Also validates the scorer itself: ground-truth rendered scenes of the same captions (should
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.shapes import adherence, sample, scenes
+from students.shapes import adherence, sample, scenes
 
 TEACHER_STEPS = 16
 
