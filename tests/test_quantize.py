@@ -150,6 +150,7 @@ def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_c
     assert code == Exit.CALIBRATION and "held-out" in err
 
 
+@pytest.mark.slow   # make test's budget: the next test compiles the same outlier student with fallback allowed
 def test_bundle_without_permission_to_fall_back_fails_naming_the_layer(outlier_student, run_cli, tmp_path):
     out = tmp_path / "out"
     code, _, err = run_cli("compile", "--target", "onnx", "--recipe", int8_recipe(tmp_path / "r.yaml"),
