@@ -157,10 +157,19 @@ def file_table(root: Path) -> dict[str, dict]:
 
 def write_manifest(root: Path, manifest: dict) -> dict:
     manifest = {"schema_version": SCHEMA_VERSION, **manifest, "files": file_table(root)}
+    sign_manifest(root, manifest)
+    return manifest
+
+
+def sign_manifest(root: Path, manifest: dict) -> None:
+    """Write manifest.json and the manifest.sha256 that protects it (the loader checks it first)."""
     data = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     (root / MANIFEST).write_bytes(data)
-    (root / MANIFEST_DIGEST).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n", encoding="ascii")
-    return manifest
+    (root / MANIFEST_DIGEST).write_text(_digest_line(data), encoding="ascii")
+
+
+def _digest_line(data: bytes) -> str:
+    return f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n"
 
 
 REQUIRED_KEYS = {"schema_version": int, "target": str, "family": str, "components": dict, "files": dict,
@@ -225,8 +234,7 @@ def _check_digest(bundle: Path, data: bytes, manifest: dict) -> None:
     if not digest.is_file():
         raise BundleError(str(digest), "missing; the manifest cannot be checked (bundle incomplete or edited)")
     expected = digest.read_bytes().decode("ascii", "replace")
-    actual = f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n"
-    if expected != actual:
+    if expected != _digest_line(data):
         raise BundleError(str(bundle / MANIFEST), f"sha256 does not match {MANIFEST_DIGEST} (manifest modified or corrupt)")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import EnvironmentError_
 
-# bytes per element of safetensors dtypes; weights are computed in fp32 once loaded (load.py)
+# bytes per parameter once loaded: load.py casts every weight to fp32, whatever the file stores
 FP32 = 4
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import noise, png
 from .bundle import read_verified_manifest
-from .errors import BundleError, CompileError, first_line
+from .errors import BundleError, CompileError, RecipeError, first_line
 from .prompts import Tokens, tokenize
 from .targets import Runner, get_target
 from .wiring import NOISE_SOURCE, TOKEN_INPUTS, Wiring, tokens_source
@@ -126,7 +126,6 @@ def _open(target, path: Path, options) -> Runner:
 
 def _target_options(target, manifest: dict, where: Path):
     """The target options the bundle was compiled with; a recipe in a manifest that does not parse is a bad bundle."""
-    from .errors import RecipeError
     from .recipe import recipe_from_data
 
     try:

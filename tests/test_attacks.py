@@ -4,18 +4,16 @@ code run (a canary file a pickle would create); and property-based fuzzing of th
 the manifest loader and the bundle verifier, which may only accept or raise their own error."""
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import shutil
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.bundle import MANIFEST, MANIFEST_DIGEST, read_verified_manifest
+from compiler.bundle import MANIFEST, read_verified_manifest, sign_manifest
 from compiler.errors import BundleError, Exit, RecipeError
 from compiler.recipe import load_recipe
 from conftest import FUZZ_EXAMPLES, REPO, write_recipe
@@ -148,12 +146,6 @@ def test_fuzzed_recipe_bytes_load_or_raise_a_recipe_error(tmp_path_factory, raw)
 
 # --- manifests and bundles: fuzzing the loader and the verifier --------------------------------
 
-def _resign(bundle: Path, manifest) -> None:
-    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    (bundle / MANIFEST).write_bytes(data)
-    (bundle / MANIFEST_DIGEST).write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n")
-
-
 def _paths(value, prefix=()):
     yield prefix
     if isinstance(value, dict):
@@ -191,7 +183,7 @@ def test_fuzzed_manifests_verify_or_raise_a_bundle_error(tmp_path_factory, edits
                 node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue
-    _resign(bundle, manifest)
+    sign_manifest(bundle, manifest)
     try:
         read_verified_manifest(bundle)
     except BundleError:

@@ -375,14 +375,14 @@ def test_a_bundle_whose_program_does_not_load_is_a_bundle_error(bundles, run_cli
     load is still a bad bundle (exit 7), not an export failure or an internal error."""
     import hashlib
 
+    from compiler.bundle import sign_manifest
+
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)
     (bundle / "vae_decoder.onnx").write_bytes(b"not an onnx program")
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"]["vae_decoder.onnx"] = {"sha256": hashlib.sha256(b"not an onnx program").hexdigest(), "size": 19}
-    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    (bundle / "manifest.json").write_bytes(data)
-    (bundle / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n")
+    sign_manifest(bundle, manifest)
     code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "x", "--out", tmp_path / "x.png")
     assert code == Exit.BUNDLE and "vae_decoder.onnx: does not load" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
