@@ -97,7 +97,8 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
 
     from compiler.errors import ParityError
     from compiler.metrics import compare
-    from compiler.pipeline import calibration_prompts, release_reference, torch_chain
+    from compiler.pipeline import release_reference, torch_chain
+    from compiler.prompts import calibration_prompts
     from compiler.quantization import QuantJob, quantize_component
     from compiler.recipe import Component, Quantization
     from compiler.targets.coreml.evaluate import evaluate_package

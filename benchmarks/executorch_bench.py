@@ -101,7 +101,7 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
         result["export_s"] = time.perf_counter() - t0
     result["export_peak_rss_bytes"] = rss.peak
     if precision == "int8":
-        from compiler.pipeline import calibration_prompts
+        from compiler.prompts import calibration_prompts
 
         quantizer = target.quantizer(component, SCHEME[component], artifact, export_dir, out, options)
         job = QuantJob(component, spec, reference, calibration_prompts(recipe, bench._heldout_file(recipe)),

@@ -43,7 +43,6 @@ def _graph(component: str, tiny: bool):
     torch.manual_seed(0)
     image = 64 if tiny else IMAGE
     latent = (1, 4, image // 8, image // 8)
-    hidden = (TINY_TEXT if tiny else OPENCLIP_H_TEXT)["hidden_size"]
     if component == "text_encoder":
         from transformers import CLIPTextConfig, CLIPTextModel
 

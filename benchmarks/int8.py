@@ -213,7 +213,8 @@ def child_export(work: Path, tiny: bool, image: int) -> dict:
 def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     """Calibrate and quantize the denoiser on `prompts` calibration prompts; peak RSS of this process."""
     from compiler.errors import ParityError
-    from compiler.pipeline import calibration_prompts, release_reference, torch_chain
+    from compiler.pipeline import release_reference, torch_chain
+    from compiler.prompts import calibration_prompts
     from compiler.quantization import QuantJob, quantize_component
     from compiler.targets.onnx import OnnxTarget
     from compiler.targets.onnx.quantize import OnnxQuantizer

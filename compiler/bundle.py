@@ -19,12 +19,14 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 # sha256sum format ("<hex>  manifest.json"), so `sha256sum -c manifest.sha256` checks it too.
 MANIFEST_DIGEST = "manifest.sha256"
-# report.html is for people: it records measured latencies, which differ run to run, so it
-# is written after the manifest and is neither hashed nor part of the byte-identical promise.
+# report.html is for people and hashed like every file; the latencies it shows are
+# measurements of the compiling machine, which differ run to run, so they live in timings.txt,
+# plain text read by nothing, the one file outside the hashes and the byte-identical promise.
 REPORT = "report.html"
+TIMINGS = "timings.txt"
 # CLIP byte-level BPE from vocab.json + merges.txt, as runtimes/README.md specifies it.
 TOKENIZER_TYPE = "clip-bpe"
-UNHASHED = (MANIFEST, MANIFEST_DIGEST, REPORT)
+UNHASHED = (MANIFEST, MANIFEST_DIGEST, TIMINGS)
 
 
 def package_versions(*names: str) -> dict:
@@ -146,7 +148,7 @@ def _fsync_tree(root: Path) -> None:
 
 
 def file_table(root: Path) -> dict[str, dict]:
-    """sha256 and size of every file in the bundle except the manifest and the report."""
+    """sha256 and size of every file in the bundle except the manifest and timings.txt."""
     table = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()

@@ -139,6 +139,10 @@ def _compile(args) -> None:
         raise RecipeError(f"{args.recipe}: model", "no model given: pass --model or set `model` in the recipe")
     out = Path(args.out or f"build/{recipe.name}-{args.target}")
     memory = _memory_estimate(model, recipe, target)
+    from .prompts import calibration_prompts, read_prompts
+
+    heldout = read_prompts(recipe.parity.prompts, "parity.prompts")   # before any work, dry run or not
+    calibration = calibration_prompts(recipe, heldout)
     if args.dry_run:
         plan = {"recipe": recipe.to_dict(), "plan": {
             "target": args.target, "target_options": dataclasses.asdict(options), "checker": target.checker(options),
@@ -146,6 +150,10 @@ def _compile(args) -> None:
             "stages": ["load", "wrap", "export", "quantize", "verify", "bundle"],
             "components": {n: c.precision for n, c in recipe.component_specs().items()},
             "decoder_subfolder": recipe.components.vae_decoder.subfolder,
+            "prompts": {"parity": f"{min(len(heldout), recipe.parity.num_prompts)} from "
+                                  f"{Path(recipe.parity.prompts).resolve()}",
+                        "calibration": f"{len(calibration)} from {Path(recipe.calibration.prompts).resolve()}"
+                        if calibration else None},
             "peak_memory_estimate_gb": {k: round(v / 1e9, 2) for k, v in memory.items()} if memory else
             "unknown (the model is not a local folder)"}}
         print(json.dumps(plan, indent=2, sort_keys=True))
@@ -177,7 +185,7 @@ def _memory_estimate(model: str, recipe, target) -> dict[str, int] | None:
 
 
 def _print_summary(result) -> None:
-    from .report import delegation_line
+    from .report import delegation_line, total_latency
 
     m = result.manifest
     print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {m['image']['height']}x{m['image']['width']})")
@@ -191,6 +199,12 @@ def _print_summary(result) -> None:
             w = c["worst"]
             print(f"  parity {p.label:<12} {name:<13} PSNR {w['psnr_db']:7.2f} dB  cos {w['cosine']:.6f}  "
                   f"{'pass' if c['passed'] else 'FAIL'}")
+    if result.latency:
+        for name, t in [*result.latency.items(), ("whole chain", total_latency(result.latency))]:
+            print(f"  latency {name:<12} fp32 {t['fp32'] * 1e3:9.1f} ms  shipped {t['shipped'] * 1e3:9.1f} ms  "
+                  f"{t['fp32'] / t['shipped']:5.2f}x")
+            if t["shipped"] > t["fp32"]:
+                print(f"  warning: {name} is slower shipped than in fp32 on this machine (timings.txt)")
     for w in m["warnings"]:
         print(f"  warning: {w}")
     print(f"report: {result.out / 'report.html'}")

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from . import __version__, noise, report
-from .bundle import REPORT, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
+from .bundle import REPORT, TIMINGS, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
-from .prompts import check_disjoint, read_prompts
+from .prompts import calibration_prompts, prompt_digests, read_prompts
 from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
                            calibration_feeds, quantize_component, scheme_of)
 from .recipe import Recipe
@@ -48,6 +48,7 @@ class Result:
     out: Path
     manifest: dict
     parity: list[Parity]
+    latency: dict          # component -> {"fp32", "shipped"} seconds; empty when nothing was quantized
 
 
 def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, force: bool = False,
@@ -80,7 +81,7 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
             shutil.rmtree(staging / WORK_DIR)
         with progress.stage("bundle", str(out)):
             manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency)
-    return Result(Path(out), manifest, parity)
+    return Result(Path(out), manifest, parity, latency)
 
 
 def _options_detail(options) -> str:
@@ -96,15 +97,6 @@ def precisions(recipe: Recipe, float_precision: str = "fp32") -> dict[str, str]:
     """Component -> int8, or the precision the target computes unquantized components in."""
     return {name: spec.precision if spec.precision == "int8" else float_precision
             for name, spec in recipe.component_specs().items()}
-
-
-def calibration_prompts(recipe: Recipe, heldout: list[str]) -> list[str]:
-    """Calibration prompts, refused when they overlap any prompt of the held-out file."""
-    if not recipe.quantized:
-        return []
-    prompts = read_prompts(recipe.calibration.prompts, "calibration.prompts")
-    check_disjoint(prompts, recipe.calibration.prompts, heldout, recipe.parity.prompts)
-    return prompts[: recipe.calibration.num_prompts]
 
 
 def _quantize_detail(recipe: Recipe, calibration: list[str]) -> str:
@@ -146,7 +138,8 @@ def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported
     info = {}
     if recipe.quantized:
         info = {"prompts": recipe.calibration.prompts, "num_prompts": len(calibration), "seed": recipe.calibration.seed,
-                "prompts_sha256": sha256_file(Path(recipe.calibration.prompts))}
+                "prompts_sha256": sha256_file(Path(recipe.calibration.prompts)),
+                "prompt_digests": prompt_digests(read_prompts(recipe.calibration.prompts, "calibration.prompts"))}
     return Quantized(artifacts, chain, float_chain, done, info)
 
 
@@ -170,23 +163,29 @@ def verify(recipe: Recipe, target: Target, options, reference: Chain, quantized:
 
 
 def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, repeats: int = 3) -> dict:
-    """Median seconds of the target's checker per component, float export vs shipped, on one held-out input.
-    Shown in report.html only: timings are not reproducible, so they stay out of manifest.json."""
+    """Median seconds of the target's checker per component, float export vs shipped (a component
+    left float is timed once), on one held-out input. Timings are not reproducible: they go to the
+    bundle's unhashed timings.txt and the compile summary, never to a hashed file."""
     feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency")) for name in COMPONENTS}
     out = {}
     for name in COMPONENTS:
-        row = {}
-        for label, chain in (("fp32", quantized.float_chain), ("shipped", quantized.chain)):
-            run = chain.runners[name]
-            run(feeds[name])
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                run(feeds[name])
-                times.append(time.perf_counter() - t0)
-            row[label] = float(np.median(times))
-        out[name] = row
+        runs = {label: chain.runners[name] for label, chain in (("fp32", quantized.float_chain),
+                                                                ("shipped", quantized.chain))}
+        if runs["fp32"] is runs["shipped"]:
+            out[name] = dict.fromkeys(runs, _median_seconds(runs["fp32"], feeds[name], repeats))
+        else:
+            out[name] = {label: _median_seconds(run, feeds[name], repeats) for label, run in runs.items()}
     return out
+
+
+def _median_seconds(run, feed: dict, repeats: int) -> float:
+    run(feed)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(feed)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def torch_chain(wrapped: Wrapped, student: Student) -> Chain:
@@ -303,15 +302,18 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "targets": {target.name: target.manifest_block(options, quantized.artifacts, staging)},
         "tools": tool_versions(target.packages),
     }
-    manifest = write_manifest(staging, manifest)
     summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
                "precision": ", ".join(f"{n} {p}" for n, p in shipped.items()),
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
-    sections = report.quantization_sections(manifest, quantized.components, latency, target.checker(options))
+    sections = report.quantization_sections(quantized.components)
     sections += report.delegation_section(manifest["targets"][target.name])
+    if latency:
+        sections += report.latency_section()
+        (staging / TIMINGS).write_text(report.timings_text(latency, target.checker(options)), encoding="utf-8")
+    # Written before the manifest so its hash covers the report too (it holds no timings).
     (staging / REPORT).write_text(report.render(f"{recipe.name} ({target.name})", summary, parity, sections),
                                   encoding="utf-8")
-    return manifest
+    return write_manifest(staging, manifest)
 
 
 def source_fingerprint(student: Student) -> dict:

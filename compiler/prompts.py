@@ -1,6 +1,7 @@
 """Prompt files (calibration and held-out) and tokenization shared by compile, verify and generate."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def normalize(prompt: str) -> str:
     return " ".join(prompt.lower().split())
 
 
+def prompt_digests(prompts: list[str]) -> list[str]:
+    """sha256 of each normalized prompt, sorted: what a bundle records of its calibration set, so
+    `verify` can refuse calibrated prompts from any directory without the file (or its text)."""
+    return sorted({hashlib.sha256(normalize(p).encode("utf-8")).hexdigest() for p in prompts})
+
+
+def check_not_calibrated(heldout: list[str], heldout_where: str, digests: list[str], calibration_where: str) -> None:
+    seen = set(digests)
+    for i, p in enumerate(heldout, 1):
+        if prompt_digests([p])[0] in seen:
+            raise CalibrationError(heldout_where, f"held-out prompt {i} {p[:60]!r} was calibrated on "
+                                                  f"({calibration_where})")
+
+
 def check_disjoint(calibration: list[str], calibration_path: str, heldout: list[str], heldout_path: str) -> None:
     """Held-out prompts must never be calibrated on (case- and whitespace-insensitive)."""
     held = {normalize(p) for p in heldout}
@@ -42,6 +57,15 @@ def check_disjoint(calibration: list[str], calibration_path: str, heldout: list[
         if normalize(p) in held:
             raise CalibrationError(f"{calibration_path} (calibration.prompts)",
                                    f"prompt {i} {p[:60]!r} also appears in the held-out set {heldout_path}")
+
+
+def calibration_prompts(recipe, heldout: list[str]) -> list[str]:
+    """A recipe's calibration prompts, refused when they overlap any prompt of the held-out file."""
+    if not recipe.quantized:
+        return []
+    prompts = read_prompts(recipe.calibration.prompts, "calibration.prompts")
+    check_disjoint(prompts, recipe.calibration.prompts, heldout, recipe.parity.prompts)
+    return prompts[: recipe.calibration.num_prompts]
 
 
 @dataclass(frozen=True)

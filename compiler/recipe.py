@@ -18,8 +18,6 @@ import yaml
 from .errors import RecipeError
 
 RECIPE_VERSION = 1
-FAMILIES = ("eps-turbo", "sample-lightning", "lcm", "rectified-flow")
-PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)

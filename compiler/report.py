@@ -8,16 +8,13 @@ import io
 import numpy as np
 
 
-def _png(image: np.ndarray, scale: int) -> str:
+def _png(image: np.ndarray) -> str:
     from PIL import Image
 
     from .png import to_8bit
 
-    img = Image.fromarray(to_8bit(image))
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    Image.fromarray(to_8bit(image)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -35,43 +32,66 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
 
+# Thumbnails open full size (at least 384 px, pixels kept sharp) when clicked: CSS focus, no script.
+STYLE = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
+         ".pass{color:#070}.fail{color:#b00;font-weight:bold}"
+         ".verdict{font-size:20px;padding:10px 14px;border-radius:6px;margin:8px 0 16px}"
+         ".verdict.pass{background:#e8f5e9}.verdict.fail{background:#fdecea}"
+         "td.prompt{text-align:left;max-width:28em;font-size:13px}"
+         "img.thumb{width:96px;image-rendering:pixelated;cursor:zoom-in;vertical-align:middle}"
+         "img.thumb:focus{width:auto;min-width:384px;cursor:zoom-out;outline:2px solid #36c}"
+         "details{margin:8px 0}summary{cursor:pointer;font-weight:600}"
+         "iframe{width:100%;height:12em;border:1px solid #ccc}")
+
+
 def render(title: str, summary: dict, parities: list, sections: list[tuple[str, str]] = ()) -> str:
-    """`parities`: verify.Parity results; each adds a metric table and one image row per prompt."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}"
-             ".pass{color:#070}.fail{color:#b00;font-weight:bold}figure{display:inline-block;margin:4px}"
-             "figcaption{font-size:12px;text-align:center}.prompt{font-size:13px;margin-top:12px}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><table>"]
+    """`parities`: verify.Parity results. The verdict comes first, then the summary, each run's
+    metric table and a grid of reference | compiled | difference thumbnails, then `sections`."""
+    passed = all(p.passed for p in parities)
+    failure = next((p.failure() for p in parities if not p.passed), None)
+    n = len(parities[0].samples) if parities else 0
+    verdict = (f"<div class='verdict pass'>PASS: every check within tolerance on {n} held-out prompt(s)</div>"
+               if passed else f"<div class='verdict fail'>FAIL: {html.escape(failure or 'a check failed')}</div>")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{verdict}<table>"]
     parts += [f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>{_fmt(v)}</td></tr>" for k, v in summary.items()]
     parts.append("</table>")
     for parity in parities:
-        status = "<span class='pass'>PASS</span>" if parity.passed else "<span class='fail'>FAIL</span>"
-        parts.append(f"<h2>{html.escape(parity.label)} {status}</h2><table><tr><th>check</th><th>precision</th>"
-                     "<th>worst PSNR dB</th><th>min PSNR dB</th><th>worst cosine</th><th>min cosine</th>"
-                     "<th>SSIM (min)</th><th>max abs (not gated)</th><th>result</th></tr>")
-        for c in parity.checks:
-            w = c.worst
-            cos = min(m.cosine for m in c.per_prompt)
-            mx = max(m.max_abs for m in c.per_prompt)
-            res = "<span class='pass'>pass</span>" if c.passed else "<span class='fail'>FAIL</span>"
-            parts.append(f"<tr><td style='text-align:left'>{c.name}</td><td>{c.precision}</td><td>{w.psnr_db:.2f}</td>"
-                         f"<td>{c.tolerance.min_psnr_db}</td><td>{cos:.6f}</td><td>{c.tolerance.min_cosine}</td>"
-                         f"<td>{f'{min(c.ssim):.4f} ({c.tolerance.min_ssim})' if c.ssim else ''}</td>"
-                         f"<td>{mx:.3g}</td><td>{res}</td></tr>")
-        parts.append("</table>")
-        for s in parity.samples:
-            ref, cand = _hwc(s.reference), _hwc(s.candidate)
-            scale = max(1, 256 // ref.shape[0])
-            note = " (truncated to the tokenizer's max length)" if s.truncated else ""
-            parts.append(f"<div class='row'><div class='prompt'>seed {s.seed}: {html.escape(s.prompt)}{note}</div>")
-            for label, img in (("torch fp32", ref), (parity.label, cand), ("|difference| x8", _heatmap(ref, cand))):
-                parts.append(f"<figure><img src='{_png(img, scale)}' alt='{html.escape(label)}'>"
-                             f"<figcaption>{html.escape(label)}</figcaption></figure>")
-            parts.append("</div>")
+        parts.append(_parity_section(parity))
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _parity_section(parity) -> str:
+    status = "<span class='pass'>PASS</span>" if parity.passed else "<span class='fail'>FAIL</span>"
+    parts = [f"<h2>{html.escape(parity.label)} {status}</h2><table><tr><th>check</th><th>precision</th>"
+             "<th>worst PSNR dB</th><th>min PSNR dB</th><th>worst cosine</th><th>min cosine</th>"
+             "<th>SSIM (min)</th><th>max abs (not gated)</th><th>result</th></tr>"]
+    for c in parity.checks:
+        w = c.worst
+        cos = min(m.cosine for m in c.per_prompt)
+        mx = max(m.max_abs for m in c.per_prompt)
+        res = "<span class='pass'>pass</span>" if c.passed else "<span class='fail'>FAIL</span>"
+        parts.append(f"<tr><td style='text-align:left'>{c.name}</td><td>{c.precision}</td><td>{w.psnr_db:.2f}</td>"
+                     f"<td>{c.tolerance.min_psnr_db}</td><td>{cos:.6f}</td><td>{c.tolerance.min_cosine}</td>"
+                     f"<td>{f'{min(c.ssim):.4f} ({c.tolerance.min_ssim})' if c.ssim else ''}</td>"
+                     f"<td>{mx:.3g}</td><td>{res}</td></tr>")
+    parts.append("</table>")
+    label = html.escape(parity.label)
+    parts.append(f"<table><tr><th>seed</th><th>held-out prompt</th><th>torch fp32</th><th>{label}</th>"
+                 "<th>|difference| x8</th></tr>")
+    for s in parity.samples:
+        ref, cand = _hwc(s.reference), _hwc(s.candidate)
+        note = " (truncated to the tokenizer's max length)" if s.truncated else ""
+        cells = "".join(f"<td><img class='thumb' tabindex='0' src='{_png(img)}' alt='{html.escape(alt)}' "
+                        f"title='click for full size'></td>"
+                        for alt, img in (("torch fp32", ref), (parity.label, cand),
+                                         ("difference", _heatmap(ref, cand))))
+        parts.append(f"<tr><td>{s.seed}</td><td class='prompt'>{html.escape(s.prompt)}{note}</td>{cells}</tr>")
+    parts.append("</table>")
     return "".join(parts)
 
 
@@ -84,8 +104,8 @@ def _table(headers: list[str], rows: list[list]) -> str:
 SENSITIVITY_ROWS = 25
 
 
-def quantization_sections(manifest: dict, components: dict, latency: dict, checker: str) -> list[tuple[str, str]]:
-    """Coverage, per-layer sensitivity, sizes and measured latencies of a quantized bundle."""
+def quantization_sections(components: dict) -> list[tuple[str, str]]:
+    """Coverage, per-layer sensitivity (collapsed: it is long) and sizes of a quantized bundle."""
     if not components:
         return []
     sections = []
@@ -105,13 +125,15 @@ def quantization_sections(manifest: dict, components: dict, latency: dict, check
         rows = [[l.name, l.op_type, l.params, round(l.act_sqnr_db, 2) if l.act_sqnr_db is not None else "",
                  round(l.output_sqnr_db, 2), l.precision, l.reason] for l in ranked[:SENSITIVITY_ROWS]]
         check = q.check
+        shown = min(len(ranked), SENSITIVITY_ROWS)
         note = (f"<p>Local quantization error of each layer, measured in the quantized graph on a calibration "
                 f"prompt: its input activation after quantization, and its output against the same op run in float "
-                f"(float weight and input); lowest output SQNR first ({min(len(ranked), SENSITIVITY_ROWS)} of "
-                f"{len(ranked)}). Check on calibration prompts: {html.escape(str(check))}</p>")
-        sections.append((f"Per-layer sensitivity: {name}", note + _table(
-            ["layer", "op", "params", "input SQNR dB", "output SQNR dB", "precision", "why float"],
-            rows)))
+                f"(float weight and input); lowest output SQNR first. Check on calibration prompts: "
+                f"{html.escape(str(check))}</p>")
+        table = _table(["layer", "op", "params", "input SQNR dB", "output SQNR dB", "precision", "why float"], rows)
+        sections.append((f"Per-layer sensitivity: {name}",
+                         f"<details><summary>{shown} of {len(ranked)} layers, least accurate first</summary>"
+                         f"{note}{table}</details>"))
     rows = []
     for name, q in components.items():
         params = sum(l.params for l in q.layers)
@@ -120,12 +142,33 @@ def quantization_sections(manifest: dict, components: dict, latency: dict, check
                      f"{shipped / fp32:.2f}x" if fp32 else "", f"{shipped / params:.3f}" if params else ""])
     sections.append(("Sizes", _table(["component", "float", "quantized", "ratio", "bytes per layer parameter"],
                                      rows)))
-    if latency:
-        rows = [[name, f"{t['fp32'] * 1e3:.2f}", f"{t['shipped'] * 1e3:.2f}", f"{t['fp32'] / t['shipped']:.2f}x"]
-                for name, t in latency.items()]
-        sections.append((f"Latency ({checker}, this machine, median of 3; not part of the manifest)",
-                         _table(["component", "fp32 ms", "shipped ms", "speed-up"], rows)))
     return sections
+
+
+def latency_section() -> list[tuple[str, str]]:
+    """Latencies are measurements of the compiling machine, not reproducible: they live in the
+    bundle's unhashed timings.txt, which the (hashed, byte-identical) report shows in a frame.
+    Plain text, so a tampered timings.txt cannot run anything in the report."""
+    from .bundle import TIMINGS
+
+    return [("Latency on the compiling machine", f"<iframe src='{TIMINGS}' title='{TIMINGS}'></iframe>")]
+
+
+def timings_text(latency: dict, checker: str) -> str:
+    """timings.txt: per-component and whole-chain latency, float export vs shipped, flagging any
+    component the shipped recipe makes slower than fp32."""
+    lines = [f"Latency measured on the compiling machine with {checker}, median of 3 runs on one held-out input.",
+             "Measured, so not hashed and not part of the byte-identical bundle.", "",
+             f"{'component':<14}{'fp32 ms':>12}{'shipped ms':>12}{'speed-up':>10}"]
+    for name, t in [*latency.items(), ("whole chain", total_latency(latency))]:
+        slower = "  SLOWER than fp32" if t["shipped"] > t["fp32"] else ""
+        lines.append(f"{name:<14}{t['fp32'] * 1e3:>12.2f}{t['shipped'] * 1e3:>12.2f}"
+                     f"{t['fp32'] / t['shipped']:>9.2f}x{slower}")
+    return "\n".join(lines) + "\n"
+
+
+def total_latency(latency: dict) -> dict:
+    return {k: sum(t[k] for t in latency.values()) for k in ("fp32", "shipped")}
 
 
 def delegation_line(d: dict) -> str:

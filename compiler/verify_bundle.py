@@ -1,10 +1,12 @@
 """`verify`: re-run a bundle's accuracy checks against its source model, for CI gates.
 
-    verify --bundle build/sd-turbo-int8 --model /path/to/sd-turbo --prompts calibration/heldout.txt
+    verify --bundle build/sd-turbo-int8 --model /path/to/sd-turbo [--prompts more-heldout.txt]
 
 The bundle's hashes are checked first (exit 7); the model must be the one the bundle was
 compiled from (its safetensors hashes are in the manifest; exit 3 otherwise); the prompts
-must not overlap the bundle's calibration prompts (exit 4); a tolerance miss is exit 6.
+(by default the held-out prompts the bundle records, so it runs from any directory) must not
+be prompts the bundle was calibrated on (their digests are in the manifest; exit 4); a
+tolerance miss is exit 6.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 from pathlib import Path
 
 from .cli import seed
-from .errors import ModelError
+from .errors import BundleError, ModelError
 
 
 def verify_parser(make_parser):
@@ -23,7 +25,8 @@ def verify_parser(make_parser):
                               "tolerance table the compiler used. Exit 0 only when every check passes.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--model", required=True, help="the diffusers folder the bundle was compiled from")
-    p.add_argument("--prompts", help="held-out prompt file (default: the recipe's parity prompts)")
+    p.add_argument("--prompts", help="held-out prompt file, relative to the working directory (default: the "
+                                     "held-out prompts compile checked, recorded in the bundle)")
     p.add_argument("--num-prompts", type=int, help="how many prompts to check (default: the recipe's)")
     p.add_argument("--seed", type=seed, help="first noise seed, in [0, 2^64 - 1] (default: the recipe's parity seed)")
     p.add_argument("--shipped-only", action="store_true",
@@ -41,7 +44,7 @@ def verify_command(args) -> None:
     from .load import load_student
     from .pipeline import export, source_fingerprint, torch_chain
     from .progress import Progress
-    from .prompts import check_disjoint, read_prompts
+    from .prompts import check_not_calibrated, read_prompts
     from .recipe import recipe_from_data
     from .runtime import load_bundle
     from .targets import get_target
@@ -50,12 +53,17 @@ def verify_command(args) -> None:
 
     manifest = read_verified_manifest(Path(args.bundle))
     recipe = recipe_from_data(manifest["recipe"], f"{args.bundle}/manifest.json recipe")
-    prompts_path = args.prompts or recipe.parity.prompts
-    prompts = read_prompts(prompts_path, "--prompts")[: args.num_prompts or recipe.parity.num_prompts]
+    if args.prompts:
+        prompts_path = args.prompts
+        prompts = read_prompts(args.prompts, "--prompts")
+    else:
+        prompts_path = "the bundle's held-out prompts"
+        prompts = recorded_heldout(manifest, args.bundle)
+    prompts = prompts[: args.num_prompts or recipe.parity.num_prompts]
     calibration = (manifest.get("quantization") or {}).get("calibration")
     if calibration:
-        check_disjoint(read_prompts(calibration["prompts"], "calibration.prompts"), calibration["prompts"],
-                       prompts, prompts_path)
+        check_not_calibrated(prompts, f"{prompts_path} (--prompts)", calibration_digests(calibration, args.bundle),
+                             f"{args.bundle}/manifest.json quantization.calibration.prompt_digests")
     target = get_target(manifest["target"])
     options = recipe.target_options(target.name)
     precisions = {name: c["precision"] for name, c in manifest["components"].items()}
@@ -97,3 +105,22 @@ def verify_command(args) -> None:
     for parity in runs:
         require(parity)
     print(f"verify: {args.bundle} passes on {len(prompts)} prompts ({', '.join(p.label for p in runs)})")
+
+
+def recorded_heldout(manifest: dict, bundle) -> list[str]:
+    where = f"{bundle}/manifest.json: parity[0].prompts"
+    try:
+        prompts = [p["prompt"] for p in manifest["parity"][0]["prompts"]]
+    except (KeyError, IndexError, TypeError):
+        raise BundleError(where, "missing or malformed; pass --prompts") from None
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise BundleError(where, "must be a non-empty list of prompts; pass --prompts")
+    return prompts
+
+
+def calibration_digests(calibration, bundle) -> list[str]:
+    digests = calibration.get("prompt_digests") if isinstance(calibration, dict) else None
+    if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+        raise BundleError(f"{bundle}/manifest.json: quantization.calibration.prompt_digests",
+                          "missing or malformed (bundle written by an older compiler); compile it again")
+    return digests

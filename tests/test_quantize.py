@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -97,20 +98,27 @@ def test_int8_denoiser_graph_has_quantized_ops_that_ort_fuses(int8_bundle, tmp_p
     assert any(n.op_type == "MatMulNBits" for n in text.graph.node)
 
 
-class _Rows(HTMLParser):
+class _Page(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.headings, self.rows, self.images, self._h2 = [], 0, 0, False
+        self.order, self.headings, self.rows, self.thumbs, self.collapsed, self.frames = [], [], 0, 0, 0, []
+        self._h2 = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "h2":
             self._h2 = True
             self.headings.append("")
-        if tag == "div" and a.get("class") == "row":
+        if tag in ("h2", "div", "table"):
+            self.order.append(f"{tag}.{a.get('class', '')}")
+        if tag == "td" and a.get("class") == "prompt":
             self.rows += 1
-        if tag == "img" and a.get("src", "").startswith("data:image/png;base64,"):
-            self.images += 1
+        if tag == "img" and a.get("class") == "thumb" and a.get("src", "").startswith("data:image/png;base64,"):
+            self.thumbs += 1
+        if tag == "details":
+            self.collapsed += 1
+        if tag == "iframe":
+            self.frames.append(a.get("src"))
 
     def handle_endtag(self, tag):
         if tag == "h2":
@@ -121,24 +129,36 @@ class _Rows(HTMLParser):
             self.headings[-1] += data
 
 
-def test_report_has_one_image_row_per_heldout_prompt_and_the_tables(int8_bundle):
-    page = _Rows()
+def test_report_reads_at_a_glance_and_is_hashed_without_its_timings(int8_bundle):
+    page = _Page()
     page.feed((int8_bundle / "report.html").read_text(encoding="utf-8"))
-    heldout = json.loads((int8_bundle / "manifest.json").read_text())["parity"][1]["prompts"]
-    # one row (fp32 / int8 / heatmap) per held-out prompt, for each of the two parity runs
+    m = json.loads((int8_bundle / "manifest.json").read_text())
+    heldout = m["parity"][1]["prompts"]
+    assert page.order[0] == "div.verdict pass"   # the verdict before any table
+    # one row of fp32 / int8 / heatmap thumbnails per held-out prompt, for each of the two parity runs
     assert len(heldout) == 2 and page.rows == 2 * len(heldout)
-    assert page.images == 3 * page.rows
+    assert page.thumbs == 3 * page.rows
     text = " ".join(page.headings)
     for heading in ("Quantization coverage", "Per-layer sensitivity: denoiser", "Sizes", "Latency"):
         assert heading in text
+    assert page.collapsed == sum(1 for h in page.headings if h.startswith("Per-layer sensitivity")) >= 1
+    assert page.frames == ["timings.txt"] and "report.html" in m["files"] and "timings.txt" not in m["files"]
+    timings = (int8_bundle / "timings.txt").read_text(encoding="utf-8")
+    for name in (*m["components"], "whole chain"):
+        assert re.search(rf"^{name} +[0-9.]+ +[0-9.]+ +[0-9.]+x", timings, re.M), name
 
 
-def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_cli, tmp_path):
+def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_cli, tmp_path, monkeypatch):
+    # from a directory holding no prompt file: the bundle records its held-out prompts and the
+    # digests of its calibration prompts
+    monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["eps-turbo"],
-                             "--prompts", HELDOUT, "--num-prompts", "2", "--quiet", "--json", tmp_path / "v.json")
+                             "--quiet", "--json", "v.json")
     assert code == 0, err
     result = json.loads((tmp_path / "v.json").read_text())
     assert "end_to_end" in out and result["passed"]
+    recorded = json.loads((int8_bundle / "manifest.json").read_text())["parity"][0]["prompts"]
+    assert [p["prompt"] for p in result["runs"][0]["prompts"]] == [p["prompt"] for p in recorded]
     # both passes compile runs: the float export, re-made here, and the shipped int8 bundle
     assert [r["label"] for r in result["runs"]] == ["onnx fp32", "onnx int8"]
     # the wrong source model is refused, not compared
@@ -147,7 +167,7 @@ def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_c
     # held-out prompts that were calibrated on are refused
     code, _, err = run_cli("verify", "--bundle", int8_bundle, "--model", students["eps-turbo"],
                            "--prompts", CALIBRATION, "--quiet")
-    assert code == Exit.CALIBRATION and "held-out" in err
+    assert code == Exit.CALIBRATION and "was calibrated on" in err and str(CALIBRATION) in err
 
 
 @pytest.mark.slow   # make test's budget: the next test compiles the same outlier student with fallback allowed
@@ -340,7 +360,8 @@ def test_release_reference_frees_the_torch_unet_and_keeps_verifys_answers(studen
 
     from compiler import noise
     from compiler.load import load_student
-    from compiler.pipeline import calibration_prompts, release_reference, torch_chain
+    from compiler.pipeline import release_reference, torch_chain
+    from compiler.prompts import calibration_prompts
     from compiler.prompts import read_prompts, tokenize
     from compiler.recipe import load_recipe
     from compiler.wrap import wrap

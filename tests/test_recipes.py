@@ -1,4 +1,5 @@
 """Recipes are strict: every shipped recipe loads, and each kind of mistake names its key and exits 2."""
+import json
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,30 @@ def test_guidance_rejected_for_family_without_it(tmp_path, run_cli, students):
                            "--out", tmp_path / "o")
     assert code == Exit.RECIPE and "guidance_scale" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_prompt_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch, run_cli):
+    """Documented in the README: a recipe's prompt files resolve against the working directory,
+    not the recipe's folder; a dry run reads them (and refuses an overlap) before any work."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "held.txt").write_text("a red fox\na blue bird\n", encoding="utf-8")
+    (tmp_path / "prompts" / "calib.txt").write_text("a green tree\na grey cat\na pink house\n", encoding="utf-8")
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text("version: 1\nname: x\nfamily: eps-turbo\nmodel: nowhere\n"
+                      "parity: {prompts: prompts/held.txt, num_prompts: 1}\n"
+                      "components: {denoiser: {precision: int8}}\n"
+                      "calibration: {prompts: prompts/calib.txt, num_prompts: 2}\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("compile", "--target", "onnx", "--recipe", "recipes/r.yaml", "--dry-run")
+    assert code == 0, err
+    prompts = json.loads(out)["plan"]["prompts"]
+    assert prompts == {"parity": f"1 from {tmp_path.resolve() / 'prompts/held.txt'}",
+                       "calibration": f"2 from {tmp_path.resolve() / 'prompts/calib.txt'}"}
+    monkeypatch.chdir(tmp_path / "recipes")   # beside the recipe: not where the paths point
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", "r.yaml", "--dry-run")
+    assert code == Exit.CALIBRATION and err.strip() == "compile: error: prompts/held.txt (parity.prompts): prompt file not found"
+    (tmp_path / "prompts" / "calib.txt").write_text("A  red FOX\n", encoding="utf-8")   # the held-out prompt again
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", "recipes/r.yaml", "--dry-run")
+    assert code == Exit.CALIBRATION and "also appears in the held-out set" in err

@@ -59,10 +59,6 @@ class Prompt:
     colour_b: str | None = None
     shape_b: str | None = None
 
-    @property
-    def n_attributes(self) -> int:
-        return {"single": 4, "count": 3, "relation": 5}[self.kind]
-
 
 def parse(caption: str) -> Prompt:
     c = " ".join(caption.lower().split())

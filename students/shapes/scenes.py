@@ -1,7 +1,7 @@
 """Seeded procedural scenes of coloured shapes with captions (the `shapes` student's data).
 
 A scene is a 64x64 RGB image of 1-3 flat-coloured shapes on a plain light-grey background,
-plus the structured spec it was drawn from; the caption is rendered from the spec:
+plus the structured spec drawn for its caption (`spec_for_caption`):
 
     single    "a large red circle"                      (one object, size given)
     count     "two blue squares" / "three ... "          (n small objects, same colour/shape)
@@ -58,19 +58,6 @@ class Spec:
 
 def plural(shape: str) -> str:
     return shape + "s"
-
-
-def render_caption(kind: str, objects, relation: str | None = None) -> str:
-    if kind == "single":
-        o = objects[0]
-        return f"a {o.size} {o.colour} {o.shape}"
-    if kind == "count":
-        o = objects[0]
-        return f"{COUNT_WORDS[len(objects)]} {o.colour} {plural(o.shape)}"
-    if kind == "relation":
-        a, b = objects
-        return f"a {a.colour} {a.shape} {relation} a {b.colour} {b.shape}"
-    raise ValueError(f"unknown scene kind {kind!r}")
 
 
 def all_captions() -> dict[str, list[str]]:

@@ -7,8 +7,8 @@ import Foundation
 public enum BundleVerifier {
     public static let MANIFEST = "manifest.json"
     public static let MANIFEST_DIGEST = "manifest.sha256"
-    public static let REPORT = "report.html"
-    private static let UNHASHED = [MANIFEST, MANIFEST_DIGEST, REPORT]
+    public static let TIMINGS = "timings.txt"
+    private static let UNHASHED = [MANIFEST, MANIFEST_DIGEST, TIMINGS]
 
     public static func verify(bundle: URL) throws -> Manifest {
         let path = bundle.appendingPathComponent(MANIFEST)

@@ -15,8 +15,8 @@ import java.security.MessageDigest
 object BundleVerifier {
     const val MANIFEST = "manifest.json"
     const val MANIFEST_DIGEST = "manifest.sha256"
-    const val REPORT = "report.html"
-    private val UNHASHED = setOf(MANIFEST, MANIFEST_DIGEST, REPORT)
+    const val TIMINGS = "timings.txt"
+    private val UNHASHED = setOf(MANIFEST, MANIFEST_DIGEST, TIMINGS)
 
     fun verify(bundle: File): Manifest {
         val path = File(bundle, MANIFEST)
