@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from .errors import CompileError, Exit
+from .errors import CompileError, Exit, first_line
 
 EXIT_CODES = """exit codes:
   0  success            2  recipe / usage       3  model input        4  calibration / prompts
@@ -84,7 +84,7 @@ def _run(prog: str, argv: list[str] | None, parser: argparse.ArgumentParser, bod
         if isinstance(exc, CompileError):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return exc.code
-        print(f"{prog}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        print(f"{prog}: internal error: {type(exc).__name__}: {first_line(exc)} "
               f"(rerun with --debug for the traceback)", file=sys.stderr)
         return Exit.INTERNAL
     except KeyboardInterrupt:

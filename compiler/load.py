@@ -151,7 +151,7 @@ def _check_weights(root: Path, sub: str) -> None:
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(str(p), f"unreadable safetensors file ({str(exc).splitlines()[0][:120]})") from None
+            raise ModelError(str(p), f"unreadable safetensors file ({first_line(exc, 120)})") from None
 
 
 def _check_lengths(path: Path, size: int) -> None:

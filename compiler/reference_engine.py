@@ -20,6 +20,8 @@ import sys
 
 import numpy as np
 
+from .errors import first_line
+
 DTYPES = {"float32": "<f4", "int64": "<i8", "int32": "<i4"}
 
 
@@ -66,7 +68,7 @@ def serve(bundle: str, stdin, stdout) -> None:
             tensors = [{"name": s["name"], "dtype": str(a.dtype), "shape": list(a.shape)} for s, a in zip(specs, arrays)]
             write_frame(stdout, {"tensors": tensors}, arrays)
         except Exception as exc:  # reported to the client, which fails its test with this line
-            write_frame(stdout, {"error": f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+            write_frame(stdout, {"error": f"{name}: {type(exc).__name__}: {first_line(exc)}"})
 
 
 def main(argv: list[str] | None = None) -> int:
