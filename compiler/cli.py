@@ -199,10 +199,14 @@ def _print_summary(result) -> None:
             w = c["worst"]
             print(f"  parity {p.label:<12} {name:<13} PSNR {w['psnr_db']:7.2f} dB  cos {w['cosine']:.6f}  "
                   f"{'pass' if c['passed'] else 'FAIL'}")
+    cost = m.get("decoder_cost")
+    if cost:
+        print(f"  decoder cost  {cost['shipped']} vs {cost['compared_with']}: worst PSNR {cost['worst_psnr_db']:.2f} dB, "
+              f"min SSIM {cost['min_ssim']:.4f} (shown, not gated)")
     if result.latency:
         for name, t in [*result.latency.items(), ("whole chain", total_latency(result.latency))]:
-            print(f"  latency {name:<12} fp32 {t['fp32'] * 1e3:9.1f} ms  shipped {t['shipped'] * 1e3:9.1f} ms  "
-                  f"{t['fp32'] / t['shipped']:5.2f}x")
+            vs = f"  (fp32 {t['fp32'] * 1e3:.1f} ms: {t['fp32'] / t['shipped']:.2f}x)" if t["fp32"] != t["shipped"] else ""
+            print(f"  latency {name:<13} {t['shipped'] * 1e3:9.1f} ms{vs}")
             if t["shipped"] > t["fp32"]:
                 print(f"  warning: {name} is slower shipped than in fp32 on this machine (timings.txt)")
     for w in m["warnings"]:

@@ -4,7 +4,7 @@ images from each, and print how far apart the targets' images are and how much o
 program XNNPACK runs.
 
 If the trained shapes student has shipped (students/shapes-rf/model_index.json), it is compiled
-with recipes/shapes-rf-int8.yaml (int8 text encoder and denoiser; the report compares them with
+with recipes/shapes-rf-int8.yaml (int8 denoiser; the report compares it with
 fp32), and each image's prompt-adherence score is printed. Otherwise a seeded random-weight student of the real classes
 (compiler/seeded_students.py, the same kind the tests use) is built into build/demo-student and
 compiled with recipes/demo-seeded.yaml: it proves the toolchain end to end, but its images are

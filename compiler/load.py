@@ -190,3 +190,16 @@ def _check_compatible(student: Student, root: Path) -> None:
     if latent != unet.in_channels:
         raise ModelError(f"{root / student.vae_subfolder / 'config.json'}: latent_channels",
                          f"is {latent} but the UNet takes {unet.in_channels} channels")
+
+
+def load_full_decoder(root: Path, sub: str):
+    """The AutoencoderKL in `root/sub`, with the checks load_student applies, or None when the
+    folder has none (a model shipped with only a tiny decoder)."""
+    if not (root / sub / "config.json").is_file():
+        return None
+    if _class_name(root, sub, {}, default="AutoencoderKL") != "AutoencoderKL":
+        return None
+    _check_weights(root, sub)
+    import diffusers
+
+    return _load(root, sub, diffusers.AutoencoderKL)

@@ -13,6 +13,7 @@ from . import __version__, noise, report
 from .bundle import REPORT, TIMINGS, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
 from .load import Student, load_student
 from .progress import Progress
+from .decoder_cost import DecoderCost, compare_decoders
 from .prompts import calibration_prompts, prompt_digests, read_prompts
 from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
                            calibration_feeds, quantize_component, scheme_of)
@@ -75,12 +76,14 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
         with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}, checked "
                                       f"with {target.checker(options)}"):
             parity = verify(recipe, target, options, reference, quantized, heldout, progress)
+            decoder_cost = compare_decoders(student, reference, heldout, recipe.parity.seed)
             latency = {}
-            if recipe.quantized and target.reports_latency:
+            if target.reports_latency:
                 latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed)
             shutil.rmtree(staging / WORK_DIR)
         with progress.stage("bundle", str(out)):
-            manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency)
+            manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency,
+                              decoder_cost)
     return Result(Path(out), manifest, parity, latency)
 
 
@@ -256,7 +259,7 @@ def export(wrapped: Wrapped, student: Student, target: Target, options, staging:
 
 
 def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
-           quantized: Quantized, parity: list[Parity], latency: dict) -> dict:
+           quantized: Quantized, parity: list[Parity], latency: dict, decoder_cost: DecoderCost | None) -> dict:
     tokenizers = []
     for i, folder in enumerate(student.tokenizer_dirs):
         name = TOKENIZER_NAMES[i]
@@ -297,6 +300,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "recipe": recipe.to_dict(),
         "parity": [p.as_dict() for p in parity],
         "quantization": {"calibration": quantized.calibration, "components": quantization} if quantization else None,
+        "decoder_cost": decoder_cost.as_dict() if decoder_cost else None,
         "warnings": warnings,
         "source": source_fingerprint(student),
         "targets": {target.name: target.manifest_block(options, quantized.artifacts, staging)},
@@ -307,6 +311,8 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
     sections = report.quantization_sections(quantized.components)
     sections += report.delegation_section(manifest["targets"][target.name])
+    if decoder_cost:
+        sections += report.decoder_cost_section(decoder_cost, manifest["decoder_cost"])
     if latency:
         sections += report.latency_section()
         (staging / TIMINGS).write_text(report.timings_text(latency, target.checker(options)), encoding="utf-8")

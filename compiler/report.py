@@ -145,6 +145,21 @@ def quantization_sections(components: dict) -> list[tuple[str, str]]:
     return sections
 
 
+def decoder_cost_section(cost, summary: dict) -> list[tuple[str, str]]:
+    """The tiny decoder's image next to the full decoder's, from the same latents (not gated)."""
+    rows = "".join(
+        f"<tr><td class='prompt'>{html.escape(r['prompt'])}</td><td>{r['psnr_db']:.2f}</td><td>{r['ssim']:.4f}</td>"
+        + "".join(f"<td><img class='thumb' tabindex='0' src='{_png(img)}' alt='{alt}' title='click for full size'></td>"
+                  for alt, img in (("full decoder", _hwc(f)), ("tiny decoder", _hwc(t)),
+                                   ("difference", _heatmap(_hwc(f), _hwc(t)))))
+        + "</tr>" for r, f, t in zip(summary["per_prompt"], cost.full, cost.tiny))
+    note = (f"<p>The recipe ships {html.escape(cost.shipped)} for speed. Its images against "
+            f"{html.escape(cost.compared_with)}'s from the same latents on the held-out prompts: worst PSNR "
+            f"{summary['worst_psnr_db']:.2f} dB, min SSIM {summary['min_ssim']:.4f}. Shown, not gated.</p>")
+    return [("Quality cost of the tiny decoder", note + "<table><tr><th>held-out prompt</th><th>PSNR dB</th>"
+             "<th>SSIM</th><th>full decoder</th><th>tiny decoder</th><th>|difference| x8</th></tr>" + rows + "</table>")]
+
+
 def latency_section() -> list[tuple[str, str]]:
     """Latencies are measurements of the compiling machine, not reproducible: they live in the
     bundle's unhashed timings.txt, which the (hashed, byte-identical) report shows in a frame.
@@ -155,8 +170,8 @@ def latency_section() -> list[tuple[str, str]]:
 
 
 def timings_text(latency: dict, checker: str) -> str:
-    """timings.txt: per-component and whole-chain latency, float export vs shipped, flagging any
-    component the shipped recipe makes slower than fp32."""
+    """timings.txt: per-component and whole-chain latency, float export vs shipped (equal for a
+    component left float), flagging any component the shipped recipe makes slower than fp32."""
     lines = [f"Latency measured on the compiling machine with {checker}, median of 3 runs on one held-out input.",
              "Measured, so not hashed and not part of the byte-identical bundle.", "",
              f"{'component':<14}{'fp32 ms':>12}{'shipped ms':>12}{'speed-up':>10}"]

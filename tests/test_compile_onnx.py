@@ -123,6 +123,16 @@ def test_manifest_records_image_latent_noise_and_tokenizers(bundles, case):
                    "denoiser": {**embeds, "noise": "noise.sample"},
                    "vae_decoder": {"latents": "denoiser.latents"}},
         "image": "vae_decoder.image"}
+    # a tiny decoder's price against the full decoder the student also has: measured, shown, not gated
+    cost = m["decoder_cost"]
+    if decoder == "vae":
+        assert cost is None
+    else:
+        heldout = [p["prompt"] for p in m["parity"][0]["prompts"]]
+        assert cost["shipped"] == "AutoencoderTiny (vae_tiny)" and cost["compared_with"] == "AutoencoderKL (vae)"
+        assert [r["prompt"] for r in cost["per_prompt"]] == heldout and cost["gated"] is False
+        assert cost["worst_psnr_db"] == min(r["psnr_db"] for r in cost["per_prompt"]) < 60   # other weights, other image
+        assert "Quality cost of the tiny decoder" in (bundles(case) / "report.html").read_text(encoding="utf-8")
     check_runtime_manifest(bundles(case), f"onnx-{case}")
 
 

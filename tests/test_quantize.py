@@ -18,8 +18,13 @@ CALIBRATION = REPO / "calibration/calibration.txt"
 HELDOUT = REPO / "tests/fixtures/heldout-tiny.txt"
 
 
+# random tiny decoders lose ~2 dB more than the gate under W8A8: fallback keeps a few layers float
+DECODER_W8A8 = "{precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.3}}"
+
+
 def int8_recipe(path: Path, denoiser_quant: str = "{}", text_encoder: str = "{precision: fp32}",
-                calibration: Path = CALIBRATION, prompts: Path = HELDOUT, num_prompts: int = 2) -> Path:
+                calibration: Path = CALIBRATION, prompts: Path = HELDOUT, num_prompts: int = 2,
+                decoder: str = "{precision: fp32}") -> Path:
     path.write_text(f"""version: 1
 name: tiny-int8
 family: eps-turbo
@@ -27,6 +32,7 @@ image: {{height: 32, width: 32}}
 components:
   text_encoder: {text_encoder}
   denoiser: {{precision: int8, quantization: {denoiser_quant}}}
+  vae_decoder: {decoder}
 calibration: {{prompts: {calibration}, num_prompts: 4, seed: 1234}}
 parity: {{prompts: {prompts}, num_prompts: {num_prompts}, seed: 3}}
 """)
@@ -38,7 +44,8 @@ def int8_bundle(students, tmp_path_factory):
     from compiler.cli import compile_main
 
     tmp = tmp_path_factory.mktemp("int8")
-    recipe = int8_recipe(tmp / "r.yaml", text_encoder="{precision: int8, quantization: {scheme: w8}}", num_prompts=3)
+    recipe = int8_recipe(tmp / "r.yaml", text_encoder="{precision: int8, quantization: {scheme: w8}}", num_prompts=3,
+                         decoder=DECODER_W8A8)
     out = tmp / "bundle"
     code = compile_main(["--target", "onnx", "--recipe", str(recipe), "--model", str(students["eps-turbo"]),
                          "--out", str(out), "--quiet"])
@@ -50,11 +57,13 @@ def test_int8_bundle_passes_its_gate_and_records_coverage(int8_bundle):
     m = json.loads((int8_bundle / "manifest.json").read_text())
     assert m["components"]["denoiser"]["precision"] == "int8"
     assert m["components"]["text_encoder"]["precision"] == "int8"
-    assert m["components"]["vae_decoder"]["precision"] == "fp32"
+    assert m["components"]["vae_decoder"]["precision"] == "int8"
+    assert m["latent"]["decoder_class"] == "AutoencoderKL"
     labels = [p["label"] for p in m["parity"]]
     assert labels == ["onnx fp32", "onnx int8"] and all(p["passed"] for p in m["parity"])
     int8 = m["parity"][1]["checks"]
     assert int8["denoiser"]["precision"] == "int8" and int8["end_to_end"]["precision"] == "int8"
+    assert int8["vae_decoder"]["precision"] == "int8" and int8["vae_decoder"]["passed"]
     assert "min_ssim" in int8["end_to_end"]
     q = m["quantization"]["components"]["denoiser"]
     assert q["scheme"] == "w8a8" and q["fallback"] == []
@@ -64,8 +73,10 @@ def test_int8_bundle_passes_its_gate_and_records_coverage(int8_bundle):
     assert m["quantization"]["calibration"]["num_prompts"] == 4
     te = m["quantization"]["components"]["text_encoder"]
     assert te["scheme"] == "w8" and te["coverage"]["quantized_layers"] > 0
+    dec = m["quantization"]["components"]["vae_decoder"]
+    assert dec["scheme"] == "w8a8" and dec["coverage"]["quantized_layers"] > 0
     # int8 files are smaller than the fp32 exports they replace
-    for name in ("denoiser", "text_encoder"):
+    for name in ("denoiser", "text_encoder", "vae_decoder"):
         sizes = m["quantization"]["components"][name]["sizes"]
         assert sizes["shipped_bytes"] < sizes["float_bytes"]
 
@@ -182,35 +193,64 @@ def test_bundle_without_permission_to_fall_back_fails_naming_the_layer(outlier_s
 
 
 def test_outlier_layer_and_only_it_falls_back_to_float(outlier_student, run_cli, tmp_path):
+    """In the denoiser and in the decoder, each with its own injected outlier."""
     out = tmp_path / "out"
-    recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{max_float_weight_fraction: 0.2}")
+    recipe = int8_recipe(tmp_path / "r.yaml", denoiser_quant="{max_float_weight_fraction: 0.2}",
+                         decoder="{precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.2}}")
     code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", outlier_student,
                            "--out", out, "--quiet")
     assert code == 0, err
-    q = json.loads((out / "manifest.json").read_text())["quantization"]["components"]["denoiser"]
-    assert q["fallback"] == ["unet.conv_out"]
-    floated = [l for l in q["layers"] if l["precision"] == "fp32"]
-    assert [l["name"] for l in floated] == ["unet.conv_out"] and floated[0]["reason"].startswith("fallback")
-    assert q["check_on_calibration_prompts"]["before_fallback"]["passed"] is False
-    assert q["check_on_calibration_prompts"]["after_fallback"]["passed"] is True
-    assert 0 < 1 - q["coverage"]["quantized_weight_share"] <= 0.2
-    # the ranked sensitivity put the injected layer first
-    ranked = sorted((l for l in q["layers"] if "output_sqnr_db" in l), key=lambda l: l["output_sqnr_db"])
-    assert ranked[0]["name"] == "unet.conv_out"
+    components = json.loads((out / "manifest.json").read_text())["quantization"]["components"]
+    # the denoiser needs only its outlier layer float; the random tiny decoder misses its gate even
+    # without one (see DECODER_W8A8), so its outlier is the first of the layers it keeps float
+    for name, layer in (("denoiser", "unet.conv_out"), ("vae_decoder", "vae.decoder.conv_out")):
+        q = components[name]
+        assert q["fallback"][0] == layer and (name != "denoiser" or q["fallback"] == [layer])
+        floated = {l["name"]: l for l in q["layers"] if l["precision"] == "fp32"}
+        assert set(floated) == set(q["fallback"]) and floated[layer]["reason"].startswith("fallback")
+        assert q["check_on_calibration_prompts"]["before_fallback"]["passed"] is False
+        assert q["check_on_calibration_prompts"]["after_fallback"]["passed"] is True
+        assert 0 < 1 - q["coverage"]["quantized_weight_share"] <= 0.2
+        # the ranked sensitivity put the injected layer first
+        ranked = sorted((l for l in q["layers"] if "output_sqnr_db" in l), key=lambda l: l["output_sqnr_db"])
+        assert ranked[0]["name"] == layer
+
+
+def test_tiny_decoder_w8a8_on_the_sdxl_layout(students, run_cli, tmp_path):
+    """The other decoder class (AutoencoderTiny, SDXL latents) int8 alone, within its gate. The
+    random tiny AutoencoderTiny has few, large layers and misses under full W8A8, so fallback may
+    keep up to 60% of its weights float."""
+    out = tmp_path / "out"
+    recipe = int8_recipe(tmp_path / "r.yaml", decoder="{precision: int8, subfolder: vae_tiny, quantization: "
+                                                      "{scheme: w8a8, max_float_weight_fraction: 0.6}}")
+    recipe.write_text(recipe.read_text().replace("  denoiser: {precision: int8, quantization: {}}",
+                                                 "  denoiser: {precision: fp32}"))
+    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", students["eps-turbo-xl"],
+                           "--out", out, "--quiet")
+    assert code == 0, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["latent"]["decoder_class"] == "AutoencoderTiny" and len(m["tokenizers"]) == 2
+    assert {n: c["precision"] for n, c in m["components"].items()} == {
+        "text_encoder": "fp32", "denoiser": "fp32", "vae_decoder": "int8"}
+    check = m["parity"][1]["checks"]["vae_decoder"]
+    assert check["precision"] == "int8" and check["passed"]
+    assert m["quantization"]["components"]["vae_decoder"]["coverage"]["quantized_layers"] > 0
 
 
 @pytest.fixture
 def outlier_student(student_copy):
     """The seeded UNet with one outlier channel entering conv_out: conv_norm_out scales channel 3
     by 1000 (conv_out's matching weights shrink by the same factor), so int8 activations of
-    conv_out lose every other channel. A real failure mode of activation quantization."""
+    conv_out lose every other channel. A real failure mode of activation quantization. The
+    decoder gets the same outlier at its own conv_out."""
     folder = student_copy("eps-turbo")
-    path = folder / "unet/diffusion_pytorch_model.safetensors"
-    w = load_file(path)
-    w["conv_norm_out.weight"][3] *= 1e3
-    w["conv_norm_out.bias"][3] *= 1e3
-    w["conv_out.weight"][:, 3] /= 1e3
-    save_file(w, path)
+    for path, prefix in ((folder / "unet/diffusion_pytorch_model.safetensors", ""),
+                         (folder / "vae/diffusion_pytorch_model.safetensors", "decoder.")):
+        w = load_file(path)
+        w[f"{prefix}conv_norm_out.weight"][3] *= 1e3
+        w[f"{prefix}conv_norm_out.bias"][3] *= 1e3
+        w[f"{prefix}conv_out.weight"][:, 3] /= 1e3
+        save_file(w, path)
     return folder
 
 
