@@ -245,10 +245,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed chain runs after one warm-up (medians shown)")
     p.add_argument("--work", required=True, help="folder for the ONNX files (kept; reuse with --reuse-export)")
     p.add_argument("--reuse-export", action="store_true", help="reuse the export and quantized files in --work")
+    p.add_argument("--chains", default=",".join(CHAINS), help=f"comma-separated subset of: {', '.join(CHAINS)} "
+                                                               "(fp32 is always run: it is the baseline)")
     p.add_argument("--tiny", action="store_true", help="tiny seeded student: smoke test")
     p.add_argument("--child", choices=("decoder", "chain"), help=argparse.SUPPRESS)
     p.add_argument("--files", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    wanted = {"fp32", *(c.strip() for c in args.chains.split(","))}
+    if wanted - set(CHAINS):
+        p.error(f"--chains: unknown {sorted(wanted - set(CHAINS))}")
     if args.tiny:
         args.image = bench_int8.TINY_IMAGE
     work = Path(args.work)
@@ -283,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         decoder = run_child(me, ["--child", "decoder", *common], echo_stderr=True)
         decoder_json.write_text(json.dumps(decoder))
     results = {}
-    for name in CHAINS:
+    for name in (c for c in CHAINS if c in wanted):
         files = _chain_files(name, denoiser)
         if not all((work / f).exists() for f in files):
             results[name] = {"error": f"missing {[f for f in files if not (work / f).exists()]}"}
@@ -300,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         h, cov = decoder["heldout"], decoder.get("coverage", {})
         lines.append(f"int8 decoder (W8A8, {decoder['prompts']} calibration prompts, {decoder['quantize_s']:.0f} s): "
                      f"held-out image PSNR {h['psnr_db']:.2f} dB, SSIM {h['ssim']:.4f} vs the fp32 decoder on the same "
-                     f"latents; {cov.get('quantized_layers', '?')} layers int8, kept float: "
-                     f"{', '.join(decoder.get('fallback') or []) or 'none'}"
+                     f"latents; " + (f"{cov['quantized_layers']} layers int8, kept float: "
+                                     f"{', '.join(decoder.get('fallback') or []) or 'none'}" if cov else
+                                     "every layer int8")
                      + (f"; MISS: {decoder['parity_error']}" if "parity_error" in decoder else ""))
         lines.append(f"tiny decoder: AutoencoderTiny, {decoder['tiny_params'] / 1e6:.2f}M decoder parameters "
                      f"(random weights: its speed, not its quality)")

@@ -11,9 +11,9 @@ import torch
 
 from . import __version__, noise, report
 from .bundle import REPORT, TIMINGS, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
+from .decoder_cost import DecoderCost, compare_decoders
 from .load import Student, load_student
 from .progress import Progress
-from .decoder_cost import DecoderCost, compare_decoders
 from .prompts import calibration_prompts, prompt_digests, read_prompts
 from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
                            calibration_feeds, quantize_component, scheme_of)
@@ -49,7 +49,7 @@ class Result:
     out: Path
     manifest: dict
     parity: list[Parity]
-    latency: dict          # component -> {"fp32", "shipped"} seconds; empty when nothing was quantized
+    latency: dict          # component -> {"fp32", "shipped"} seconds; empty when the target times nothing
 
 
 def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, force: bool = False,
