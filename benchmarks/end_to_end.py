@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -159,14 +158,14 @@ def child_chain(work: Path, files: list[str], repeats: int) -> dict:
 
         chain()   # warm-up: first-run allocations and kernel selection stay out of the medians
         runs = [chain() for _ in range(repeats)]
-    image = runs[-1][1]
-    np.save(work / f"image-{'-'.join(Path(f).parent.name for f in files)}.npy", image)
+    image = work / f"image-{'-'.join(Path(f).parent.name for f in files)}.npy"
+    np.save(image, runs[-1][1])
     medians = {name: statistics.median(t[name] for t, _ in runs) for name in COMPONENTS}
     totals = [sum(t.values()) for t, _ in runs]
     weights = sum(p.stat().st_size for f in files for p in (work / f).parent.glob(f"{Path(f).name}*"))
     return {"ms": {k: v * 1e3 for k, v in medians.items()}, "total_ms": statistics.median(totals) * 1e3,
             "peak_rss_bytes": rss.peak - before, "process_peak_rss_bytes": rss.peak, "weight_bytes": weights,
-            "image": str(work / f"image-{'-'.join(Path(f).parent.name for f in files)}.npy")}
+            "image": str(image)}
 
 
 def child(args) -> None:

@@ -185,7 +185,7 @@ def _memory_estimate(model: str, recipe, target) -> dict[str, int] | None:
 
 
 def _print_summary(result) -> None:
-    from .report import delegation_line, total_latency
+    from .report import delegation_line, latency_rows
 
     m = result.manifest
     print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {m['image']['height']}x{m['image']['width']})")
@@ -204,10 +204,10 @@ def _print_summary(result) -> None:
         print(f"  decoder cost  {cost['shipped']} vs {cost['compared_with']}: worst PSNR {cost['worst_psnr_db']:.2f} dB, "
               f"min SSIM {cost['min_ssim']:.4f} (shown, not gated)")
     if result.latency:
-        for name, t in [*result.latency.items(), ("whole chain", total_latency(result.latency))]:
+        for name, t, slower in latency_rows(result.latency):
             vs = f"  (fp32 {t['fp32'] * 1e3:.1f} ms: {t['fp32'] / t['shipped']:.2f}x)" if t["fp32"] != t["shipped"] else ""
             print(f"  latency {name:<13} {t['shipped'] * 1e3:9.1f} ms{vs}")
-            if t["shipped"] > t["fp32"]:
+            if slower:
                 print(f"  warning: {name} is slower shipped than in fp32 on this machine (timings.txt)")
     for w in m["warnings"]:
         print(f"  warning: {w}")

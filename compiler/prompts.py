@@ -39,13 +39,17 @@ def normalize(prompt: str) -> str:
 def prompt_digests(prompts: list[str]) -> list[str]:
     """sha256 of each normalized prompt, sorted: what a bundle records of its calibration set, so
     `verify` can refuse calibrated prompts from any directory without the file (or its text)."""
-    return sorted({hashlib.sha256(normalize(p).encode("utf-8")).hexdigest() for p in prompts})
+    return sorted({_digest(p) for p in prompts})
+
+
+def _digest(prompt: str) -> str:
+    return hashlib.sha256(normalize(prompt).encode("utf-8")).hexdigest()
 
 
 def check_not_calibrated(heldout: list[str], heldout_where: str, digests: list[str], calibration_where: str) -> None:
     seen = set(digests)
     for i, p in enumerate(heldout, 1):
-        if prompt_digests([p])[0] in seen:
+        if _digest(p) in seen:
             raise CalibrationError(heldout_where, f"held-out prompt {i} {p[:60]!r} was calibrated on "
                                                   f"({calibration_where})")
 

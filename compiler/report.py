@@ -65,6 +65,13 @@ def render(title: str, summary: dict, parities: list, sections: list[tuple[str, 
     return "".join(parts)
 
 
+def _thumb_cells(a_label: str, a: np.ndarray, b_label: str, b: np.ndarray) -> str:
+    """Three table cells: a | b | their difference heatmap, each a thumbnail that opens full size."""
+    return "".join(f"<td><img class='thumb' tabindex='0' src='{_png(img)}' alt='{html.escape(alt)}' "
+                   f"title='click for full size'></td>"
+                   for alt, img in ((a_label, a), (b_label, b), ("difference", _heatmap(a, b))))
+
+
 def _parity_section(parity) -> str:
     status = "<span class='pass'>PASS</span>" if parity.passed else "<span class='fail'>FAIL</span>"
     parts = [f"<h2>{html.escape(parity.label)} {status}</h2><table><tr><th>check</th><th>precision</th>"
@@ -86,11 +93,8 @@ def _parity_section(parity) -> str:
     for s in parity.samples:
         ref, cand = _hwc(s.reference), _hwc(s.candidate)
         note = " (truncated to the tokenizer's max length)" if s.truncated else ""
-        cells = "".join(f"<td><img class='thumb' tabindex='0' src='{_png(img)}' alt='{html.escape(alt)}' "
-                        f"title='click for full size'></td>"
-                        for alt, img in (("torch fp32", ref), (parity.label, cand),
-                                         ("difference", _heatmap(ref, cand))))
-        parts.append(f"<tr><td>{s.seed}</td><td class='prompt'>{html.escape(s.prompt)}{note}</td>{cells}</tr>")
+        parts.append(f"<tr><td>{s.seed}</td><td class='prompt'>{html.escape(s.prompt)}{note}</td>"
+                     f"{_thumb_cells('torch fp32', ref, parity.label, cand)}</tr>")
     parts.append("</table>")
     return "".join(parts)
 
@@ -149,10 +153,8 @@ def decoder_cost_section(cost, summary: dict) -> list[tuple[str, str]]:
     """The tiny decoder's image next to the full decoder's, from the same latents (not gated)."""
     rows = "".join(
         f"<tr><td class='prompt'>{html.escape(r['prompt'])}</td><td>{r['psnr_db']:.2f}</td><td>{r['ssim']:.4f}</td>"
-        + "".join(f"<td><img class='thumb' tabindex='0' src='{_png(img)}' alt='{alt}' title='click for full size'></td>"
-                  for alt, img in (("full decoder", _hwc(f)), ("tiny decoder", _hwc(t)),
-                                   ("difference", _heatmap(_hwc(f), _hwc(t)))))
-        + "</tr>" for r, f, t in zip(summary["per_prompt"], cost.full, cost.tiny))
+        f"{_thumb_cells('full decoder', _hwc(f), 'tiny decoder', _hwc(t))}</tr>"
+        for r, f, t in zip(summary["per_prompt"], cost.full, cost.tiny))
     note = (f"<p>The recipe ships {html.escape(cost.shipped)} for speed. Its images against "
             f"{html.escape(cost.compared_with)}'s from the same latents on the held-out prompts: worst PSNR "
             f"{summary['worst_psnr_db']:.2f} dB, min SSIM {summary['min_ssim']:.4f}. Shown, not gated.</p>")
@@ -175,15 +177,17 @@ def timings_text(latency: dict, checker: str) -> str:
     lines = [f"Latency measured on the compiling machine with {checker}, median of 3 runs on one held-out input.",
              "Measured, so not hashed and not part of the byte-identical bundle.", "",
              f"{'component':<14}{'fp32 ms':>12}{'shipped ms':>12}{'speed-up':>10}"]
-    for name, t in [*latency.items(), ("whole chain", total_latency(latency))]:
-        slower = "  SLOWER than fp32" if t["shipped"] > t["fp32"] else ""
+    for name, t, slower in latency_rows(latency):
         lines.append(f"{name:<14}{t['fp32'] * 1e3:>12.2f}{t['shipped'] * 1e3:>12.2f}"
-                     f"{t['fp32'] / t['shipped']:>9.2f}x{slower}")
+                     f"{t['fp32'] / t['shipped']:>9.2f}x{'  SLOWER than fp32' if slower else ''}")
     return "\n".join(lines) + "\n"
 
 
-def total_latency(latency: dict) -> dict:
-    return {k: sum(t[k] for t in latency.values()) for k in ("fp32", "shipped")}
+def latency_rows(latency: dict) -> list[tuple[str, dict, bool]]:
+    """(name, {"fp32", "shipped"} seconds, shipped slower than fp32) per component, then the
+    whole chain: what timings.txt and the compile summary print."""
+    total = {k: sum(t[k] for t in latency.values()) for k in ("fp32", "shipped")}
+    return [(name, t, t["shipped"] > t["fp32"]) for name, t in [*latency.items(), ("whole chain", total)]]
 
 
 def delegation_line(d: dict) -> str:

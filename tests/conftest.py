@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +197,9 @@ def pytest_terminal_summary(terminalreporter):
 
 
 FUZZ_EXAMPLES = 60   # tests/test_attacks.py FUZZ settings
+
+
+def run_benchmark(script: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """benchmarks/<script> in a fresh interpreter from the repository root, output captured."""
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=timeout)

@@ -1,19 +1,16 @@
 """`make bench-e2e` stays runnable: its toy-size mode goes through the same children (int8.py's
 export and denoiser calibration, the decoder's W8A8 through quantize_component, one process per
 chain) on the tiny seeded student."""
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import run_benchmark
 
 
 @pytest.mark.slow
 def test_bench_e2e_runs_at_toy_size(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "end_to_end.py"), "--tiny", "--prompts", "2",
-                           "--repeats", "1", "--work", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    proc = run_benchmark("end_to_end.py", "--tiny", "--prompts", "2", "--repeats", "1", "--work", tmp_path,
+                         timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "FAILED" not in out, out

@@ -1,17 +1,14 @@
 """`make bench-export` stays runnable: its toy-size mode goes through the same code paths
 (child process per component, compiler.wrap graphs, ONNX target) in well under a minute."""
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import run_benchmark
 
 
 @pytest.mark.slow
 def test_bench_export_runs_at_toy_size():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "export.py"), "--tiny", "--components",
-                           "vae_decoder,text_encoder"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = run_benchmark("export.py", "--tiny", "--components", "vae_decoder,text_encoder", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "vae_decoder" in proc.stdout and "text_encoder" in proc.stdout and "FAILED" not in proc.stdout
     assert "s/B" in proc.stdout and "x (" in proc.stdout

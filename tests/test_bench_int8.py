@@ -1,19 +1,15 @@
 """`make bench-int8` stays runnable: its toy-size mode goes through the same code paths (child
 processes for export, calibration at two prompt counts and latency; compiler.wrap graphs, ONNX
 target, compiler.quantize.quantize_component) on the tiny seeded student."""
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import run_benchmark
 
 
 @pytest.mark.slow
 def test_bench_int8_runs_at_toy_size(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "int8.py"), "--tiny", "--prompts", "2,4",
-                           "--repeats", "2", "--work", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    proc = run_benchmark("int8.py", "--tiny", "--prompts", "2,4", "--repeats", "2", "--work", tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "FAILED" not in out, out
@@ -24,12 +20,10 @@ def test_bench_int8_runs_at_toy_size(tmp_path):
 
     # the text encoder format comparison runs on the files that run left, and so does a rerun
     # that reuses its export
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "text_encoder_int8.py"), "--work", str(tmp_path),
-                           "--repeats", "1"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = run_benchmark("text_encoder_int8.py", "--work", tmp_path, "--repeats", "1", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for variant in ("fp32", "w8", "w8 int8-dot", "dynamic int8"):
         assert f"\n{variant} " in proc.stdout, proc.stdout
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "int8.py"), "--tiny", "--prompts", "2",
-                           "--repeats", "1", "--work", str(tmp_path), "--reuse-export"],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = run_benchmark("int8.py", "--tiny", "--prompts", "2", "--repeats", "1", "--work", tmp_path, "--reuse-export",
+                         timeout=600)
     assert proc.returncode == 0 and "reusing the fp32 export" in proc.stdout, proc.stderr[-2000:]
