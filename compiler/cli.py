@@ -149,7 +149,8 @@ def _compile(args) -> None:
             "model": model, "out": str(out),
             "stages": ["load", "wrap", "export", "quantize", "verify", "bundle"],
             "components": {n: c.precision for n, c in recipe.component_specs().items()},
-            "decoder_subfolder": recipe.components.vae_decoder.subfolder,
+            "decoder": {"subfolder": recipe.components.vae_decoder.subfolder,
+                        "model": recipe.components.vae_decoder.model or model},
             "prompts": {"parity": f"{min(len(heldout), recipe.parity.num_prompts)} from "
                                   f"{Path(recipe.parity.prompts).resolve()}",
                         "calibration": f"{len(calibration)} from {Path(recipe.calibration.prompts).resolve()}"

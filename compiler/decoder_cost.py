@@ -38,7 +38,7 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
     from .verify import heldout_inputs
     from .wrap import DecoderGraph
 
-    if type(student.vae).__name__ != "AutoencoderTiny" or student.vae_subfolder == FULL_DECODER:
+    if type(student.vae).__name__ != "AutoencoderTiny":
         return None
     vae = load_full_decoder(Path(student.source), FULL_DECODER)
     if vae is None:
@@ -52,5 +52,5 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
             full.append(graph(torch.from_numpy(latents)).numpy())
     if full[0].shape != tiny[0].shape:
         return None   # not the same latent space: nothing to compare
-    return DecoderCost(f"AutoencoderTiny ({student.vae_subfolder})", f"AutoencoderKL ({FULL_DECODER})",
+    return DecoderCost(f"AutoencoderTiny ({student.vae_label})", f"AutoencoderKL ({FULL_DECODER})",
                        list(heldout), full, tiny)

@@ -28,6 +28,13 @@ class Student:
     vae: Any                          # AutoencoderKL or AutoencoderTiny (its decoder ships)
     vae_subfolder: str
     scheduler_config: dict = field(default_factory=dict)
+    vae_source: str = ""              # the folder vae_subfolder is in: `source`, or the recipe's decoder model
+
+    @property
+    def vae_label(self) -> str:
+        """Where the shipped decoder came from, as a user would name it."""
+        own = not self.vae_source or self.vae_source == self.source
+        return self.vae_subfolder if own else f"{self.vae_source}/{self.vae_subfolder}".rstrip("/.")
 
     @property
     def dual(self) -> bool:
@@ -72,14 +79,18 @@ def resolve_source(model: str) -> Path:
                                 f"the local folder") from None
 
 
-def load_student(model: str, family: str, decoder_subfolder: str = "vae") -> Student:
+def load_student(model: str, family: str, decoder_subfolder: str = "vae", decoder_model: str | None = None) -> Student:
+    """`decoder_model`: another diffusers folder or hub id whose `decoder_subfolder` holds the VAE
+    to ship (a TAESD published on its own), instead of the student's own folder."""
     root = resolve_source(model)
+    vae_root = resolve_source(decoder_model) if decoder_model else root
     index = _read_json(root / "model_index.json")
     dual = "text_encoder_2" in index and index["text_encoder_2"] and index["text_encoder_2"][0] is not None
     text_subs = ["text_encoder", "text_encoder_2"] if dual else ["text_encoder"]
     token_subs = ["tokenizer", "tokenizer_2"] if dual else ["tokenizer"]
-    for sub in [*text_subs, "unet", decoder_subfolder]:
+    for sub in [*text_subs, "unet"]:
         _check_weights(root, sub)
+    _check_weights(vae_root, decoder_subfolder)
     for sub in token_subs:
         for name in ("vocab.json", "merges.txt"):
             # The on-device tokenizers read these two files (runtimes/README.md); tokenizer.json alone is not enough.
@@ -97,17 +108,22 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae") -> Stu
             raise ModelError(f"{root / sub / 'config.json'}: architectures", f"unsupported text encoder {cls_name}")
         encoders.append(_load(root, sub, getattr(transformers, cls_name)))
     unet = _load(root, "unet", diffusers.UNet2DConditionModel)
-    vae_cls = _class_name(root, decoder_subfolder, index, default="AutoencoderKL")
+    vae_cls = _class_name(vae_root, decoder_subfolder, index if vae_root == root else {}, default="AutoencoderKL")
     if vae_cls not in ("AutoencoderKL", "AutoencoderTiny"):
-        raise ModelError(f"{root / decoder_subfolder / 'config.json'}: _class_name",
+        raise ModelError(f"{vae_root / decoder_subfolder / 'config.json'}: _class_name",
                          f"unsupported decoder {vae_cls} (AutoencoderKL or AutoencoderTiny)")
-    vae = _load(root, decoder_subfolder, getattr(diffusers, vae_cls))
+    vae = _load(vae_root, decoder_subfolder, getattr(diffusers, vae_cls))
     sched_path = root / "scheduler" / "scheduler_config.json"
     scheduler_config = _read_json(sched_path) if sched_path.exists() else {}
     student = Student(str(root), family, tokenizers, [root / s for s in token_subs], encoders, unet, vae,
-                      decoder_subfolder, scheduler_config)
+                      decoder_subfolder, scheduler_config, str(vae_root))
     _check_compatible(student, root)
     return student
+
+
+def load_recipe_student(model: str, recipe) -> Student:
+    decoder = recipe.components.vae_decoder
+    return load_student(model, recipe.family, decoder.subfolder, decoder.model)
 
 
 def _read_json(path: Path) -> dict:
@@ -188,7 +204,7 @@ def _check_compatible(student: Student, root: Path) -> None:
                          f"is {unet.cross_attention_dim} but the text encoder(s) produce {sum(widths)}")
     latent = int(student.vae.config.latent_channels)
     if latent != unet.in_channels:
-        raise ModelError(f"{root / student.vae_subfolder / 'config.json'}: latent_channels",
+        raise ModelError(f"{Path(student.vae_source) / student.vae_subfolder / 'config.json'}: latent_channels",
                          f"is {latent} but the UNet takes {unet.in_channels} channels")
 
 

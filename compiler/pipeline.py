@@ -12,7 +12,7 @@ import torch
 from . import __version__, noise, report
 from .bundle import REPORT, TIMINGS, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
 from .decoder_cost import DecoderCost, compare_decoders
-from .load import Student, load_student
+from .load import Student, load_recipe_student
 from .progress import Progress
 from .prompts import calibration_prompts, prompt_digests, read_prompts
 from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
@@ -64,7 +64,7 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     calibration = calibration_prompts(recipe, heldout_file)
     with atomic_output(out, force) as staging:
         with progress.stage("load", model):
-            student = load_student(model, recipe.family, recipe.components.vae_decoder.subfolder)
+            student = load_recipe_student(model, recipe)
         with progress.stage("wrap", f"family {recipe.family}, {recipe.image.height}x{recipe.image.width}"):
             wrapped = wrap(student, recipe)
             reference = torch_chain(wrapped, student)
@@ -324,8 +324,15 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
 
 def source_fingerprint(student: Student) -> dict:
     root = Path(student.source)
-    weights = {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*.safetensors"))}
-    return {"folder_name": root.name, "weights_sha256": weights}
+    out = {"folder_name": root.name, "weights_sha256": _weight_hashes(root)}
+    if student.vae_source and student.vae_source != student.source:
+        out["decoder"] = {"folder_name": Path(student.vae_source).name, "subfolder": student.vae_subfolder,
+                          "weights_sha256": _weight_hashes(Path(student.vae_source) / student.vae_subfolder)}
+    return out
+
+
+def _weight_hashes(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*.safetensors"))}
 
 
 def tool_versions(target_packages: tuple[str, ...]) -> dict:

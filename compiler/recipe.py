@@ -47,9 +47,13 @@ class Component:
 
 @dataclass(frozen=True)
 class Decoder(Component):
-    # Folder (relative to the model folder) of the VAE whose decoder ships: an
-    # AutoencoderKL or an AutoencoderTiny ("TAESD") as a drop-in, faster decoder.
+    # Folder of the VAE whose decoder ships, relative to the model folder (or to `model` when
+    # given; "." is its root): an AutoencoderKL or an AutoencoderTiny ("TAESD") as a drop-in,
+    # faster decoder.
     subfolder: str = "vae"
+    # Where that VAE comes from when it is not the student's own: a diffusers folder or hub id
+    # (e.g. madebyollin/taesd with subfolder "."), read with the same checks as the student.
+    model: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,11 @@ def _check_values(r: Recipe, where: str) -> None:
         raise bad("parity.num_prompts", "must be at least 1")
     if r.calibration.num_prompts < 1:
         raise bad("calibration.num_prompts", "must be at least 1")
+    sub = Path(r.components.vae_decoder.subfolder)
+    if sub.is_absolute() or ".." in sub.parts:
+        raise bad("components.vae_decoder.subfolder", "must be a folder inside the model (no absolute path, no ..)")
+    if r.components.vae_decoder.model == "":
+        raise bad("components.vae_decoder.model", "is empty; remove it to ship the student's own decoder")
     for name, comp in r.component_specs().items():
         q = comp.quantization
         if comp.precision == "fp32" and q is not None:

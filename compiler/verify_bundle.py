@@ -41,7 +41,7 @@ def verify_command(args) -> None:
     import tempfile
 
     from .bundle import read_verified_manifest
-    from .load import load_student
+    from .load import load_recipe_student
     from .pipeline import export, source_fingerprint, torch_chain
     from .progress import Progress
     from .prompts import check_not_calibrated, read_prompts
@@ -71,7 +71,7 @@ def verify_command(args) -> None:
     first_seed = recipe.parity.seed if args.seed is None else args.seed
     progress = Progress(4 if quantized else 2, quiet=args.quiet)
     with progress.stage("load", args.model):
-        student = load_student(args.model, recipe.family, recipe.components.vae_decoder.subfolder)
+        student = load_recipe_student(args.model, recipe)
         if source_fingerprint(student)["weights_sha256"] != manifest["source"]["weights_sha256"]:
             raise ModelError(f"{args.model}", "its safetensors differ from the ones this bundle was compiled from "
                                               "(manifest.json source.weights_sha256)")

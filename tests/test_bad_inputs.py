@@ -159,6 +159,22 @@ def test_recipe_decoder_subfolder_that_does_not_exist(students, workdir, run_cli
     assert_one_line_error(err, "vae_nope")
 
 
+def test_decoder_model_that_does_not_exist_is_a_model_error(students, workdir, run_cli):
+    missing = workdir.parent / "no-taesd"
+    recipe = write_recipe(workdir.parent / "r.yaml", extra=f"components: {{vae_decoder: {{model: {missing}, subfolder: .}}}}\n")
+    code, _, err = run_cli("compile", *compile_args(recipe, students["eps-turbo"], workdir / "out"))
+    assert code == Exit.MODEL
+    assert_one_line_error(err, "no-taesd")
+
+
+@pytest.mark.parametrize("subfolder", ["../vae", "/etc"])
+def test_decoder_subfolder_outside_the_model_is_a_recipe_error(students, workdir, run_cli, subfolder):
+    recipe = write_recipe(workdir.parent / "r.yaml", extra=f"components: {{vae_decoder: {{subfolder: '{subfolder}'}}}}\n")
+    code, _, err = run_cli("compile", *compile_args(recipe, students["eps-turbo"], workdir / "out"))
+    assert code == Exit.RECIPE
+    assert_one_line_error(err, "components.vae_decoder.subfolder")
+
+
 def test_unsupported_decoder_class_is_a_model_error(student_copy, workdir, run_cli):
     model = student_copy("eps-turbo")
     config = model / "vae" / "config.json"

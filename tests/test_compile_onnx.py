@@ -291,7 +291,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(students, run_cli, tmp_path,
     plan = json.loads(stdout)
     assert plan["recipe"]["family"] == family_of(kind)
     assert plan["plan"]["target"] == "onnx" and plan["plan"]["out"] == str(out)
-    assert plan["plan"]["model"] == str(students[kind]) and plan["plan"]["decoder_subfolder"] == decoder
+    assert plan["plan"]["model"] == str(students[kind]) and plan["plan"]["decoder"] == {"subfolder": decoder, "model": str(students[kind])}
     assert plan["plan"]["stages"][0] == "load" and plan["plan"]["stages"][-1] == "bundle"
     assert set(plan["plan"]["components"]) == set(COMPONENTS)
     assert not out.exists()
@@ -320,3 +320,23 @@ def test_sdxl_text_encoder_reads_both_token_inputs(bundles, students, tmp_path):
     got = session.run(None, {"input_ids": ids, "input_ids_2": ids_2})
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, atol=1e-4)
+
+
+def test_a_decoder_published_on_its_own_ships_in_place_of_the_students(students, tmp_path):
+    """`vae_decoder.model`: a TAESD from its own folder (config at the root, as madebyollin/taesd
+    publishes it) instead of the student's vae/; its weights are fingerprinted and its price is
+    measured against the student's own full decoder."""
+    from conftest import write_recipe
+
+    taesd = tmp_path / "taesd"
+    shutil.copytree(students["eps-turbo"] / "vae_tiny", taesd)
+    recipe = write_recipe(tmp_path / "r.yaml", extra=f"components: {{vae_decoder: {{model: {taesd}, subfolder: .}}}}\n")
+    out = tmp_path / "bundle"
+    _compile(recipe, students["eps-turbo"], out)
+    m = _manifest(out)
+    assert m["latent"]["decoder_class"] == "AutoencoderTiny"
+    assert m["recipe"]["components"]["vae_decoder"]["model"] == str(taesd)
+    assert list(m["source"]["decoder"]["weights_sha256"]) == ["diffusion_pytorch_model.safetensors"]
+    assert m["source"]["decoder"]["folder_name"] == "taesd"
+    cost = m["decoder_cost"]
+    assert cost["shipped"] == f"AutoencoderTiny ({taesd})" and cost["compared_with"] == "AutoencoderKL (vae)"
