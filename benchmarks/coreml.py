@@ -141,7 +141,7 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
         if component == "text_encoder":
             feeds, expected = tokens.ids, embeds["prompt_embeds"]
         elif component == "denoiser":
-            feeds, expected = {**embeds, "noise": z}, reference.denoise(embeds, z)
+            feeds, expected = reference.denoiser_feeds(embeds, z), reference.denoise(embeds, z)
         else:
             latents = reference.denoise(embeds, z)
             feeds, expected = {"latents": latents}, reference.decode(latents)

@@ -130,7 +130,7 @@ def child_chain(work: Path, files: list[str], repeats: int) -> dict:
 
     from compiler import noise
     from compiler.prompts import tokenize
-    from compiler.runtime import load_tokenizers
+    from compiler.tokenizers import CLIP, load as load_tokenizer
     from compiler.targets.onnx import OnnxTarget
 
     exported = json.loads((work / "export.json").read_text())
@@ -139,7 +139,7 @@ def child_chain(work: Path, files: list[str], repeats: int) -> dict:
     z = noise.gaussian(recipe.parity.seed, tuple(exported["latent_shape"]))
     before = PeakRSS.current()   # the interpreter and libraries, which a phone app does not carry
     with PeakRSS() as rss:
-        tokenizers = load_tokenizers([Path(exported["tokenizer_dir"])])
+        tokenizers = [load_tokenizer(Path(exported["tokenizer_dir"]), 0, CLIP)]
         runners = [OnnxTarget().runner(work / f) for f in files]
 
         def chain() -> tuple[dict, np.ndarray]:

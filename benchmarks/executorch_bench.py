@@ -90,7 +90,7 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
         reference = None
         for other in [n for n in wrapped.graphs if n != component]:
             del wrapped.graphs[other]
-        student.unet = student.vae = None
+        student.denoiser = student.vae = None
         student.text_encoders = []
         _return_freed_memory()
     export_dir = work / "fp32-for-int8" if precision == "int8" else out

@@ -59,7 +59,7 @@ def _graph(component: str, tiny: bool):
 
         unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD21_UNET)).eval()
         student = Student(source="(random seeded weights)", family="eps-turbo", tokenizers=[], tokenizer_dirs=[],
-                          text_encoders=[None], unet=unet, vae=None, vae_subfolder="vae",
+                          text_encoders=[None], denoiser=unet, vae=None, vae_subfolder="vae",
                           scheduler_config=SD_TURBO_SCHEDULER)
         recipe = override(load_recipe(REPO / "recipes" / "sd-turbo.yaml"), image=Image(height=image, width=image))
         module = get_family("eps-turbo").denoiser(student, recipe)

@@ -126,8 +126,10 @@ def _random_sd_turbo(tokenizer_dir: Path):
                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)))
     unet = UNet2DConditionModel(**SD21_UNET)
     vae = AutoencoderKL(**SD_VAE)
-    return Student(source="(random seeded weights)", family="eps-turbo", tokenizers=[tok],
-                   tokenizer_dirs=[tokenizer_dir], text_encoders=[text.eval()], unet=unet.eval(), vae=vae.eval(),
+    from compiler.tokenizers import CLIP, PromptTokenizer
+
+    return Student(source="(random seeded weights)", family="eps-turbo", tokenizers=[PromptTokenizer(0, CLIP, tok)],
+                   tokenizer_dirs=[tokenizer_dir], text_encoders=[text.eval()], denoiser=unet.eval(), vae=vae.eval(),
                    vae_subfolder="vae", scheduler_config=SD_TURBO_SCHEDULER)
 
 
@@ -145,7 +147,7 @@ def _checksum(student) -> float:
     import torch
 
     with torch.no_grad():
-        return sum(float(p.double().sum()) for m in (*student.text_encoders, student.unet) for p in m.parameters())
+        return sum(float(p.double().sum()) for m in (*student.text_encoders, student.denoiser) for p in m.parameters())
 
 
 def _files(folder: Path, main: str) -> list[str]:
@@ -273,11 +275,11 @@ def child_latency(work: Path, image: int, repeats: int, denoiser: Path) -> dict:
     """Median ORT CPU seconds, fp32 vs int8, one session at a time (the fp32 UNet alone is 3.5 GB)."""
     from compiler import noise
     from compiler.prompts import tokenize
-    from compiler.runtime import load_tokenizers
+    from compiler.tokenizers import CLIP, load as load_tokenizer
 
     exported = json.loads((work / "export.json").read_text())
     recipe = _recipe(image)
-    tokens = tokenize(load_tokenizers([Path(exported["tokenizer_dir"])]), _heldout(recipe)[0])
+    tokens = tokenize([load_tokenizer(Path(exported["tokenizer_dir"]), 0, CLIP)], _heldout(recipe)[0])
     z = noise.gaussian(recipe.parity.seed, tuple(exported["latent_shape"]))
     fp32, int8 = work / "fp32", work / "int8"
     out = {}

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from compiler.metrics import compare
     from compiler.prompts import read_prompts, tokenize
-    from compiler.runtime import load_tokenizers
+    from compiler.tokenizers import CLIP, load as load_tokenizer
     from compiler.verify import TOLERANCES
 
     work = Path(args.work)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{src} not found: run `python benchmarks/int8.py --work {work}` first")
     exported = json.loads((work / "export.json").read_text())
     params = exported["components"]["text_encoder"]["params"]
-    tokenizers = load_tokenizers([Path(exported["tokenizer_dir"])])
+    tokenizers = [load_tokenizer(Path(exported["tokenizer_dir"]), 0, CLIP)]
     prompts = read_prompts(str(REPO / "calibration" / "heldout.txt"), "held-out")[: args.prompts]
     feeds = [tokenize(tokenizers, prompt).ids for prompt in prompts]
     out = work / "text-encoder-variants"

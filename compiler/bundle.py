@@ -13,6 +13,7 @@ from typing import Iterator
 
 from .errors import BundleError, EnvironmentError_, RecipeError
 from .noise import ALGORITHM as NOISE_ALGORITHM
+from .tokenizers import CLIP, SENTENCEPIECE
 
 # 2: wiring, tokenizer files and noise named in the manifest; manifest.sha256 protects the manifest.
 SCHEMA_VERSION = 2
@@ -25,7 +26,8 @@ MANIFEST_DIGEST = "manifest.sha256"
 REPORT = "report.html"
 TIMINGS = "timings.txt"
 # CLIP byte-level BPE from vocab.json + merges.txt, as runtimes/README.md specifies it.
-TOKENIZER_TYPE = "clip-bpe"
+# tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder)
+TOKENIZER_FILES = {CLIP: ("vocab", "merges"), SENTENCEPIECE: ("tokenizer_json",)}
 UNHASHED = (MANIFEST, MANIFEST_DIGEST, TIMINGS)
 
 
@@ -265,17 +267,26 @@ def _check_references(manifest: dict, path: Path) -> None:
         where = f"{path}: tokenizers[{i}]"
         if not isinstance(tok, dict):
             raise BundleError(where, "must be an object")
-        if tok.get("type") != TOKENIZER_TYPE:
-            raise BundleError(f"{where}.type", f"{tok.get('type')!r}: runtimes implement {TOKENIZER_TYPE!r}")
-        for key in ("vocab", "merges"):
+        if tok.get("type") not in TOKENIZER_FILES:
+            raise BundleError(f"{where}.type", f"{tok.get('type')!r}: runtimes implement "
+                                               f"{', '.join(map(repr, TOKENIZER_FILES))}")
+        keys = TOKENIZER_FILES[tok["type"]]
+        for key in keys:
             if not isinstance(tok.get(key), str) or tok[key] not in files:
                 raise BundleError(f"{where}.{key}", f"{tok.get(key)!r} is not a checked file of the bundle")
         folder = tok.get("folder")
-        if not isinstance(folder, str) or folder not in folders or not tok["vocab"].startswith(f"{folder}/"):
-            raise BundleError(f"{where}.folder", f"{folder!r} is not the folder holding its vocab")
+        if not isinstance(folder, str) or folder not in folders or not tok[keys[0]].startswith(f"{folder}/"):
+            raise BundleError(f"{where}.folder", f"{folder!r} is not the folder holding its {keys[0]}")
         for key in ("max_length", "bos_token_id", "eos_token_id", "pad_token_id"):
-            if not _count(tok.get(key)):
+            # a sentencepiece tokenizer may have no BOS (T5): null there
+            optional = tok["type"] == SENTENCEPIECE and key == "bos_token_id" and tok.get(key) is None
+            if not optional and not _count(tok.get(key)):
                 raise BundleError(f"{where}.{key}", "must be a non-negative integer")
+        if tok["type"] == SENTENCEPIECE and (not isinstance(tok.get("prefix"), str) or
+                                            not isinstance(tok.get("lowercase"), bool) or
+                                            not _count(tok.get("prompt_length"))):
+            raise BundleError(f"{where}.prefix", "a sentencepiece tokenizer needs prefix (text), lowercase (bool) "
+                                                 "and prompt_length")
     noise = manifest["noise"]
     if noise.get("algorithm") != NOISE_ALGORITHM:
         raise BundleError(f"{path}: noise.algorithm", f"{noise.get('algorithm')!r}: runtimes implement {NOISE_ALGORITHM!r}")
@@ -285,7 +296,8 @@ def _check_references(manifest: dict, path: Path) -> None:
         wiring = Wiring.from_manifest(manifest)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise BundleError(f"{path}: wiring", f"malformed ({type(exc).__name__}: {exc})") from None
-    problems = wiring.problems(len(manifest["tokenizers"]))
+    problems = wiring.problems({src for t in manifest["tokenizers"] for src in (t.get("output"), t.get("mask_output"))
+                                if isinstance(src, str)})
     for name, comp in sorted(manifest["components"].items()):
         wired = set(wiring.inputs.get(name, {}))
         if name not in wiring.order or wired != {t["name"] for t in comp["inputs"]}:

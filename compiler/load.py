@@ -21,11 +21,11 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class Student:
     source: str                      # the folder it was read from
     family: str
-    tokenizers: list[Any]
+    tokenizers: list[Any]            # compiler.tokenizers.PromptTokenizer, one per text encoder
     tokenizer_dirs: list[Path]
     text_encoders: list[Any]
-    unet: Any
-    vae: Any                          # AutoencoderKL or AutoencoderTiny (its decoder ships)
+    denoiser: Any                     # UNet2DConditionModel or a transformer (the family's Layout)
+    vae: Any                          # AutoencoderKL, AutoencoderTiny or AutoencoderDC (its decoder ships)
     vae_subfolder: str
     scheduler_config: dict = field(default_factory=dict)
     vae_source: str = ""              # the folder vae_subfolder is in: `source`, or the recipe's decoder model
@@ -43,7 +43,7 @@ class Student:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return int(self.vae.config.latent_channels)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -79,51 +79,72 @@ def resolve_source(model: str) -> Path:
                                 f"the local folder") from None
 
 
-def load_student(model: str, family: str, decoder_subfolder: str = "vae", decoder_model: str | None = None) -> Student:
-    """`decoder_model`: another diffusers folder or hub id whose `decoder_subfolder` holds the VAE
-    to ship (a TAESD published on its own), instead of the student's own folder."""
+def load_student(model: str, family: str, decoder_subfolder: str = "vae", decoder_model: str | None = None,
+                 recipe=None) -> Student:
+    """The folders and classes are the family's Layout. `decoder_model`: another diffusers folder
+    or hub id whose `decoder_subfolder` holds the VAE to ship (a TAESD published on its own).
+    `recipe`: for the family's prompt format (e.g. max_sequence_length); defaults otherwise."""
+    from .families import get_family
+    from .tokenizers import runtime_files
+
+    fam = get_family(family)
+    layout = fam.layout
     root = resolve_source(model)
     vae_root = resolve_source(decoder_model) if decoder_model else root
     index = _read_json(root / "model_index.json")
-    dual = "text_encoder_2" in index and index["text_encoder_2"] and index["text_encoder_2"][0] is not None
-    text_subs = ["text_encoder", "text_encoder_2"] if dual else ["text_encoder"]
-    token_subs = ["tokenizer", "tokenizer_2"] if dual else ["tokenizer"]
-    for sub in [*text_subs, "unet"]:
+    slots = [t for t in layout.text if not t.optional or (index.get(t.encoder) or [None])[0] is not None]
+    for sub in [*(t.encoder for t in slots), layout.denoiser]:
         _check_weights(root, sub)
     _check_weights(vae_root, decoder_subfolder)
-    for sub in token_subs:
-        for name in ("vocab.json", "merges.txt"):
-            # The on-device tokenizers read these two files (runtimes/README.md); tokenizer.json alone is not enough.
-            if not (root / sub / name).is_file():
-                raise ModelError(str(root / sub / name), "missing: a CLIP tokenizer folder needs vocab.json and merges.txt")
+    for slot in slots:
+        for name in runtime_files(slot.kind):
+            # The on-device tokenizers read these files (runtimes/README.md).
+            if not (root / slot.tokenizer / name).is_file():
+                raise ModelError(str(root / slot.tokenizer / name),
+                                 f"missing: a {slot.kind} tokenizer folder needs {' and '.join(runtime_files(slot.kind))}")
 
     import transformers
     import diffusers
 
-    tokenizers = [_load(root, sub, transformers.CLIPTokenizer, weights=False) for sub in token_subs]
+    tokenizers = [_load_tokenizer(root / slot.tokenizer, i, slot.kind, fam.prompt_format(i, recipe))
+                  for i, slot in enumerate(slots)]
     encoders = []
-    for sub in text_subs:
-        cls_name = _class_name(root, sub, index, default="CLIPTextModel")
-        if cls_name not in ("CLIPTextModel", "CLIPTextModelWithProjection"):
-            raise ModelError(f"{root / sub / 'config.json'}: architectures", f"unsupported text encoder {cls_name}")
-        encoders.append(_load(root, sub, getattr(transformers, cls_name)))
-    unet = _load(root, "unet", diffusers.UNet2DConditionModel)
+    for slot in slots:
+        cls_name = _class_name(root, slot.encoder, index, default=slot.encoder_classes[0])
+        if cls_name not in slot.encoder_classes:
+            raise ModelError(f"{root / slot.encoder / 'config.json'}: architectures",
+                             f"unsupported text encoder {cls_name} (this family reads {', '.join(slot.encoder_classes)})")
+        encoders.append(_load(root, slot.encoder, getattr(transformers, cls_name)))
+    den_cls = _class_name(root, layout.denoiser, index, default=layout.denoiser_class)
+    if den_cls != layout.denoiser_class:
+        raise ModelError(f"{root / layout.denoiser / 'config.json'}: _class_name",
+                         f"is {den_cls}; family {family} needs a {layout.denoiser_class}")
+    denoiser = _load(root, layout.denoiser, getattr(diffusers, den_cls))
     vae_cls = _class_name(vae_root, decoder_subfolder, index if vae_root == root else {}, default="AutoencoderKL")
-    if vae_cls not in ("AutoencoderKL", "AutoencoderTiny"):
+    if vae_cls not in layout.decoder_classes:
         raise ModelError(f"{vae_root / decoder_subfolder / 'config.json'}: _class_name",
-                         f"unsupported decoder {vae_cls} (AutoencoderKL or AutoencoderTiny)")
+                         f"unsupported decoder {vae_cls} (family {family} reads {' or '.join(layout.decoder_classes)})")
     vae = _load(vae_root, decoder_subfolder, getattr(diffusers, vae_cls))
     sched_path = root / "scheduler" / "scheduler_config.json"
     scheduler_config = _read_json(sched_path) if sched_path.exists() else {}
-    student = Student(str(root), family, tokenizers, [root / s for s in token_subs], encoders, unet, vae,
+    student = Student(str(root), family, tokenizers, [root / t.tokenizer for t in slots], encoders, denoiser, vae,
                       decoder_subfolder, scheduler_config, str(vae_root))
-    _check_compatible(student, root)
+    fam.check_compatible(student)
     return student
+
+
+def _load_tokenizer(folder: Path, index: int, kind: str, fmt):
+    from .tokenizers import load
+
+    try:
+        return load(folder, index, kind, fmt)
+    except Exception as exc:
+        raise ModelError(str(folder), f"tokenizer could not load: {first_line(exc)}") from None
 
 
 def load_recipe_student(model: str, recipe) -> Student:
     decoder = recipe.components.vae_decoder
-    return load_student(model, recipe.family, decoder.subfolder, decoder.model)
+    return load_student(model, recipe.family, decoder.subfolder, decoder.model, recipe)
 
 
 def _read_json(path: Path) -> dict:
@@ -194,18 +215,6 @@ def _load(root: Path, sub: str, cls: Any, weights: bool = True) -> Any:
             if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
                 raise ModelError(str(root / sub), f"weight {name} contains NaN or Inf")
     return model
-
-
-def _check_compatible(student: Student, root: Path) -> None:
-    unet = student.unet.config
-    widths = [int(e.config.hidden_size) for e in student.text_encoders]
-    if sum(widths) != unet.cross_attention_dim:
-        raise ModelError(f"{root / 'unet' / 'config.json'}: cross_attention_dim",
-                         f"is {unet.cross_attention_dim} but the text encoder(s) produce {sum(widths)}")
-    latent = int(student.vae.config.latent_channels)
-    if latent != unet.in_channels:
-        raise ModelError(f"{Path(student.vae_source) / student.vae_subfolder / 'config.json'}: latent_channels",
-                         f"is {latent} but the UNet takes {unet.in_channels} channels")
 
 
 def load_full_decoder(root: Path, sub: str):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import __version__, noise, report
-from .bundle import REPORT, TIMINGS, TOKENIZER_TYPE, atomic_output, package_versions, sha256_file, write_manifest
+from .bundle import REPORT, TIMINGS, atomic_output, package_versions, sha256_file, write_manifest
 from .decoder_cost import DecoderCost, compare_decoders
 from .load import Student, load_recipe_student
 from .progress import Progress
@@ -21,12 +21,12 @@ from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
 from .targets import Artifact, Target, get_target
 from .verify import TOLERANCES, Parity, check_parity, heldout_inputs, require
-from .wiring import NOISE_SOURCE, TOKENIZER_NAMES, tokens_source
+from .tokenizers import save as save_tokenizer
+from .wiring import NOISE_SOURCE
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
 TOOLS = ("torch", "diffusers", "transformers", "numpy")
-TOKENIZER_FILES = (".json", ".txt")
 
 
 @dataclass
@@ -219,7 +219,7 @@ def release_reference(reference: Chain, recipe: Recipe, wrapped: Wrapped, studen
     text.recording = denoiser.recording = False
     denoiser.release()
     del wrapped.graphs["denoiser"]
-    student.unet = None
+    student.denoiser = None
     _return_freed_memory()
     return True
 
@@ -260,18 +260,9 @@ def export(wrapped: Wrapped, student: Student, target: Target, options, staging:
 
 def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
            quantized: Quantized, parity: list[Parity], latency: dict, decoder_cost: DecoderCost | None) -> dict:
-    tokenizers = []
-    for i, folder in enumerate(student.tokenizer_dirs):
-        name = TOKENIZER_NAMES[i]
-        (staging / name).mkdir()
-        for f in sorted(folder.iterdir()):
-            if f.is_file() and f.suffix in TOKENIZER_FILES:
-                shutil.copyfile(f, staging / name / f.name)
-        tok = student.tokenizers[i]
-        tokenizers.append({"name": name, "type": TOKENIZER_TYPE, "folder": name, "vocab": f"{name}/vocab.json",
-                           "merges": f"{name}/merges.txt", "max_length": wrapped.max_length,
-                           "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-                           "pad_token_id": tok.pad_token_id, "output": tokens_source(i)})
+    for tok, folder in zip(student.tokenizers, student.tokenizer_dirs):
+        save_tokenizer(tok, folder, staging / tok.name)
+    tokenizers = [tok.manifest_entry() for tok in student.tokenizers]
     truncated = [s.prompt for p in parity[:1] for s in p.samples if s.truncated]
     warnings = [f"held-out prompt truncated to {wrapped.max_length} tokens: {p[:60]!r}" for p in truncated]
     components = {}

@@ -74,17 +74,15 @@ def calibration_prompts(recipe, heldout: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Tokens:
-    ids: dict[str, np.ndarray]   # graph input name -> int64 [1, L]
+    ids: dict[str, np.ndarray]   # graph input name (input_ids, attention_mask, ...) -> int64 [1, L]
     truncated: bool
 
 
 def tokenize(tokenizers, prompt: str) -> Tokens:
-    names = ["input_ids", "input_ids_2"]
+    """Every tokenizer's graph inputs for `prompt` (compiler.tokenizers.PromptTokenizer)."""
     ids, truncated = {}, False
-    for name, tok in zip(names, tokenizers):
-        L = int(tok.model_max_length)
-        full = tok(prompt, truncation=False)["input_ids"]
-        truncated |= len(full) > L
-        out = tok(prompt, padding="max_length", max_length=L, truncation=True, return_tensors="np")
-        ids[name] = out["input_ids"].astype(np.int64)
+    for tok in tokenizers:
+        out, cut = tok(prompt)
+        ids.update(out)
+        truncated |= cut
     return Tokens(ids, truncated)

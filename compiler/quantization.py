@@ -143,7 +143,7 @@ def calibration_feeds(component: str, reference, prompts: list[str], seed: int, 
         else:
             embeds = reference.embed(tokens)
             z = noise.gaussian(seed + i, reference.latent_shape)
-            feeds = {**embeds, "noise": z}
+            feeds = reference.denoiser_feeds(embeds, z)
             if component == "vae_decoder":
                 feeds = {"latents": reference.denoise(embeds, z)}
         for name, value in feeds.items():

@@ -65,9 +65,22 @@ class Components:
 
 @dataclass(frozen=True)
 class Sampler:
-    # LCM's guidance embedding w is computed from this (w = guidance_scale - 1);
-    # other families reject it because their students are trained without guidance.
+    # LCM's guidance embedding w is computed from this (w = guidance_scale - 1); SANA-Sprint's
+    # and guidance-distilled FLUX transformers embed it; the other families reject it because
+    # their students are trained without guidance. null: the family pipeline's default.
     guidance_scale: Optional[float] = None
+    # trigflow-scm: the TrigFlow time of the one step (SanaSprintPipeline's default 1.57080).
+    max_timesteps: Optional[float] = None
+    # pixart-onestep: a student distilled at a fixed timestep (DMD-PixArt: 400) instead of the
+    # scheduler's trailing t = 999.
+    timestep: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Text:
+    # T5 / Gemma prompt length in tokens (the pipelines' max_sequence_length); null: the
+    # family's default (PixArt 120, FLUX 256, SANA 300). CLIP encoders keep their own 77.
+    max_sequence_length: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -88,11 +101,13 @@ class Calibration:
 class Recipe:
     version: int
     name: str
-    family: Literal["eps-turbo", "sample-lightning", "lcm", "rectified-flow"]
+    family: Literal["eps-turbo", "sample-lightning", "lcm", "rectified-flow", "trigflow-scm", "pixart-onestep",
+                    "flow-match"]
     model: Optional[str] = None
     image: Image = Image()
     components: Components = Components()
     sampler: Sampler = Sampler()
+    text: Text = Text()
     parity: Parity = Parity()
     calibration: Calibration = Calibration()
     # Options only one target has, validated by that target's own frozen dataclass:
@@ -191,6 +206,8 @@ def _check_values(r: Recipe, where: str) -> None:
         if value > MAX_IMAGE_SIDE:
             raise bad(f"image.{key}", f"{value} is over {MAX_IMAGE_SIDE} pixels, beyond what any one-step student "
                                       f"generates (and than a phone holds activations for)")
+    if r.text.max_sequence_length is not None and not 1 <= r.text.max_sequence_length <= 4096:
+        raise bad("text.max_sequence_length", f"must be within [1, 4096], got {r.text.max_sequence_length}")
     if r.parity.num_prompts < 1:
         raise bad("parity.num_prompts", "must be at least 1")
     if r.calibration.num_prompts < 1:

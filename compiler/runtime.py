@@ -16,7 +16,7 @@ from .bundle import read_verified_manifest
 from .errors import BundleError, CompileError, RecipeError, first_line
 from .prompts import Tokens, tokenize
 from .targets import Runner, get_target
-from .wiring import NOISE_SOURCE, TOKEN_INPUTS, Wiring, tokens_source
+from .wiring import NOISE_SOURCE, Wiring
 
 
 class Deferred:
@@ -75,11 +75,16 @@ class Chain:
     wiring: Wiring
 
     def embed(self, tokens: Tokens) -> dict[str, np.ndarray]:
+        """The text encoder's outputs, with the token inputs a denoiser may also read (PixArt's mask)."""
         out = self.runners["text_encoder"](tokens.ids)
-        return dict(zip(self.wiring.outputs["text_encoder"], out))
+        return {**tokens.ids, **dict(zip(self.wiring.outputs["text_encoder"], out))}
+
+    def denoiser_feeds(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> dict[str, np.ndarray]:
+        values = {**embeds, "noise": z}
+        return {name: values[name] for name in self.wiring.inputs["denoiser"]}
 
     def denoise(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
-        return self.runners["denoiser"]({**embeds, "noise": z})[0]
+        return self.runners["denoiser"](self.denoiser_feeds(embeds, z))[0]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         return self.runners["vae_decoder"]({"latents": latents})[0]
@@ -87,7 +92,7 @@ class Chain:
     def __call__(self, prompt: str, seed: int) -> np.ndarray:
         """The whole chain as a runtime runs it: values flow by the manifest's wiring."""
         tokens = tokenize(self.tokenizers, prompt)
-        values = {tokens_source(i): tokens.ids[name] for i, name in enumerate(TOKEN_INPUTS[: len(self.tokenizers)])}
+        values = {src: tokens.ids[inp] for tok in self.tokenizers for inp, src in tok.inputs.items()}
         values[NOISE_SOURCE] = noise.gaussian(seed, self.latent_shape)
         for name in self.wiring.order:
             out = self.runners[name]({inp: values[src] for inp, src in self.wiring.inputs[name].items()})
@@ -95,10 +100,10 @@ class Chain:
         return values[self.wiring.image]
 
 
-def load_tokenizers(folders: list[Path]) -> list:
-    from transformers import CLIPTokenizer
+def load_tokenizers(bundle: Path, entries: list[dict]) -> list:
+    from .tokenizers import from_manifest
 
-    return [CLIPTokenizer.from_pretrained(str(f)) for f in folders]
+    return [from_manifest(bundle, i, entry) for i, entry in enumerate(entries)]
 
 
 def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
@@ -107,7 +112,7 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     target = get_target(manifest["target"])
     options = _target_options(target, manifest, bundle / "manifest.json")
     runners = {name: _open(target, bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
-    tokenizers = load_tokenizers([bundle / t["folder"] for t in manifest["tokenizers"]])
+    tokenizers = load_tokenizers(bundle, manifest["tokenizers"])
     chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest))
     return chain, manifest
 

@@ -142,9 +142,8 @@ def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str],
     for i, (prompt, tokens, z) in enumerate(heldout_inputs(reference, prompts, seed)):
         ref_embeds = reference.embed(tokens)
         cand_embeds = candidate.embed(tokens)
-        ref_flat = np.concatenate([v.ravel() for v in ref_embeds.values()])
-        checks["text_encoder"].per_prompt.append(
-            compare(ref_flat, np.concatenate([v.ravel() for v in cand_embeds.values()])))
+        checks["text_encoder"].per_prompt.append(compare(_text_features(reference, ref_embeds),
+                                                         _text_features(reference, cand_embeds)))
         ref_latents = reference.denoise(ref_embeds, z)
         checks["denoiser"].per_prompt.append(compare(ref_latents, candidate.denoise(ref_embeds, z)))
         ref_image = reference.decode(ref_latents)
@@ -162,3 +161,8 @@ def require(parity: Parity) -> None:
     failure = parity.failure()
     if failure:
         raise ParityError("parity", failure)
+
+
+def _text_features(chain, embeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The text encoder's float outputs, flattened (a selected padding mask is ids, not features)."""
+    return np.concatenate([embeds[n].ravel() for n in chain.wiring.outputs["text_encoder"] if embeds[n].dtype.kind == "f"])

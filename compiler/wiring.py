@@ -2,20 +2,16 @@
 data instead of knowing the layout (SD, SDXL with two tokenizers, later transformer families).
 
 A source is "<producer>.<output>": a tokenizer's ids ("tokenizer.input_ids",
-"tokenizer_2.input_ids"), the seeded noise ("noise.sample"), or an earlier component's output
+"tokenizer_2.input_ids") or padding mask ("tokenizer.attention_mask"), the seeded noise ("noise.sample"), or an earlier component's output
 ("text_encoder.prompt_embeds"). Components run in `order`; `image` names the final output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TOKENIZER_NAMES = ("tokenizer", "tokenizer_2")
-TOKEN_INPUTS = ("input_ids", "input_ids_2")
+from .tokenizers import ID_INPUTS, MASK_INPUTS, NAMES
+
 NOISE_SOURCE = "noise.sample"
 IMAGE_SOURCE = "vae_decoder.image"
-
-
-def tokens_source(index: int) -> str:
-    return f"{TOKENIZER_NAMES[index]}.input_ids"
 
 
 @dataclass(frozen=True)
@@ -53,10 +49,10 @@ class Wiring:
     def as_manifest(self) -> dict:
         return {"order": list(self.order), "inputs": {n: dict(self.inputs[n]) for n in self.order}, "image": self.image}
 
-    def problems(self, tokenizers: int) -> list[str]:
-        """What a runtime could not follow: unknown or later producers, unwired inputs."""
-        # Only the first two tokenizers have names a component can take ids from.
-        available = {NOISE_SOURCE, *(tokens_source(i) for i in range(min(tokenizers, len(TOKENIZER_NAMES))))}
+    def problems(self, token_sources: set[str]) -> list[str]:
+        """What a runtime could not follow: unknown or later producers, unwired inputs.
+        `token_sources`: what the bundle's tokenizers produce ("tokenizer.input_ids", ...)."""
+        available = {NOISE_SOURCE, *token_sources}
         found = []
         for name in self.order:
             for inp, src in self.inputs.get(name, {}).items():
@@ -71,6 +67,8 @@ class Wiring:
 def _source(input_name: str, produced: dict[str, str]) -> str:
     if input_name == "noise":
         return NOISE_SOURCE
-    if input_name in TOKEN_INPUTS:
-        return tokens_source(TOKEN_INPUTS.index(input_name))
+    if input_name in ID_INPUTS:
+        return f"{NAMES[ID_INPUTS.index(input_name)]}.input_ids"
+    if input_name in MASK_INPUTS:
+        return f"{NAMES[MASK_INPUTS.index(input_name)]}.attention_mask"
     return produced[input_name]

@@ -78,7 +78,7 @@ def test_pickle_beside_safetensors_is_never_unpickled(student_copy, tmp_path):
     for sub in ("unet", "vae", "text_encoder"):
         _plant_pickle(model / sub, marker, "diffusion_pytorch_model.bin" if sub != "text_encoder" else "pytorch_model.bin")
     student = load_student(str(model), "eps-turbo")
-    assert student.unet is not None
+    assert student.denoiser is not None
     assert not marker.exists()
 
 

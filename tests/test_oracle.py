@@ -101,7 +101,7 @@ def test_rectified_flow_matches_instaflow_reference_formula(students, tmp_path, 
         with torch.no_grad():
             # InstaFlow reference: t = 1000 at the noise end, one Euler step of dt = 1.
             t = torch.full((1,), 1000.0)
-            v = student.unet(z, t, encoder_hidden_states=embeds[0]).sample
+            v = student.denoiser(z, t, encoder_hidden_states=embeds[0]).sample
             x0 = z + 1.0 * v
             image = student.vae.decode(x0 / student.scaling_factor).sample
             image = (image / 2 + 0.5).clamp(0, 1)

@@ -414,7 +414,7 @@ def test_release_reference_frees_the_torch_unet_and_keeps_verifys_answers(studen
     calibration = calibration_prompts(recipe, heldout)
     z = noise.gaussian(recipe.parity.seed + 1, reference.latent_shape)
     expected = reference.denoise(reference.embed(tokenize(reference.tokenizers, heldout[1])), z)
-    unet = weakref.ref(student.unet)
+    unet = weakref.ref(student.denoiser)
 
     assert release_reference(reference, recipe, wrapped, student, heldout, calibration)
     gc.collect()

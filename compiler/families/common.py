@@ -1,14 +1,81 @@
-"""Pieces shared by the UNet families: the UNet call with SDXL micro-conditioning."""
+"""Pieces shared by the UNet families: their layout (one CLIP text encoder, or SDXL's two), the
+text encoder graph, the compatibility checks, and the UNet call with SDXL micro-conditioning."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
-from ..errors import RecipeError
+from ..errors import ModelError, RecipeError
+from ..tokenizers import CLIP, PromptFormat
+from . import Layout, TextSlot
+
+UNET_LAYOUT = Layout(
+    denoiser="unet", denoiser_class="UNet2DConditionModel",
+    text=(TextSlot("tokenizer", "text_encoder", CLIP, ("CLIPTextModel", "CLIPTextModelWithProjection")),
+          TextSlot("tokenizer_2", "text_encoder_2", CLIP, ("CLIPTextModelWithProjection",), optional=True)))
 
 
-def reject_guidance(family: str, recipe) -> None:
-    if recipe.sampler.guidance_scale is not None:
-        raise RecipeError("sampler.guidance_scale", f"family {family} has no guidance input; remove the key")
+class CLIPTextGraph(torch.nn.Module):
+    """SD: the last hidden state. SDXL: both encoders' penultimate hidden states, concatenated,
+    plus the second encoder's pooled projection (as StableDiffusionXLPipeline.encode_prompt)."""
+
+    def __init__(self, encoders):
+        super().__init__()
+        self.encoders = torch.nn.ModuleList(encoders)
+
+    def forward(self, input_ids, input_ids_2=None):
+        if len(self.encoders) == 1:
+            return self.encoders[0](input_ids, return_dict=False)[0]
+        one = self.encoders[0](input_ids, output_hidden_states=True)
+        two = self.encoders[1](input_ids_2, output_hidden_states=True)
+        embeds = torch.cat([one.hidden_states[-2], two.hidden_states[-2]], dim=-1)
+        return embeds, two.text_embeds
+
+
+class UNetFamily:
+    """What the four UNet families share; each adds its constants, baked step and oracle."""
+    name: str
+    layout = UNET_LAYOUT
+
+    def prompt_format(self, slot: int, recipe) -> PromptFormat:
+        return PromptFormat()
+
+    def text_encoder(self, student, recipe):
+        names = ["prompt_embeds", "pooled_prompt_embeds"] if student.dual else ["prompt_embeds"]
+        return CLIPTextGraph(student.text_encoders).eval(), names
+
+    def denoiser_inputs(self, student) -> list[str]:
+        return ["prompt_embeds", "noise", "pooled_prompt_embeds"] if student.dual else ["prompt_embeds", "noise"]
+
+    def check_compatible(self, student) -> None:
+        root = Path(student.source)
+        unet = student.denoiser.config
+        widths = [int(e.config.hidden_size) for e in student.text_encoders]
+        if sum(widths) != unet.cross_attention_dim:
+            raise ModelError(f"{root / 'unet' / 'config.json'}: cross_attention_dim",
+                             f"is {unet.cross_attention_dim} but the text encoder(s) produce {sum(widths)}")
+        check_latent_channels(student, int(unet.in_channels), "the UNet takes")
+
+
+def check_latent_channels(student, channels: int, what: str) -> None:
+    latent = int(student.vae.config.latent_channels)
+    if latent != channels:
+        raise ModelError(f"{Path(student.vae_source) / student.vae_subfolder / 'config.json'}: latent_channels",
+                         f"is {latent} but {what} {channels} channels")
+
+
+SAMPLER_KEYS = ("guidance_scale", "max_timesteps", "timestep")
+
+
+def reject_unused(family: str, recipe, used: tuple[str, ...] = (), text: bool = False) -> None:
+    """A recipe key the family does not read is an error, not a silent no-op."""
+    for key in SAMPLER_KEYS:
+        if key not in used and getattr(recipe.sampler, key) is not None:
+            raise RecipeError(f"sampler.{key}", f"family {family} does not use it; remove the key")
+    if not text and recipe.text.max_sequence_length is not None:
+        raise RecipeError("text.max_sequence_length", f"family {family} has CLIP text encoders of a fixed length; "
+                                                      f"remove the key")
 
 
 class BakedStep(torch.nn.Module):
@@ -16,7 +83,7 @@ class BakedStep(torch.nn.Module):
 
     def __init__(self, student, recipe):
         super().__init__()
-        self.unet = student.unet
+        self.unet = student.denoiser
         self.dual = student.dual
         h, w = recipe.image.height, recipe.image.width
         self.register_buffer("time_ids", torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32), persistent=False)

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .common import BakedStep, reject_guidance
+from .common import BakedStep, UNetFamily, reject_unused
 
 
 def _scheduler(student, prediction_type):
@@ -44,13 +44,13 @@ class EulerStep(BakedStep):
         return out  # "sample": the UNet predicts x0 directly
 
 
-class EulerOneStep:
+class EulerOneStep(UNetFamily):
     def __init__(self, name: str, prediction_type: str | None):
         self.name = name
         self.prediction_type = prediction_type
 
     def constants(self, student, recipe) -> dict:
-        reject_guidance(self.name, recipe)
+        reject_unused(self.name, recipe)
         sched = _scheduler(student, self.prediction_type)
         return {
             "scheduler": "EulerDiscreteScheduler",
@@ -68,10 +68,10 @@ class EulerOneStep:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         sched = _scheduler(student, self.prediction_type)
-        common = dict(vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0],
-                      unet=student.unet, scheduler=sched)
+        common = dict(vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0].hf,
+                      unet=student.denoiser, scheduler=sched)
         if student.dual:
-            pipe = StableDiffusionXLPipeline(text_encoder_2=student.text_encoders[1], tokenizer_2=student.tokenizers[1],
+            pipe = StableDiffusionXLPipeline(text_encoder_2=student.text_encoders[1], tokenizer_2=student.tokenizers[1].hf,
                                              **common)
         else:
             pipe = StableDiffusionPipeline(safety_checker=None, feature_extractor=None, requires_safety_checker=False,

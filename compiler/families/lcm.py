@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import BakedStep
+from .common import BakedStep, UNetFamily, reject_unused
 
 DEFAULT_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scale
 
@@ -31,7 +31,7 @@ class LCMStep(BakedStep):
         self.register_buffer("timestep", torch.tensor([c["timestep"]], dtype=torch.float32), persistent=False)
         w = torch.tensor([c["guidance_scale"] - 1.0])
         emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(
-            None, w, embedding_dim=student.unet.config.time_cond_proj_dim)
+            None, w, embedding_dim=student.denoiser.config.time_cond_proj_dim)
         self.register_buffer("w_embedding", emb.float(), persistent=False)
 
     def forward(self, prompt_embeds, noise, pooled_prompt_embeds=None):
@@ -43,11 +43,12 @@ class LCMStep(BakedStep):
         return c["c_out"] * x0 + c["c_skip"] * sample
 
 
-class LCMOneStep:
+class LCMOneStep(UNetFamily):
     name = "lcm"
 
     def constants(self, student, recipe) -> dict:
-        if student.unet.config.time_cond_proj_dim is None:
+        reject_unused(self.name, recipe, used=("guidance_scale",))
+        if student.denoiser.config.time_cond_proj_dim is None:
             from ..errors import ModelError
 
             raise ModelError(f"{student.source}/unet/config.json: time_cond_proj_dim",
@@ -81,8 +82,8 @@ class LCMOneStep:
         from diffusers import LatentConsistencyModelPipeline
 
         pipe = LatentConsistencyModelPipeline(
-            vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0],
-            unet=student.unet, scheduler=_scheduler(student), safety_checker=None, feature_extractor=None,
+            vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0].hf,
+            unet=student.denoiser, scheduler=_scheduler(student), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         with torch.no_grad():

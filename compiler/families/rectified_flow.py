@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import BakedStep, reject_guidance
+from .common import BakedStep, UNetFamily, reject_unused
 
 TIMESTEP = 1000.0
 
@@ -19,11 +19,11 @@ class RFStep(BakedStep):
         return noise + self._unet(noise, self.timestep, prompt_embeds, pooled_prompt_embeds)
 
 
-class RectifiedFlowOneStep:
+class RectifiedFlowOneStep(UNetFamily):
     name = "rectified-flow"
 
     def constants(self, student, recipe) -> dict:
-        reject_guidance(self.name, recipe)
+        reject_unused(self.name, recipe)
         return {"timestep": TIMESTEP, "dt": 1.0, "prediction_type": "velocity", "reference": "InstaFlow"}
 
     def denoiser(self, student, recipe):

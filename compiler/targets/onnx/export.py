@@ -2,8 +2,13 @@
 
 Exporter choice (shared/PITFALLS.md): the dynamo exporter is the supported one; the legacy
 TorchScript exporter is deprecated and emits graphs ONNX Runtime refuses for some VAEs.
-Its optimizer folds constants (files about half the size) but can delete `x + eps` for
-eps < 1e-8, so every exported file is run on real inputs and checked for NaN/Inf in verify.
+Its optimizer folds constants (files about half the size) but its `x + 0 -> x` rule matches any
+constant within 1e-8 of zero, deleting the `x + 1e-15` of DC-AE / SANA linear attention: 0/0 = NaN
+on the first all-zero ReLU row (shared/PITFALLS.md). Exports run without that rule
+(keep_tiny_epsilons), and every exported file is still run on real inputs and checked for NaN/Inf.
+torchlib lowers every `squeeze(dim)` to Squeeze(axes=[dim]), which ONNX Runtime refuses when
+the dim is not 1 (a no-op in torch: PixArtTransformer2DModel squeezes [B, N, C] at 1), so those
+are dropped from the exported program first (drop_noop_squeezes).
 Weights are written as external data (`<name>.onnx.data`) beside the .onnx file, for every size:
 files over 2 GB (the protobuf limit) need it, and it keeps export memory near the weights' size.
 """
@@ -33,14 +38,54 @@ def _strip_stack_traces(model) -> None:
             node.metadata_props.pop(STACK_TRACE, None)
 
 
+@contextlib.contextmanager
+def keep_tiny_epsilons():
+    """onnxscript's optimizer without its add-zero rules (x + 0, 0 + x), for the export's duration.
+    Private API: onnxscript is pinned, and the rule set's layout is checked before it is changed."""
+    from onnxscript import rewriter
+    from onnxscript.rewriter.rules.common import _no_op
+
+    rules = list(_no_op.rules.rules)
+    # [x*1, 1*x, x+0, 0+x, x-0, x/1, Dropout(ratio=0), Dropout(inference)]: the rules are anonymous
+    if len(rules) != 8:
+        raise ExportError("onnxscript", f"its no-op rewrite rules changed ({len(rules)}, expected 8): "
+                                        f"re-check compiler/targets/onnx/export.keep_tiny_epsilons")
+    add_zero = set(rules[2:4])
+    saved = rewriter._DEFAULT_REWRITE_RULES
+    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in saved if r not in add_zero)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = saved
+
+
+def drop_noop_squeezes(module, example_inputs):
+    """torch.export the module, minus each aten.squeeze.dim whose static size is not 1."""
+    import torch
+
+    program = torch.export.export(module, example_inputs)
+    changed = False
+    for node in list(program.graph.nodes):
+        if node.op == "call_function" and node.target == torch.ops.aten.squeeze.dim:
+            src, dim = node.args[0], node.args[1]
+            if src.meta["val"].shape[dim] != 1:
+                node.replace_all_uses_with(src)
+                program.graph.erase_node(node)
+                changed = True
+    if changed:
+        program.graph_module.recompile()
+    return program
+
+
 def export(graph, out_dir: Path, opset: int) -> Artifact:
     import torch
 
     path = out_dir / f"{graph.name}{SUFFIX}"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), keep_tiny_epsilons():
             program = torch.onnx.export(
-                graph.module, graph.example_inputs, dynamo=True, opset_version=opset, optimize=True,
+                drop_noop_squeezes(graph.module, graph.example_inputs), graph.example_inputs, dynamo=True,
+                opset_version=opset, optimize=True,
                 input_names=graph.input_names, output_names=graph.output_names, verbose=False,
             )
             _strip_stack_traces(program.model)

@@ -1,0 +1,127 @@
+"""The tokenizers a bundle carries, and the contract a runtime follows to reproduce their ids.
+
+    clip-bpe       CLIP's byte-level BPE (vocab.json + merges.txt): SD, SDXL, FLUX's CLIP.
+                   Output: input_ids, padded with pad_token_id to max_length.
+    sentencepiece  T5's unigram (PixArt, FLUX) and Gemma's BPE with byte fallback (SANA), read from
+                   the tokenizers library's tokenizer.json. Outputs: input_ids, and where the family
+                   reads it (`mask_output`) attention_mask (1 for a token, 0 for padding),
+                   right-padded to max_length; `prefix` is text the
+                   pipeline puts before the user's prompt (SANA's complex human instruction),
+                   `lowercase` whether the prompt is lower-cased and stripped first.
+
+A family says how its pipeline formats prompts (PromptFormat); the same numbers go to
+manifest.json, so the Python runtime, the device runtimes and compile tokenize alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLIP = "clip-bpe"
+SENTENCEPIECE = "sentencepiece"
+NAMES = ("tokenizer", "tokenizer_2")
+ID_INPUTS = ("input_ids", "input_ids_2")
+MASK_INPUTS = ("attention_mask", "attention_mask_2")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """What a family's pipeline does to a prompt around the tokenizer itself."""
+    max_length: int | None = None     # ids per prompt (without the prefix); None: the tokenizer's model_max_length
+    prefix: str = ""
+    lowercase: bool = False
+    mask: bool = False                # the text encoder or denoiser reads the padding mask (PixArt, SANA)
+
+
+class PromptTokenizer:
+    """One tokenizer of a bundle: a transformers tokenizer plus the family's PromptFormat."""
+
+    def __init__(self, index: int, kind: str, hf, fmt: PromptFormat = PromptFormat()):
+        self.index, self.kind, self.hf, self.fmt = index, kind, hf, fmt
+        self.name = NAMES[index]
+        base = int(fmt.max_length or hf.model_max_length)
+        # SANA keeps the prefix's ids (less its BOS and one more) on top of max_sequence_length
+        # (SanaSprintPipeline._get_gemma_prompt_embeds); the text encoder graph selects the rest.
+        self.max_length = base + len(hf.encode(fmt.prefix)) - 2 if fmt.prefix else base
+        self.prompt_length = base
+
+    @property
+    def has_mask(self) -> bool:
+        return self.fmt.mask
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Graph input name -> the source a runtime feeds it from."""
+        out = {ID_INPUTS[self.index]: f"{self.name}.input_ids"}
+        if self.has_mask:
+            out[MASK_INPUTS[self.index]] = f"{self.name}.attention_mask"
+        return out
+
+    def text(self, prompt: str) -> str:
+        return self.fmt.prefix + (prompt.lower().strip() if self.fmt.lowercase else prompt)
+
+    def __call__(self, prompt: str) -> tuple[dict[str, np.ndarray], bool]:
+        """(graph input name -> int64 [1, max_length], whether the prompt was truncated)."""
+        text = self.text(prompt)
+        truncated = len(self.hf(text, truncation=False)["input_ids"]) > self.max_length
+        if self.kind == CLIP:
+            enc = self.hf(text, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="np")
+        else:
+            self.hf.padding_side = "right"
+            enc = self.hf(text, padding="max_length", max_length=self.max_length, truncation=True,
+                          add_special_tokens=True, return_tensors="np")
+        out = {ID_INPUTS[self.index]: enc["input_ids"].astype(np.int64)}
+        if self.has_mask:
+            out[MASK_INPUTS[self.index]] = enc["attention_mask"].astype(np.int64)
+        return out, truncated
+
+    def manifest_entry(self) -> dict:
+        tok = self.hf
+        entry = {"name": self.name, "type": self.kind, "folder": self.name, "max_length": self.max_length,
+                 "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+                 "output": f"{self.name}.input_ids"}
+        if self.kind == CLIP:
+            entry.update(vocab=f"{self.name}/vocab.json", merges=f"{self.name}/merges.txt")
+        else:
+            entry.update(tokenizer_json=f"{self.name}/tokenizer.json", prefix=self.fmt.prefix,
+                         lowercase=self.fmt.lowercase, padding_side="right", prompt_length=self.prompt_length)
+        if self.has_mask:
+            entry["mask_output"] = f"{self.name}.attention_mask"
+        return entry
+
+
+
+def runtime_files(kind: str) -> tuple[str, ...]:
+    """The files a runtime reads from a tokenizer folder."""
+    return ("vocab.json", "merges.txt") if kind == CLIP else ("tokenizer.json",)
+
+
+def load(folder: Path, index: int, kind: str, fmt: PromptFormat = PromptFormat()):
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    hf = CLIPTokenizer.from_pretrained(str(folder)) if kind == CLIP else AutoTokenizer.from_pretrained(str(folder))
+    return PromptTokenizer(index, kind, hf, fmt)
+
+
+def from_manifest(bundle: Path, index: int, entry: dict) -> PromptTokenizer:
+    fmt = PromptFormat(max_length=entry.get("prompt_length", entry["max_length"]), prefix=entry.get("prefix", ""),
+                       lowercase=bool(entry.get("lowercase", False)), mask="mask_output" in entry)
+    return load(bundle / entry["folder"], index, entry["type"], fmt)
+
+
+def save(tok: PromptTokenizer, source: Path, folder: Path) -> None:
+    """The tokenizer folder a bundle ships: the runtime's files, and what transformers loads it from."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if tok.kind == CLIP:   # the student's own files, byte for byte
+        for f in sorted(source.iterdir()):
+            if f.is_file() and f.suffix in (".json", ".txt"):
+                shutil.copyfile(f, folder / f.name)
+        return
+    tok.hf.save_pretrained(str(folder))
+    for f in sorted(folder.iterdir()):
+        if f.name not in (*runtime_files(tok.kind), "tokenizer_config.json", "special_tokens_map.json"):
+            f.unlink()
