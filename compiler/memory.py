@@ -43,11 +43,14 @@ def component_parameters(model: Path, subfolders: list[str]) -> dict[str, int]:
 
 def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int]:
     """Peak resident bytes per stage. `factors`: the target's (export, quantize) multiples."""
-    text = ["text_encoder", "text_encoder_2"] if (model / "text_encoder_2").is_dir() else ["text_encoder"]
+    from .families import get_family
+
+    layout = get_family(recipe.family).layout
+    text = [t.encoder for t in layout.text if not t.optional or (model / t.encoder).is_dir()]
     decoder = recipe.components.vae_decoder
     # A decoder from another local folder is counted; one from a hub id is not yet on disk (a TAESD is small).
     decoder_folder = str(Path(decoder.model).expanduser() / decoder.subfolder) if decoder.model else decoder.subfolder
-    folders = {"text_encoder": text, "denoiser": ["unet"], "vae_decoder": [decoder_folder]}
+    folders = {"text_encoder": text, "denoiser": [layout.denoiser], "vae_decoder": [decoder_folder]}
     params = component_parameters(model, [s for subs in folders.values() for s in subs])
     weights = {name: FP32 * sum(params[s] for s in subs) for name, subs in folders.items()}
     student = sum(weights.values())

@@ -142,8 +142,8 @@ def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str],
     for i, (prompt, tokens, z) in enumerate(heldout_inputs(reference, prompts, seed)):
         ref_embeds = reference.embed(tokens)
         cand_embeds = candidate.embed(tokens)
-        checks["text_encoder"].per_prompt.append(compare(_text_features(reference, ref_embeds),
-                                                         _text_features(reference, cand_embeds)))
+        features = _text_features(reference, ref_embeds)
+        checks["text_encoder"].per_prompt.append(compare(_flat(ref_embeds, features), _flat(cand_embeds, features)))
         ref_latents = reference.denoise(ref_embeds, z)
         checks["denoiser"].per_prompt.append(compare(ref_latents, candidate.denoise(ref_embeds, z)))
         ref_image = reference.decode(ref_latents)
@@ -163,6 +163,11 @@ def require(parity: Parity) -> None:
         raise ParityError("parity", failure)
 
 
-def _text_features(chain, embeds: dict[str, np.ndarray]) -> np.ndarray:
-    """The text encoder's float outputs, flattened (a selected padding mask is ids, not features)."""
-    return np.concatenate([embeds[n].ravel() for n in chain.wiring.outputs["text_encoder"] if embeds[n].dtype.kind == "f"])
+def _text_features(chain, embeds: dict[str, np.ndarray]) -> list[str]:
+    """The text encoder's float outputs (a selected padding mask is ids, not features; a target
+    may return it as float, as Core ML returns every output)."""
+    return [n for n in chain.wiring.outputs["text_encoder"] if embeds[n].dtype.kind == "f"]
+
+
+def _flat(embeds: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    return np.concatenate([embeds[n].astype(np.float32, copy=False).ravel() for n in names])

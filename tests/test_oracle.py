@@ -29,33 +29,42 @@ PROMPTS = (
 )
 
 # (student layout, decoder subfolder): every layout with the AutoencoderKL decoder, and the
-# AutoencoderTiny drop-in decoder for an SD, an SDXL, the LCM and the flow layout.
+# AutoencoderTiny drop-in decoder for an SD, an SDXL, the LCM and the flow layout; the
+# transformer families with their own decoders (SANA-Sprint: AutoencoderDC).
 CASES = [
     ("eps-turbo", "vae"), ("eps-turbo", "vae_tiny"),
     ("eps-turbo-xl", "vae"), ("eps-turbo-xl", "vae_tiny"),
     ("sample-lightning", "vae"),
     ("lcm", "vae"), ("lcm", "vae_tiny"),
     ("rectified-flow", "vae"), ("rectified-flow", "vae_tiny"),
+    ("pixart-onestep", "vae"), ("flow-match", "vae"), ("trigflow-scm", "vae"),
 ]
+TRANSFORMERS = ("pixart-onestep", "flow-match", "trigflow-scm")
+# T5 / Gemma prompt length of the tiny transformer students (the second prompt is longer)
+TEXT = "text: {max_sequence_length: 16}\n"
 
 
-def _setup(students, tmp_path, kind, decoder):
+def _setup(students, tmp_path, kind, decoder, extra: str = ""):
     family = family_of(kind)
-    student = load_student(str(students[kind]), family, decoder)
+    text = TEXT if kind in TRANSFORMERS else ""
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family,
-                                      extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n"))
+                                      extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n{text}{extra}"))
+    student = load_student(str(students[kind]), family, decoder, None, recipe)
     return family, student, recipe, wrap(student, recipe)
 
 
 def _wrapped_image(wrapped, student, prompt, z):
-    """The three graphs exactly as exported, chained in torch: tokens -> embeds -> latents -> image."""
+    """The three graphs exactly as exported, chained in torch by the wiring's names:
+    tokens -> embeds -> latents -> image. Returns (image, text encoder outputs, latents)."""
     graphs = wrapped.graphs
     tokens = tokenize(student.tokenizers, prompt)
+    values = {n: torch.from_numpy(v) for n, v in tokens.ids.items()}
     with torch.no_grad():
         text = graphs["text_encoder"]
-        embeds = text.module(*[torch.from_numpy(tokens.ids[n]) for n in text.input_names])
+        embeds = text.module(*[values[n] for n in text.input_names])
         embeds = embeds if isinstance(embeds, tuple) else (embeds,)
-        latents = graphs["denoiser"].module(embeds[0], z, *embeds[1:])
+        values.update(zip(text.output_names, embeds), noise=z)
+        latents = graphs["denoiser"].module(*[values[n] for n in graphs["denoiser"].input_names])
         return graphs["vae_decoder"].module(latents), embeds, latents
 
 
@@ -81,8 +90,8 @@ def test_wrapped_graph_matches_diffusers_pipeline_at_one_step(students, tmp_path
         assert ours.std().item() > 1e-2
 
 
-@pytest.mark.parametrize("kind, decoder", [("eps-turbo", "vae"), ("eps-turbo-xl", "vae_tiny"), ("lcm", "vae")],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("kind, decoder", [("eps-turbo", "vae"), ("eps-turbo-xl", "vae_tiny"), ("lcm", "vae"),
+                                          *((k, "vae") for k in TRANSFORMERS)], ids=lambda v: str(v))
 def test_oracle_comparison_is_sensitive_to_the_noise(students, tmp_path, kind, decoder):
     family, student, recipe, wrapped = _setup(students, tmp_path, kind, decoder)
     ours, _, _ = _wrapped_image(wrapped, student, PROMPTS[0], _noise(wrapped, seed=10))
@@ -110,3 +119,72 @@ def test_rectified_flow_matches_instaflow_reference_formula(students, tmp_path, 
         assert ours.std().item() > 1e-2
         # the velocity is not negligible: x0 really differs from the noise
         assert (x0 - z).abs().max().item() > MIN_SENSITIVITY
+
+
+def _perturbed_denoiser(kind, student, recipe, wrapped):
+    """The family's baked step with one sampler constant a little off."""
+    from compiler.families import flow_match, pixart, trigflow
+
+    c = dict(wrapped.constants)
+    if kind == "trigflow-scm":   # the TrigFlow time of the step: 1.5 instead of the pipeline's 1.57080
+        import dataclasses
+
+        late = dataclasses.replace(recipe, sampler=dataclasses.replace(recipe.sampler, max_timesteps=1.5))
+        return trigflow.SCMStep(student.denoiser, get_family(kind).constants(student, late))
+    if kind == "pixart-onestep":
+        return pixart.PixArtStep(student.denoiser, {**c, "timestep": 998}, student.latent_channels)
+    return flow_match.FlowStep(student.denoiser, {**c, "timestep": 999.0}, wrapped.latent_shape,
+                               student.tokenizers[1].max_length)
+
+
+@pytest.mark.parametrize("kind", TRANSFORMERS)
+def test_transformer_oracle_fails_on_a_perturbed_sampler_constant(students, tmp_path, kind):
+    family, student, recipe, wrapped = _setup(students, tmp_path, kind, "vae")
+    z = _noise(wrapped, seed=10)
+    theirs = get_family(family).oracle(student, recipe, PROMPTS[0], z.clone())
+    exact, _, _ = _wrapped_image(wrapped, student, PROMPTS[0], z)
+    assert (exact - theirs.float()).abs().max().item() < MAX_ABS_ROUNDOFF
+    wrapped.graphs["denoiser"].module = _perturbed_denoiser(kind, student, recipe, wrapped).eval()
+    ours, _, _ = _wrapped_image(wrapped, student, PROMPTS[0], z)
+    assert (ours - theirs.float()).abs().max().item() > 10 * MAX_ABS_ROUNDOFF   # the gate fails, with margin
+
+
+@pytest.mark.parametrize("scheduler, overrides, timestep", [
+    ("DDPMScheduler", {"prediction_type": "epsilon"}, None),
+    ("DDIMScheduler", {"prediction_type": "epsilon"}, None),
+    ("EulerDiscreteScheduler", {"prediction_type": "epsilon"}, None),
+    ("DDPMScheduler", {"prediction_type": "epsilon", "clip_sample": True}, None),
+    ("DDPMScheduler", {"prediction_type": "epsilon"}, 400),
+    ("DDPMScheduler", {"prediction_type": "sample"}, None),
+])
+def test_pixart_step_matches_the_pipeline_latents_for_each_student_scheduler(students, tmp_path, scheduler, overrides,
+                                                                            timestep):
+    """The latents (not the image: eps-prediction at t = 999 multiplies by 1/sqrt(abar) = 157 and
+    saturates a random decoder's image) for every scheduler a one-step PixArt student may ship."""
+    import diffusers
+    from diffusers import PixArtAlphaPipeline
+
+    folder = tmp_path / "pixart"
+    import shutil
+
+    shutil.copytree(students["pixart-onestep"], folder)
+    config = diffusers.DDPMScheduler.load_config(folder / "scheduler")
+    getattr(diffusers, scheduler).from_config(config, **overrides).save_pretrained(folder / "scheduler")
+    extra = f"sampler: {{timestep: {timestep}}}\n" if timestep else ""
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", "pixart-onestep", extra=TEXT + extra))
+    student = load_student(str(folder), "pixart-onestep", "vae", None, recipe)
+    wrapped = wrap(student, recipe)
+    z = _noise(wrapped, seed=10)
+    _, _, latents = _wrapped_image(wrapped, student, PROMPTS[0], z)
+    pipe = PixArtAlphaPipeline(tokenizer=student.tokenizers[0].hf, text_encoder=student.text_encoders[0],
+                               vae=student.vae, transformer=student.denoiser,
+                               scheduler=getattr(diffusers, scheduler).from_config(student.scheduler_config))
+    pipe.set_progress_bar_config(disable=True)
+    steps = {"timesteps": [timestep], "num_inference_steps": None} if timestep else {"num_inference_steps": 1}
+    with torch.no_grad():
+        theirs = pipe(PROMPTS[0], guidance_scale=1.0, latents=z.clone(), height=recipe.image.height,
+                      width=recipe.image.width, use_resolution_binning=False, clean_caption=False,
+                      max_sequence_length=16, output_type="latent", **steps).images
+    scale = theirs.abs().max().item()
+    assert (latents - theirs).abs().max().item() <= 1e-6 * max(scale, 1.0)
+    assert wrapped.constants["timestep"] == (timestep or 999)

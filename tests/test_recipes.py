@@ -13,7 +13,8 @@ SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
 
 def test_every_family_has_a_shipped_recipe():
     families = {load_recipe(p).family for p in SHIPPED}
-    assert {"eps-turbo", "sample-lightning", "lcm", "rectified-flow"} <= families
+    assert {"eps-turbo", "sample-lightning", "lcm", "rectified-flow", "trigflow-scm", "pixart-onestep",
+            "flow-match"} <= families
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

@@ -61,3 +61,36 @@ def test_the_python_loader_gives_every_bundle_fixture_its_recorded_verdict():
         except BundleError as exc:
             where = exc.where.replace(str(root / name), "BUNDLE")
         assert (verdict["ok"] and where is None) or verdict.get("where") == where, name
+
+
+def test_sentencepiece_fixtures_cover_masks_truncation_and_the_instruction_prefix():
+    """The transformer families' tokenizer contract, as golden data for a device tokenizer: T5
+    (no BOS, EOS, pad 0) and Gemma (BOS, SANA's instruction before the lower-cased prompt)."""
+    from compiler.tokenizers import PromptFormat, PromptTokenizer
+    from transformers import AutoTokenizer
+
+    fixtures = json.loads((FIXTURES / "sentencepiece_tokens.json").read_text(encoding="utf-8"))
+    assert set(fixtures) == {"t5", "gemma"}
+    for name, data in fixtures.items():
+        entry = data["entry"]
+        assert entry["type"] == "sentencepiece" and entry["mask_output"] == "tokenizer.attention_mask"
+        cases = {c["name"]: c for c in data["cases"]}
+        for case in cases.values():
+            assert len(case["ids"]) == len(case["attention_mask"]) == entry["max_length"]
+            n = sum(case["attention_mask"])
+            assert case["attention_mask"] == [1] * n + [0] * (entry["max_length"] - n)    # right padding
+            assert all(i == entry["pad_token_id"] for i in case["ids"][n:])
+        assert cases["over_boundary_16"]["truncated"] and cases["two_hundred_words"]["truncated"]
+        assert not cases["simple"]["truncated"]
+        # the committed tokenizer.json gives the same ids through the same PromptTokenizer
+        hf = AutoTokenizer.from_pretrained(str(FIXTURES / data["tokenizer_json"]).rsplit("/", 1)[0])
+        tok = PromptTokenizer(0, "sentencepiece", hf, PromptFormat(**data["format"]))
+        for case in cases.values():
+            ids, truncated = tok(case["prompt"])
+            assert ids["input_ids"][0].tolist() == case["ids"] and truncated == case["truncated"], case["name"]
+    t5, gemma = fixtures["t5"], fixtures["gemma"]
+    assert t5["entry"]["bos_token_id"] is None and t5["entry"]["prefix"] == ""
+    assert t5["cases"][0]["ids"][0] == t5["entry"]["eos_token_id"]          # the empty prompt: EOS, then padding
+    assert gemma["entry"]["prefix"].startswith("Given a user prompt") and gemma["entry"]["lowercase"]
+    assert all(c["ids"][0] == gemma["entry"]["bos_token_id"] for c in gemma["cases"])
+    assert gemma["entry"]["max_length"] > gemma["entry"]["prompt_length"]   # the prefix's ids come on top

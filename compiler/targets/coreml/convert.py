@@ -31,13 +31,40 @@ WEIGHTS_DIR = "Data/com.apple.CoreML/weights"
 
 
 def _register_alias() -> None:
-    """torch 2.13 emits `aten.alias` (CLIP's `position_ids[:, :L]`); coremltools 9.0 has no
-    converter for it. An alias is a no-op on values."""
+    """ATen ops torch 2.13 emits that coremltools 9.0 has no converter for, mapped to its own:
+    `aten.alias` (CLIP's `position_ids[:, :L]`) is a no-op on values; the T5 and Gemma-2 attention
+    masks of transformers 5 make `where` with a scalar branch, `new_ones` and `&` on bool masks."""
     from coremltools.converters.mil.frontend.torch import ops
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    if _TORCH_OPS_REGISTRY.get_func("alias") is None:
-        _TORCH_OPS_REGISTRY.set_func_by_name(ops.noop, "alias")
+    def new_ones(context, node):   # the dtype of the tensor it is called on (a bool mask stays bool)
+        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil.mil import types
+
+        inputs = ops._get_inputs(context, node)
+        if types.is_bool(inputs[0].dtype):
+            context.add(mb.cast(x=ops._make_fill_op(inputs[1], 1.0, node.name + "_fill"), dtype="bool", name=node.name))
+        else:
+            context.add(ops._make_fill_op(inputs[1], 1.0, node.name))
+
+    def mask_and(context, node):
+        """`a & b` (the converter looks "__and__" up as "and"): a bool mask and a mask that arrives
+        as float 1.0/0.0 are combined as bools; integer operands keep coremltools' bitwise_and."""
+        from coremltools.converters.mil import Builder as mb
+        from coremltools.converters.mil.mil import types
+
+        a, b = ops._get_inputs(context, node)
+        if not (types.is_bool(a.dtype) or types.is_bool(b.dtype)):
+            return ops.bitwise_and(context, node)
+        a, b = (x if types.is_bool(x.dtype) else mb.cast(x=x, dtype="bool") for x in (a, b))
+        context.add(mb.logical_and(x=a, y=b, name=node.name))
+
+    for name, func in (("alias", ops.noop), ("where.scalarother", ops.where), ("where.scalarself", ops.where),
+                       ("where.scalar", ops.where), ("new_ones", new_ones)):
+        if name not in _TORCH_OPS_REGISTRY:   # the converter's own check (get_func normalizes names)
+            _TORCH_OPS_REGISTRY.set_func_by_name(func, name)
+    for name in ("__and__", "and"):
+        _TORCH_OPS_REGISTRY.set_func_by_name(mask_and, name)
 
 
 @contextlib.contextmanager

@@ -96,7 +96,11 @@ def program_runner(path: Path):
     _, method = load_program(path, Path(path).stem, program)
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        outs = method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+        try:
+            outs = method.execute([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+        except RuntimeError as exc:   # a kernel's check failed: the program is not runnable as built
+            raise ExportError(f"component {Path(path).stem}", f"ExecuTorch failed to run {Path(path).name}: "
+                                                              f"{first_line(exc)} (its log names the kernel)") from exc
         return [o.numpy().copy() for o in outs]
 
     return run
