@@ -94,6 +94,7 @@ def write_sentencepiece_tokenizer(folder: Path, kind: str, max_length: int) -> i
     from transformers import GemmaTokenizer, T5Tokenizer
 
     from .families.trigflow import _call_default
+    from .tokenizers import save_pretrained
 
     text = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] + list(_call_default("complex_human_instruction"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +111,7 @@ def write_sentencepiece_tokenizer(folder: Path, kind: str, max_length: int) -> i
             tok = GemmaTokenizer.from_pretrained(tmp, add_bos_token=True, padding_side="right",
                                                  model_max_length=max_length)
         shutil.rmtree(folder, ignore_errors=True)
-        tok.save_pretrained(str(folder))
+        save_pretrained(tok, folder)
     return len(tok)
 
 

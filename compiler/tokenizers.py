@@ -121,7 +121,25 @@ def save(tok: PromptTokenizer, source: Path, folder: Path) -> None:
             if f.is_file() and f.suffix in (".json", ".txt"):
                 shutil.copyfile(f, folder / f.name)
         return
-    tok.hf.save_pretrained(str(folder))
+    save_pretrained(tok.hf, folder)
     for f in sorted(folder.iterdir()):
         if f.name not in (*runtime_files(tok.kind), "tokenizer_config.json", "special_tokens_map.json"):
             f.unlink()
+
+
+# Arguments of the load that transformers 5 writes back into tokenizer_config.json: they depend on
+# how and where it was loaded (HF_HUB_OFFLINE, a temporary folder), not on the tokenizer; the
+# vocab_file it names is not shipped (tokenizer.json is).
+LOAD_ARGUMENTS = ("is_local", "local_files_only", "name_or_path", "_commit_hash", "vocab_file")
+
+
+def save_pretrained(hf, folder: Path) -> None:
+    """hf.save_pretrained, with a tokenizer_config.json that is the same in any environment."""
+    import json
+
+    hf.save_pretrained(str(folder))
+    config = folder / "tokenizer_config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    for key in LOAD_ARGUMENTS:
+        data.pop(key, None)
+    config.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -80,8 +80,8 @@ def test_sentencepiece_fixtures_cover_masks_truncation_and_the_instruction_prefi
             n = sum(case["attention_mask"])
             assert case["attention_mask"] == [1] * n + [0] * (entry["max_length"] - n)    # right padding
             assert all(i == entry["pad_token_id"] for i in case["ids"][n:])
-        assert cases["over_boundary_16"]["truncated"] and cases["two_hundred_words"]["truncated"]
-        assert not cases["simple"]["truncated"]
+        assert cases["two_hundred_words"]["truncated"] and cases["over_boundary_77"]["truncated"]
+        assert not cases["mixed_case"]["truncated"] and not cases["empty"]["truncated"]
         # the committed tokenizer.json gives the same ids through the same PromptTokenizer
         hf = AutoTokenizer.from_pretrained(str(FIXTURES / data["tokenizer_json"]).rsplit("/", 1)[0])
         tok = PromptTokenizer(0, "sentencepiece", hf, PromptFormat(**data["format"]))
