@@ -203,17 +203,15 @@ def _check_lengths(path: Path, size: int) -> None:
         raise ModelError(str(path), f"truncated or padded: header says {8 + n + end} bytes, file has {size}")
 
 
-def _load(root: Path, sub: str, cls: Any, weights: bool = True) -> Any:
-    kwargs = {"use_safetensors": True} if weights else {}
+def _load(root: Path, sub: str, cls: Any) -> Any:
     try:
-        model = cls.from_pretrained(str(root / sub), **kwargs)
+        model = cls.from_pretrained(str(root / sub), use_safetensors=True)
     except Exception as exc:
         raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first_line(exc)}") from None
-    if weights:
-        model = model.eval().float()
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
-                raise ModelError(str(root / sub), f"weight {name} contains NaN or Inf")
+    model = model.eval().float()
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise ModelError(str(root / sub), f"weight {name} contains NaN or Inf")
     return model
 
 

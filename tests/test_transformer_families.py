@@ -182,3 +182,21 @@ def test_transformer_family_compiles_to_coreml_and_executorch(students, tmp_path
         return
     assert code == Exit.OK, err
     assert all(p["passed"] for p in _manifest(tmp_path / "et")["parity"])
+
+
+def test_flux_int8_recipe_with_a_w8a8_decoder_passes_parity(students, tmp_path):
+    """FLUX's layout in int8: CLIP + T5 w8, the W8A8 transformer on packed tokens, and W8A8 on its
+    AutoencoderKL layout (a shift factor, no quant convs: a decoder layout no other family has;
+    4 latent channels at this tiny size, 16 in FLUX)."""
+    extra = ("components:\n"
+             "  text_encoder: {precision: int8, quantization: {scheme: w8}}\n"
+             "  denoiser: {precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.3}}\n"
+             "  vae_decoder: {precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.6}}\n"
+             f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 1}}\n")
+    out = tmp_path / "bundle"
+    code, err = compile_quietly("onnx", _recipe(tmp_path / "r.yaml", "flow-match", extra), students["flow-match"], out)
+    assert code == Exit.OK, err
+    m = _manifest(out)
+    assert {n: c["precision"] for n, c in m["components"].items()} == {
+        "text_encoder": "int8", "denoiser": "int8", "vae_decoder": "int8"}
+    assert all(p["passed"] for p in m["parity"])
