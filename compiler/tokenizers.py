@@ -92,7 +92,6 @@ class PromptTokenizer:
         return entry
 
 
-
 def runtime_files(kind: str) -> tuple[str, ...]:
     """The files a runtime reads from a tokenizer folder."""
     return ("vocab.json", "merges.txt") if kind == CLIP else ("tokenizer.json",)

@@ -65,6 +65,13 @@ def check_latent_channels(student, channels: int, what: str) -> None:
                          f"is {latent} but {what} {channels} channels")
 
 
+def run_pipeline(pipe, **kwargs) -> torch.Tensor:
+    """The pipeline's image at one step (kwargs may override num_inference_steps, e.g. with timesteps=)."""
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        return pipe(**{"num_inference_steps": 1, "output_type": "pt", **kwargs}).images
+
+
 SAMPLER_KEYS = ("guidance_scale", "max_timesteps", "timestep")
 
 

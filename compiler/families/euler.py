@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .common import BakedStep, UNetFamily, reject_unused
+from .common import BakedStep, UNetFamily, reject_unused, run_pipeline
 
 
 def _scheduler(student, prediction_type):
@@ -76,7 +76,5 @@ class EulerOneStep(UNetFamily):
         else:
             pipe = StableDiffusionPipeline(safety_checker=None, feature_extractor=None, requires_safety_checker=False,
                                            **common)
-        pipe.set_progress_bar_config(disable=True)
-        with torch.no_grad():
-            return pipe(prompt, num_inference_steps=1, guidance_scale=0.0, latents=noise,
-                        height=recipe.image.height, width=recipe.image.width, output_type="pt").images
+        return run_pipeline(pipe, prompt=prompt, guidance_scale=0.0, latents=noise, height=recipe.image.height,
+                            width=recipe.image.width)

@@ -16,9 +16,8 @@ import torch
 from ..errors import RecipeError
 from ..tokenizers import PromptFormat
 from . import Layout
-from .common import check_latent_channels, reject_unused
-from .transformer_common import (CLIP_SLOT, KL_OR_TINY, T5_SECOND_SLOT, check_width, hidden_size, run_pipeline,
-                                 sequence_length)
+from .common import check_latent_channels, reject_unused, run_pipeline
+from .transformer_common import CLIP_SLOT, T5_SECOND_SLOT, check_width, hidden_size, sequence_length
 
 DEFAULT_SEQUENCE = 256     # FLUX.1-schnell's model card (the pipeline's default is 512)
 DEFAULT_GUIDANCE = 3.5     # FluxPipeline's default guidance_scale
@@ -77,8 +76,7 @@ class FluxTextGraph(torch.nn.Module):
 
 class FlowMatchOneStep:
     name = "flow-match"
-    layout = Layout(denoiser="transformer", denoiser_class="FluxTransformer2DModel", text=(CLIP_SLOT, T5_SECOND_SLOT),
-                    decoder_classes=KL_OR_TINY)
+    layout = Layout(denoiser="transformer", denoiser_class="FluxTransformer2DModel", text=(CLIP_SLOT, T5_SECOND_SLOT))
 
     def prompt_format(self, slot: int, recipe) -> PromptFormat:
         return PromptFormat() if slot == 0 else PromptFormat(max_length=sequence_length(recipe, DEFAULT_SEQUENCE))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import BakedStep, UNetFamily, reject_unused
+from .common import BakedStep, UNetFamily, reject_unused, run_pipeline
 
 DEFAULT_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scale
 
@@ -85,7 +85,5 @@ class LCMOneStep(UNetFamily):
             vae=student.vae, text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0].hf,
             unet=student.denoiser, scheduler=_scheduler(student), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
-        pipe.set_progress_bar_config(disable=True)
-        with torch.no_grad():
-            return pipe(prompt, num_inference_steps=1, guidance_scale=_guidance(recipe), latents=noise,
-                        height=recipe.image.height, width=recipe.image.width, output_type="pt").images
+        return run_pipeline(pipe, prompt=prompt, guidance_scale=_guidance(recipe), latents=noise,
+                            height=recipe.image.height, width=recipe.image.width)

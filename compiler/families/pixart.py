@@ -16,9 +16,8 @@ import torch
 
 from ..errors import ModelError
 from . import Layout
-from .common import check_latent_channels, reject_unused
-from .transformer_common import (KL_OR_TINY, T5_SLOT, MaskedEncoderGraph, check_width, hidden_size, masked_format,
-                                 run_pipeline)
+from .common import check_latent_channels, reject_unused, run_pipeline
+from .transformer_common import T5_SLOT, MaskedEncoderGraph, check_width, hidden_size, masked_format
 
 DEFAULT_SEQUENCE = 120     # PixArtAlphaPipeline's max_sequence_length
 SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler")
@@ -75,8 +74,7 @@ class PixArtStep(torch.nn.Module):
 
 class PixArtOneStep:
     name = "pixart-onestep"
-    layout = Layout(denoiser="transformer", denoiser_class="PixArtTransformer2DModel", text=(T5_SLOT,),
-                    decoder_classes=KL_OR_TINY)
+    layout = Layout(denoiser="transformer", denoiser_class="PixArtTransformer2DModel", text=(T5_SLOT,))
 
     def prompt_format(self, slot: int, recipe):
         # clean_caption=False: the pipeline's default caption cleaning needs bs4 + ftfy and silently

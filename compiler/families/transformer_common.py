@@ -1,5 +1,5 @@
-"""Pieces shared by the transformer families (PixArt, SANA-Sprint, FLUX): T5 / Gemma text layouts,
-the width checks, and the pipeline-loading helper their oracles use."""
+"""Pieces shared by the transformer families (PixArt, SANA-Sprint, FLUX): their text slots
+(T5, Gemma-2, CLIP), the masked encoder graph, and the width checks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,6 @@ T5_SLOT = TextSlot("tokenizer", "text_encoder", SENTENCEPIECE, ("T5EncoderModel"
 CLIP_SLOT = TextSlot("tokenizer", "text_encoder", CLIP, ("CLIPTextModel",))
 T5_SECOND_SLOT = TextSlot("tokenizer_2", "text_encoder_2", SENTENCEPIECE, ("T5EncoderModel",))
 GEMMA_SLOT = TextSlot("tokenizer", "text_encoder", SENTENCEPIECE, ("Gemma2Model",))
-KL_OR_TINY = ("AutoencoderKL", "AutoencoderTiny")
 
 
 def sequence_length(recipe, default: int) -> int:
@@ -47,9 +46,3 @@ class MaskedEncoderGraph(torch.nn.Module):
     def forward(self, input_ids, attention_mask):
         return self.encoder(input_ids, attention_mask=attention_mask)[0]
 
-
-def run_pipeline(pipe, **kwargs) -> torch.Tensor:
-    """The pipeline's image at one step (kwargs may override num_inference_steps, e.g. with timesteps=)."""
-    pipe.set_progress_bar_config(disable=True)
-    with torch.no_grad():
-        return pipe(**{"num_inference_steps": 1, "output_type": "pt", **kwargs}).images

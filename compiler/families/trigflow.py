@@ -21,8 +21,8 @@ import math
 import torch
 
 from . import Layout
-from .common import check_latent_channels, reject_unused
-from .transformer_common import GEMMA_SLOT, check_width, hidden_size, masked_format, run_pipeline
+from .common import check_latent_channels, reject_unused, run_pipeline
+from .transformer_common import GEMMA_SLOT, check_width, hidden_size, masked_format
 
 DEFAULT_SEQUENCE = 300
 
