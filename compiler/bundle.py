@@ -246,6 +246,7 @@ def _check_references(manifest: dict, path: Path) -> None:
     """Every path the manifest names must be a checked file of the table (or the folder holding
     some), so nothing outside the bundle is ever opened; every value a runtime reads has its type;
     the wiring must be one a runtime can follow."""
+    from .tiling import manifest_problem as tiling_problem
     from .wiring import Wiring
 
     files = manifest["files"]
@@ -263,6 +264,8 @@ def _check_references(manifest: dict, path: Path) -> None:
             if not isinstance(tensors, list) or not all(_tensor_spec(t) for t in tensors):
                 raise BundleError(f"{where}.{key}", "must be a list of named tensors (name, dtype float32/int64/int32, "
                                                     "shape of sizes)")
+        if "tiling" in comp and (problem := tiling_problem(comp)):
+            raise BundleError(f"{where}.tiling", problem)
     for i, tok in enumerate(manifest["tokenizers"]):
         where = f"{path}: tokenizers[{i}]"
         if not isinstance(tok, dict):
@@ -328,7 +331,7 @@ RUNTIME_KEYS = ("schema_version", "name", "target", "family", "sampler", "image"
 
 def runtime_view(manifest: dict) -> dict:
     """What an on-device runtime reads of a manifest (runtimes/README.md): no parity, recipe or tools."""
-    components = {n: {k: c[k] for k in ("file", "files", "inputs", "outputs", "precision")}
+    components = {n: {k: c[k] for k in ("file", "files", "inputs", "outputs", "precision", "tiling") if k in c}
                   for n, c in manifest["components"].items()}
     targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target")}
                for t, block in manifest.get("targets", {}).items()}

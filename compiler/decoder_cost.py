@@ -1,7 +1,9 @@
-"""What a tiny decoder costs in image quality. A recipe that ships an AutoencoderTiny (TAESD
-class) for speed gets, on its held-out prompts, the tiny decoder's image against the full
-AutoencoderKL decoder's image from the same latents, when the model folder has one (`vae/`).
-Informational, not gated: the recipe chose the trade; the manifest and report show its price."""
+"""What a faster or leaner decoder costs in image quality. A recipe that ships an
+AutoencoderTiny (TAESD class) for speed, or decodes tile by tile for memory, gets, on its
+held-out prompts, the shipped decoding's image against the full AutoencoderKL decoder's image
+of the whole latent, from the same latents (for a tiny decoder, when the model folder has a
+full one in `vae/`). Informational, not gated: the recipe chose the trade; the manifest and
+report show its price."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ class DecoderCost:
     compared_with: str
     prompts: list[str]
     full: list[np.ndarray]      # [1, 3, H, W] in [0, 1], per held-out prompt
-    tiny: list[np.ndarray]
+    tiny: list[np.ndarray]      # the shipped decoding's
+    short: str = "tiny decoder"
 
     def as_dict(self) -> dict:
         rows = [{"prompt": p, "psnr_db": round(compare(f, t, data_range=1.0).psnr_db, 4),
@@ -31,26 +34,32 @@ class DecoderCost:
 
 
 def compare_decoders(student, reference, heldout: list[str], seed: int) -> DecoderCost | None:
-    """None unless the shipped decoder is an AutoencoderTiny and `vae/` holds a full decoder."""
+    """None unless the shipped decoder is an AutoencoderTiny with a full decoder in `vae/`, or is tiled."""
     import torch
 
     from .load import load_full_decoder
     from .verify import heldout_inputs
     from .wrap import DecoderGraph
 
-    if type(student.vae).__name__ != "AutoencoderTiny":
-        return None
-    vae = load_full_decoder(Path(student.source), FULL_DECODER)
-    if vae is None:
+    tiny = type(student.vae).__name__ == "AutoencoderTiny"
+    plan = reference.tiling.get("vae_decoder")
+    vae = load_full_decoder(Path(student.source), FULL_DECODER) if tiny else student.vae
+    if vae is None or not (tiny or plan):
         return None
     graph = DecoderGraph(vae, float(vae.config.scaling_factor)).eval()
-    full, tiny = [], []
+    full, shipped_images = [], []
     for _, tokens, z in heldout_inputs(reference, heldout, seed):
         latents = reference.denoise(reference.embed(tokens), z)
-        tiny.append(reference.decode(latents))
+        shipped_images.append(reference.decode(latents))
         with torch.no_grad():
             full.append(graph(torch.from_numpy(latents)).numpy())
-    if full[0].shape != tiny[0].shape:
+    if full[0].shape != shipped_images[0].shape:
         return None   # not the same latent space: nothing to compare
-    return DecoderCost(f"AutoencoderTiny ({student.vae_label})", f"AutoencoderKL ({FULL_DECODER})",
-                       list(heldout), full, tiny)
+    shipped, short = (f"AutoencoderTiny ({student.vae_label})", "tiny decoder") if tiny else \
+        (f"AutoencoderKL ({student.vae_label})", "tiled decoding")
+    if plan:
+        s = plan.scale
+        shipped += f" decoded in {plan.count} tiles of {plan.tile[0] * s}x{plan.tile[1] * s} px, {plan.overlap * s} px overlap"
+        short = "tiny decoder, tiled" if tiny else short
+    full_label = f"AutoencoderKL ({FULL_DECODER if tiny else student.vae_label})" + (" on the whole image" if plan else "")
+    return DecoderCost(shipped, full_label, list(heldout), full, shipped_images, short)

@@ -1,6 +1,7 @@
 """compile(): load -> wrap -> export -> quantize -> verify -> bundle, each a plain function."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
@@ -136,8 +137,8 @@ def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported
                             "shipped_bytes": artifact_bytes(staging, artifacts[name].files)}
         runners[name] = Deferred(runner, staging / artifacts[name].main)
         float_runners[name] = Deferred(runner, work / src.main)
-    chain = Chain(exported.chain.tokenizers, runners, exported.chain.latent_shape, exported.chain.wiring)
-    float_chain = Chain(exported.chain.tokenizers, float_runners, exported.chain.latent_shape, exported.chain.wiring)
+    chain = dataclasses.replace(exported.chain, runners=runners)
+    float_chain = dataclasses.replace(exported.chain, runners=float_runners)
     info = {}
     if recipe.quantized:
         info = {"prompts": recipe.calibration.prompts, "num_prompts": len(calibration), "seed": recipe.calibration.seed,
@@ -172,21 +173,20 @@ def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: i
     feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency")) for name in COMPONENTS}
     out = {}
     for name in COMPONENTS:
-        runs = {label: chain.runners[name] for label, chain in (("fp32", quantized.float_chain),
-                                                                ("shipped", quantized.chain))}
-        if runs["fp32"] is runs["shipped"]:
-            out[name] = dict.fromkeys(runs, _median_seconds(runs["fp32"], feeds[name], repeats))
+        runs = {label: chain for label, chain in (("fp32", quantized.float_chain), ("shipped", quantized.chain))}
+        if runs["fp32"].runners[name] is runs["shipped"].runners[name]:
+            out[name] = dict.fromkeys(runs, _median_seconds(runs["fp32"], name, feeds[name], repeats))
         else:
-            out[name] = {label: _median_seconds(run, feeds[name], repeats) for label, run in runs.items()}
+            out[name] = {label: _median_seconds(chain, name, feeds[name], repeats) for label, chain in runs.items()}
     return out
 
 
-def _median_seconds(run, feed: dict, repeats: int) -> float:
-    run(feed)
+def _median_seconds(chain: Chain, name: str, feed: dict, repeats: int) -> float:
+    chain.run(name, feed)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run(feed)
+        chain.run(name, feed)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
@@ -195,7 +195,7 @@ def torch_chain(wrapped: Wrapped, student: Student) -> Chain:
     runners = {name: _torch_runner(g) for name, g in wrapped.graphs.items()}
     for name in ("text_encoder", "denoiser"):
         runners[name] = Recorded(runners[name])
-    return Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring)
+    return Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling)
 
 
 def release_reference(reference: Chain, recipe: Recipe, wrapped: Wrapped, student: Student, heldout: list[str],
@@ -255,7 +255,7 @@ def export(wrapped: Wrapped, student: Student, target: Target, options, staging:
         progress.step(f"{name}: {params / 1e6:.2f}M parameters")
         artifacts[name] = target.export(graph, staging, options)
         runners[name] = Deferred(runner, staging / artifacts[name].main)
-    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring))
+    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling))
 
 
 def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
@@ -273,6 +273,8 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         components[name] = {"file": a.main, "files": a.files, "precision": shipped[name],
                             "weights": WEIGHT_PRECISION[q.scheme] if q else shipped[name],
                             **target.describe_io(staging / a.main)}
+        if name in wrapped.tiling:
+            components[name]["tiling"] = wrapped.tiling[name].as_manifest()
     h, w = recipe.image.height, recipe.image.width
     quantization = {name: q.as_dict() for name, q in quantized.components.items()}
     manifest = {

@@ -154,6 +154,12 @@ def calibration_feeds(component: str, reference, prompts: list[str], seed: int, 
         yield feeds
 
 
+def program_feeds(reference, component: str, feeds: Iterator[dict]) -> Iterator[dict]:
+    """Whole inputs -> what the component's program takes: tiles of a tiled decoder."""
+    for f in feeds:
+        yield from reference.split(component, f)
+
+
 def quantize_component(job: QuantJob, quantizer):
     """Calibrate, build, check on calibration prompts, and fall back layer by layer on a miss.
     Returns (ComponentQuant, the shipped Artifact)."""
@@ -168,13 +174,15 @@ def quantize_component(job: QuantJob, quantizer):
     if quantizer.needs_calibration:
         result.calibration_prompts = len(job.prompts)
         say(f"{component}: calibrating on {len(job.prompts)} prompts (streamed)")
-        quantizer.calibrate(calibration_feeds(component, job.reference, job.prompts, job.seed, where))
+        quantizer.calibrate(program_feeds(job.reference, component, calibration_feeds(component, job.reference,
+                                                                                       job.prompts, job.seed, where)))
     if all(l.reason for l in layers):
         raise RecipeError(f"components.{component}.quantization", "every weight-carrying layer is kept float; "
                                                                   "set precision: fp32 instead")
     say(f"{component}: quantizing ({scheme}, {quantizer.tool.split('(')[0]})")
     artifact = quantizer.build(_floated(layers))
-    check_feeds = list(calibration_feeds(component, job.reference, job.prompts[:CHECK_PROMPTS], job.seed, where))
+    check_feeds = list(program_feeds(job.reference, component, calibration_feeds(
+        component, job.reference, job.prompts[:CHECK_PROMPTS], job.seed, where)))
     expected = [job.reference.runners[component](f)[0] for f in check_feeds]
     data_range = 1.0 if component == "vae_decoder" else None
 

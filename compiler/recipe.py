@@ -46,6 +46,14 @@ class Component:
 
 
 @dataclass(frozen=True)
+class Tiling:
+    # Image pixels of one square tile (the decoder ships at this shape) and of the band
+    # neighbouring tiles share and blend; both multiples of the decoder's scale factor.
+    tile: int = 512
+    overlap: int = 64
+
+
+@dataclass(frozen=True)
 class Decoder(Component):
     # Folder of the VAE whose decoder ships, relative to the model folder (or to `model` when
     # given; "." is its root): an AutoencoderKL or an AutoencoderTiny ("TAESD") as a drop-in,
@@ -54,6 +62,8 @@ class Decoder(Component):
     # Where that VAE comes from when it is not the student's own: a diffusers folder or hub id
     # (e.g. madebyollin/taesd with subfolder "."), read with the same checks as the student.
     model: Optional[str] = None
+    # Decode tile by tile (compiler/tiling.py): activations of one tile at any image size.
+    tiling: Optional[Tiling] = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,14 @@ def _check_values(r: Recipe, where: str) -> None:
         raise bad("components.vae_decoder.subfolder", "must be a folder inside the model (no absolute path, no ..)")
     if r.components.vae_decoder.model == "":
         raise bad("components.vae_decoder.model", "is empty; remove it to ship the student's own decoder")
+    tiling = r.components.vae_decoder.tiling
+    if tiling is not None:
+        if tiling.tile <= 0 or not 0 <= 2 * tiling.overlap <= tiling.tile:
+            raise bad("components.vae_decoder.tiling", f"needs tile > 0 and 0 <= overlap <= tile / 2, got tile "
+                                                       f"{tiling.tile}, overlap {tiling.overlap}")
+        if tiling.tile >= max(r.image.height, r.image.width):
+            raise bad("components.vae_decoder.tiling.tile", f"{tiling.tile} covers the whole {r.image.height}x"
+                                                            f"{r.image.width} image; remove tiling")
     for name, comp in r.component_specs().items():
         q = comp.quantization
         if comp.precision == "fp32" and q is not None:

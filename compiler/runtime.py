@@ -6,7 +6,7 @@ on freshly exported files.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from .bundle import read_verified_manifest
 from .errors import BundleError, CompileError, RecipeError, first_line
 from .prompts import Tokens, tokenize
 from .targets import Runner, get_target
+from .tiling import TilePlan, plan_from_manifest
 from .wiring import NOISE_SOURCE, Wiring
 
 
@@ -73,10 +74,21 @@ class Chain:
     runners: dict[str, Runner]
     latent_shape: tuple[int, ...]
     wiring: Wiring
+    tiling: dict[str, TilePlan] = field(default_factory=dict)   # component -> its tile plan (tiled decoding)
+
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One component on whole inputs: a tiled component runs tile by tile and blends."""
+        plan = self.tiling.get(name)
+        return plan.run(self.runners[name], feeds) if plan else self.runners[name](feeds)
+
+    def split(self, name: str, feeds: dict[str, np.ndarray]):
+        """The feeds the component's program itself takes: one per tile when it is tiled."""
+        plan = self.tiling.get(name)
+        return plan.split(feeds) if plan else iter((feeds,))
 
     def embed(self, tokens: Tokens) -> dict[str, np.ndarray]:
         """The text encoder's outputs, with the token inputs a denoiser may also read (PixArt's mask)."""
-        out = self.runners["text_encoder"](tokens.ids)
+        out = self.run("text_encoder", tokens.ids)
         return {**tokens.ids, **dict(zip(self.wiring.outputs["text_encoder"], out))}
 
     def denoiser_feeds(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> dict[str, np.ndarray]:
@@ -84,10 +96,10 @@ class Chain:
         return {name: values[name] for name in self.wiring.inputs["denoiser"]}
 
     def denoise(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
-        return self.runners["denoiser"](self.denoiser_feeds(embeds, z))[0]
+        return self.run("denoiser", self.denoiser_feeds(embeds, z))[0]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
-        return self.runners["vae_decoder"]({"latents": latents})[0]
+        return self.run("vae_decoder", {"latents": latents})[0]
 
     def __call__(self, prompt: str, seed: int) -> np.ndarray:
         """The whole chain as a runtime runs it: values flow by the manifest's wiring."""
@@ -95,7 +107,7 @@ class Chain:
         values = {src: tokens.ids[inp] for tok in self.tokenizers for inp, src in tok.inputs.items()}
         values[NOISE_SOURCE] = noise.gaussian(seed, self.latent_shape)
         for name in self.wiring.order:
-            out = self.runners[name]({inp: values[src] for inp, src in self.wiring.inputs[name].items()})
+            out = self.run(name, {inp: values[src] for inp, src in self.wiring.inputs[name].items()})
             values.update({f"{name}.{o}": v for o, v in zip(self.wiring.outputs[name], out)})
         return values[self.wiring.image]
 
@@ -113,7 +125,8 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     options = _target_options(target, manifest, bundle / "manifest.json")
     runners = {name: _open(target, bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
     tokenizers = load_tokenizers(bundle, manifest["tokenizers"])
-    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest))
+    tiling = {name: plan_from_manifest(c["tiling"]) for name, c in manifest["components"].items() if "tiling" in c}
+    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest), tiling)
     return chain, manifest
 
 

@@ -16,6 +16,7 @@ from .errors import RecipeError
 from .families import get_family
 from .load import Student
 from .recipe import Recipe
+from .tiling import TilePlan
 from .wiring import Wiring
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
@@ -53,6 +54,7 @@ class Wrapped:
     max_length: int
     latent_shape: tuple[int, ...]
     wiring: Wiring       # taken at wrap time: later stages release graphs to free memory
+    tiling: dict[str, TilePlan]   # component -> its tile plan; the graph takes one tile
 
 
 def wrap(student: Student, recipe: Recipe) -> Wrapped:
@@ -74,11 +76,25 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
     values = {**tokens, **dict(zip(text_outputs, out if isinstance(out, tuple) else (out,))),
               "noise": torch.zeros(latent_shape)}
     denoiser_inputs = family.denoiser_inputs(student)
+    tiling = decoder_tiling(recipe, latent_shape, f)
+    decoder_input = torch.zeros(tiling.latent_shape[:-2] + tiling.tile) if tiling else values["noise"]
     graphs = {
         "text_encoder": Graph("text_encoder", text, tuple(tokens.values()), list(tokens), text_outputs),
         "denoiser": Graph("denoiser", family.denoiser(student, recipe), tuple(values[n] for n in denoiser_inputs),
                           denoiser_inputs, ["latents"]),
         "vae_decoder": Graph("vae_decoder", DecoderGraph(student.vae, student.scaling_factor).eval(),
-                             (values["noise"],), ["latents"], ["image"]),
+                             (decoder_input,), ["latents"], ["image"]),
     }
-    return Wrapped(graphs, constants, student.tokenizers[0].max_length, latent_shape, Wiring.from_graphs(graphs))
+    return Wrapped(graphs, constants, student.tokenizers[0].max_length, latent_shape, Wiring.from_graphs(graphs),
+                   {"vae_decoder": tiling} if tiling else {})
+
+
+def decoder_tiling(recipe: Recipe, latent_shape: tuple[int, ...], scale: int) -> TilePlan | None:
+    tiling = recipe.components.vae_decoder.tiling
+    if tiling is None:
+        return None
+    for key in ("tile", "overlap"):
+        if getattr(tiling, key) % scale:
+            raise RecipeError(f"components.vae_decoder.tiling.{key}", f"{getattr(tiling, key)} is not a multiple of "
+                                                                      f"the decoder's scale factor {scale}")
+    return TilePlan.for_latent(latent_shape, tiling.tile // scale, tiling.overlap // scale, scale)

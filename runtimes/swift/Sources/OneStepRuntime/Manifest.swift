@@ -13,7 +13,7 @@ public struct TensorSpec {
     }
 }
 
-/// A compiled component: its program file (or folder, for Core ML packages) and its I/O.
+/// A compiled component: its program file (or folder, for Core ML packages), its I/O, and its tile plan when it decodes tile by tile.
 public struct ComponentSpec {
     public let name: String
     public let file: String
@@ -21,6 +21,7 @@ public struct ComponentSpec {
     public let precision: String
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
+    public var tiling: TilePlan? = nil
 }
 
 /// A CLIP byte-level BPE tokenizer: which files, how long, which special ids, and the source it produces.
@@ -191,8 +192,54 @@ public struct Manifest {
         }
         let inputs = try tensors(c["inputs"], where: "\(location).inputs")
         let outputs = try tensors(c["outputs"], where: "\(location).outputs")
+        let tiling = c.containsKey("tiling") ? try self.tiling(c["tiling"], inputs, outputs, where: "\(location).tiling") : nil
         return ComponentSpec(name: name, file: main as! String, files: listed.map { $0 as! String },
-                             precision: c["precision"] as? String ?? "", inputs: inputs, outputs: outputs)
+                             precision: c["precision"] as? String ?? "", inputs: inputs, outputs: outputs, tiling: tiling)
+    }
+
+    /// The tile plan, checked as compiler/tiling.py manifest_problem checks it, with its messages.
+    private static func tiling(_ value: Any?, _ inputs: [TensorSpec], _ outputs: [TensorSpec], where location: String) throws -> TilePlan {
+        guard let t = value as? Json.Object else { throw BundleError(location, "must be an object") }
+        if (t["blend"] as? String) != TilePlan.BLEND {
+            throw BundleError(location, "blend \(pyRepr(t["blend"])): runtimes implement '\(TilePlan.BLEND)'")
+        }
+        let overlap = (t["overlap"] as? Int64).flatMap { $0 >= 0 && $0 <= Int64(Int32.max) ? Int($0) : nil }
+        guard let latent = sizes(t["latent_shape"]), latent.count >= 2, let tile = sizes(t["tile"]), tile.count == 2,
+              let scale = sizes([t["scale"]])?.first, let overlap = overlap else {
+            throw BundleError(location, "needs latent_shape, tile (2 sizes), overlap and scale as positive integers")
+        }
+        let th = tile[0], tw = tile[1]
+        let h = latent[latent.count - 2], w = latent[latent.count - 1]
+        if th > h || tw > w || 2 * overlap > min(th, tw) {
+            throw BundleError(location, "tile must fit the latent and overlap at most half a tile")
+        }
+        let rows = TilePlan.origins(h, th, overlap), cols = TilePlan.origins(w, tw, overlap)
+        guard let rawRows = t["rows"] as? [Any?], rawRows.map({ $0 as? Int64 }) == rows.map({ Int64($0) }),
+              let rawCols = t["cols"] as? [Any?], rawCols.map({ $0 as? Int64 }) == cols.map({ Int64($0) }) else {
+            throw BundleError(location, "rows and cols are not the tile origins of the latent shape, tile and overlap")
+        }
+        let input = t["input"] as? String
+        guard let spec = inputs.first(where: { $0.name == input }), spec.shape == Array(latent.dropLast(2)) + [th, tw] else {
+            throw BundleError(location, "input \(pyRepr(t["input"])) is not an input of the component of the tile's shape")
+        }
+        guard outputs.count == 1, outputs[0].shape.count >= 2, outputs[0].shape.suffix(2) == [th * scale, tw * scale] else {
+            throw BundleError(location, "the component must have one output, of the tile's shape times scale")
+        }
+        let planes = outputs[0].shape.dropLast(2).reduce(Int64(1)) { $0 * Int64($1) }
+        if planes * Int64(h * scale) * Int64(w * scale) > Int64(Int32.max) { throw BundleError(location, "the whole image is too large") }
+        return TilePlan(input: spec.name, latentShape: latent, tileHeight: th, tileWidth: tw, overlap: overlap, scale: scale,
+                        rows: rows, cols: cols)
+    }
+
+    /// A list of sizes in (0, 2^31), or nil.
+    private static func sizes(_ value: Any?) -> [Int]? {
+        guard let list = value as? [Any?] else { return nil }
+        var out: [Int] = []
+        for d in list {
+            guard let v = d as? Int64, v >= 1, v <= Int64(Int32.max) else { return nil }
+            out.append(Int(v))
+        }
+        return out
     }
 
     private static func tensors(_ value: Any?, where location: String) throws -> [TensorSpec] {

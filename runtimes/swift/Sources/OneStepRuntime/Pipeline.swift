@@ -44,17 +44,24 @@ public final class Pipeline {
         // Manifest.parse proved that every component, wired input and source named below exists.
         for name in manifest.wiring.order {
             let component = manifest.components[name]!
+            let plan = component.tiling
             let wired = manifest.wiring.inputs[name]!
             var feeds: [String: Tensor] = [:]
             for spec in component.inputs {
                 let source = wired.first(where: { $0.input == spec.name })!.source
-                feeds[spec.name] = try Pipeline.conform(values[source]!, spec, "\(name) input \(spec.name) (from \(source))")
+                feeds[spec.name] = try Pipeline.conform(values[source]!, plan?.wholeInput(spec) ?? spec,
+                                                        "\(name) input \(spec.name) (from \(source))")
             }
             let session = sessions[name]!
-            let out = try Pipeline.timed(&stages, name) { try session.run(feeds) }
+            let out = try Pipeline.timed(&stages, name) { () throws -> [String: Tensor] in
+                guard let plan = plan else { return try session.run(feeds) }
+                let output = component.outputs[0].name
+                return [output: try plan.run(session, feeds, output: output)]
+            }
             for spec in component.outputs {
                 guard let t = out[spec.name] else { throw RuntimeError("\(name) returned no output \(spec.name)") }
-                values["\(name).\(spec.name)"] = try Pipeline.conform(t, spec, "\(name) output \(spec.name)")
+                values["\(name).\(spec.name)"] = try Pipeline.conform(t, plan?.wholeOutput(spec) ?? spec,
+                                                                       "\(name) output \(spec.name)")
             }
         }
         let image = try Pipeline.timed(&stages, "image") { try Png.pixels(values[manifest.wiring.image]!) }

@@ -3,10 +3,10 @@ package dev.onestep.runtime
 /** One tensor at a component boundary. */
 class TensorSpec(val name: String, val dtype: DType, val shape: IntArray)
 
-/** A compiled component: its program file (or folder, for Core ML packages) and its I/O. */
+/** A compiled component: its program file (or folder, for Core ML packages), its I/O, and its tile plan when it decodes tile by tile. */
 class ComponentSpec(
     val name: String, val file: String, val files: List<String>, val precision: String,
-    val inputs: List<TensorSpec>, val outputs: List<TensorSpec>,
+    val inputs: List<TensorSpec>, val outputs: List<TensorSpec>, val tiling: TilePlan? = null,
 )
 
 /** A CLIP byte-level BPE tokenizer: which files, how long, which special ids, and the source it produces. */
@@ -131,8 +131,51 @@ class Manifest(
             }
             val inputs = tensors(c["inputs"], "$where.inputs")
             val outputs = tensors(c["outputs"], "$where.outputs")
+            val tiling = if (c.containsKey("tiling")) tiling(c["tiling"], inputs, outputs, "$where.tiling") else null
             return ComponentSpec(name, main as String, listed.map { it as String }, c["precision"] as? String ?: "",
-                inputs, outputs)
+                inputs, outputs, tiling)
+        }
+
+        /** The tile plan, checked as compiler/tiling.py manifest_problem checks it, with its messages. */
+        private fun tiling(value: Any?, inputs: List<TensorSpec>, outputs: List<TensorSpec>, where: String): TilePlan {
+            val t = value as? Map<*, *> ?: throw BundleError(where, "must be an object")
+            if (t["blend"] != TilePlan.BLEND) throw BundleError(where, "blend ${pyRepr(t["blend"])}: runtimes implement '${TilePlan.BLEND}'")
+            val latent = sizes(t["latent_shape"])
+            val tile = sizes(t["tile"])
+            val scale = sizes(listOf(t["scale"]))?.first()
+            val overlap = (t["overlap"] as? Long)?.takeIf { it in 0..Int.MAX_VALUE.toLong() }?.toInt()
+            if (latent == null || latent.size < 2 || tile == null || tile.size != 2 || scale == null || overlap == null) {
+                throw BundleError(where, "needs latent_shape, tile (2 sizes), overlap and scale as positive integers")
+            }
+            val (th, tw) = tile
+            val h = latent[latent.size - 2]
+            val w = latent[latent.size - 1]
+            if (th > h || tw > w || 2L * overlap > minOf(th, tw)) {
+                throw BundleError(where, "tile must fit the latent and overlap at most half a tile")
+            }
+            val rows = TilePlan.origins(h, th, overlap)
+            val cols = TilePlan.origins(w, tw, overlap)
+            if (t["rows"] != rows.map { it.toLong() } || t["cols"] != cols.map { it.toLong() }) {
+                throw BundleError(where, "rows and cols are not the tile origins of the latent shape, tile and overlap")
+            }
+            val input = t["input"] as? String
+            val spec = inputs.firstOrNull { it.name == input }
+            if (spec == null || !spec.shape.contentEquals((latent.dropLast(2) + listOf(th, tw)).toIntArray())) {
+                throw BundleError(where, "input ${pyRepr(t["input"])} is not an input of the component of the tile's shape")
+            }
+            val out = outputs.singleOrNull()?.shape
+            if (out == null || out.size < 2 || out[out.size - 2].toLong() != th.toLong() * scale || out[out.size - 1].toLong() != tw.toLong() * scale) {
+                throw BundleError(where, "the component must have one output, of the tile's shape times scale")
+            }
+            val planes = out.copyOfRange(0, out.size - 2).fold(1L) { a, b -> a * b }
+            if (planes * h * scale * w * scale > Int.MAX_VALUE) throw BundleError(where, "the whole image is too large")
+            return TilePlan(input!!, latent.toIntArray(), th, tw, overlap, scale, rows, cols)
+        }
+
+        /** A list of sizes in (0, 2^31), or null. */
+        private fun sizes(value: Any?): List<Int>? {
+            val list = value as? List<*> ?: return null
+            return list.map { d -> (d as? Long)?.takeIf { it in 1..Int.MAX_VALUE.toLong() }?.toInt() ?: return null }
         }
 
         private fun tensors(value: Any?, where: String): List<TensorSpec> {

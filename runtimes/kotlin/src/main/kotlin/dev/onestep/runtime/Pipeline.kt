@@ -34,14 +34,19 @@ class Pipeline private constructor(
         }
         for (name in manifest.wiring.order) {
             val component = manifest.components.getValue(name)
+            val plan = component.tiling
             val feeds = component.inputs.associate { spec ->
                 val source = manifest.wiring.inputs.getValue(name).getValue(spec.name)
-                spec.name to conform(values.getValue(source), spec, "$name input ${spec.name} (from $source)")
+                spec.name to conform(values.getValue(source), plan?.wholeInput(spec) ?: spec, "$name input ${spec.name} (from $source)")
             }
-            val out = timed(stages, name) { sessions.getValue(name).run(feeds) }
+            val session = sessions.getValue(name)
+            val out = timed(stages, name) {
+                if (plan == null) session.run(feeds)
+                else component.outputs.single().name.let { mapOf(it to plan.run(session, feeds, it)) }
+            }
             for (spec in component.outputs) {
                 val t = out[spec.name] ?: throw IllegalStateException("$name returned no output ${spec.name}")
-                values["$name.${spec.name}"] = conform(t, spec, "$name output ${spec.name}")
+                values["$name.${spec.name}"] = conform(t, plan?.wholeOutput(spec) ?: spec, "$name output ${spec.name}")
             }
         }
         val image = timed(stages, "image") { Png.pixels(values.getValue(manifest.wiring.image)) }
