@@ -124,6 +124,21 @@ def workdir(tmp_path):
     return d
 
 
+@pytest.fixture(scope="session")
+def tiled_bundle(students, tmp_path_factory) -> Path:
+    """An eps-turbo bundle whose W8A8 decoder ships at one 16x16 px tile and decodes the 32x32
+    image in 3x3 tiles (compiler/tiling.py), shared by the Python and Kotlin tests."""
+    root = tmp_path_factory.mktemp("tiled")
+    recipe = write_recipe(root / "tiled.yaml", extra=TILED_DECODER)
+    code, err = compile_quietly("onnx", recipe, students["eps-turbo"], root / "bundle")
+    assert code == 0, err
+    return root / "bundle"
+
+
+TILED_DECODER = ("components: {vae_decoder: {precision: int8, tiling: {tile: 16, overlap: 4}}}\n"
+                 "calibration: {num_prompts: 2}\n")
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run an entry point in-process; returns (exit code, stdout, stderr)."""

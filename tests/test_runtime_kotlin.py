@@ -45,6 +45,16 @@ def test_kotlin_pipeline_writes_the_same_png_as_generate(kotlin_jar, bundles, ru
     assert (tmp_path / "kotlin-7.png").read_bytes() != (tmp_path / f"kotlin-{2**64 - 1}.png").read_bytes()
 
 
+def test_kotlin_pipeline_decodes_a_tiled_bundle_to_the_same_png_as_generate(kotlin_jar, tiled_bundle, run_cli, tmp_path):
+    """The manifest's tile plan followed in Kotlin: 9 tiles blended in float32, byte for byte."""
+    done = _kotlin_pngs(kotlin_jar, tiled_bundle, PROMPT, tmp_path / "kotlin", "11")
+    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, err = run_cli("generate", "--bundle", tiled_bundle, "--prompt", PROMPT, "--seed", "11",
+                           "--out", tmp_path / "python.png")
+    assert code == Exit.OK, err
+    assert (tmp_path / "kotlin-11.png").read_bytes() == (tmp_path / "python.png").read_bytes()
+
+
 def test_kotlin_pipeline_refuses_a_corrupt_bundle_before_opening_it(kotlin_jar, bundles, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)

@@ -78,6 +78,51 @@ final class RuntimeTests: XCTestCase {
         }
     }
 
+    // MARK: tiling
+
+    /// The fixture's stand-in decoder: first 3 channels, each pixel to a 2x2 block, plus the call index / 8.
+    private final class BlockDecoder: Session {
+        var calls = 0
+
+        func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+            let x = inputs["latents"]!
+            let h = x.shape[2], w = x.shape[3]
+            let k = Float(calls) / 8
+            calls += 1
+            let out = (0..<(3 * 4 * h * w)).map { i -> Float in
+                let c = i / (4 * h * w), y = i / (2 * w) % (2 * h), xx = i % (2 * w)
+                return x.floats![(c * h + y / 2) * w + xx / 2] + k
+            }
+            return ["image": Tensor.float32(shape: [1, 3, 2 * h, 2 * w], data: out)]
+        }
+
+        func close() {}
+    }
+
+    func testTiling() throws {
+        let doc = try readJson(fixture("tiling.json")) as! Json.Object
+        for item in doc["origins"] as! [Any?] {
+            let c = item as! Json.Object
+            let length = int(c["length"]), tile = int(c["tile"]), overlap = int(c["overlap"])
+            XCTAssertEqual((c["origins"] as! [Any?]).map { int($0) }, TilePlan.origins(length, tile, overlap),
+                           "origins length=\(length) tile=\(tile) overlap=\(overlap)")
+        }
+        let p = doc["plan"] as! Json.Object
+        let ints = { (key: String) in (p[key] as! [Any?]).map { int($0) } }
+        let plan = TilePlan(input: p["input"] as! String, latentShape: ints("latent_shape"), tileHeight: ints("tile")[0],
+                            tileWidth: ints("tile")[1], overlap: int(p["overlap"]), scale: int(p["scale"]),
+                            rows: ints("rows"), cols: ints("cols"))
+        let decoder = BlockDecoder()
+        let latents = (0..<plan.latentShape.reduce(1, *)).map { Float($0 % 17) / 8 - 1 }
+        let image = try plan.run(decoder, ["latents": Tensor.float32(shape: plan.latentShape, data: latents)], output: "image")
+        let expected = doc["image"] as! Json.Object
+        XCTAssertEqual((expected["shape"] as! [Any?]).map { int($0) }, image.shape)
+        XCTAssertEqual((expected["first_bits"] as! [Any?]).map { UInt32(truncatingIfNeeded: $0 as! Int64) },
+                       image.floats!.prefix(16).map { $0.bitPattern })
+        XCTAssertEqual(expected["sha256_f32le"] as? String, sha256(littleEndian(image.floats!)))
+        XCTAssertEqual(decoder.calls, plan.rows.count * plan.cols.count, "one decoder call per tile")
+    }
+
     // MARK: image
 
     private func fixtureImage() throws -> (doc: Json.Object, image: Image) {

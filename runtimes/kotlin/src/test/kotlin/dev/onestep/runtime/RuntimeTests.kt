@@ -11,6 +11,7 @@ fun main(args: Array<String>) {
     tokenizerTests(t, fixtures)
     noiseTests(t, fixtures)
     imageTests(t, fixtures)
+    tilingTests(t, fixtures)
     bundleTests(t, fixtures)
     manifestTests(t, fixtures)
     pipelineTests(t, fixtures)
@@ -166,6 +167,48 @@ private fun jsonTests(t: TestHarness) {
         }
         checkEqual(listOf(1L, -2.5, "é\n", true, null, 9.3e20), Json.parse("[1, -2.5, \"\\u00e9\\n\", true, null, 9.3e20]"), "values")
         checkEqual(18446744073709551615.0, Json.parse("18446744073709551615"), "integers past Long become Double")
+    }
+}
+
+/** Tile origins and the blend against tiling.json, with the fixture's stand-in decoder as the session. */
+@Suppress("UNCHECKED_CAST")
+private fun tilingTests(t: TestHarness, fixtures: File) {
+    val doc = readJson(File(fixtures, "tiling.json")) as Map<String, Any?>
+    for (case in doc["origins"] as List<Map<String, Any?>>) {
+        val (length, tile, overlap) = listOf("length", "tile", "overlap").map { (case[it] as Long).toInt() }
+        t.test("tile origins length=$length tile=$tile overlap=$overlap") {
+            checkEqual((case["origins"] as List<Long>).map { it.toInt() }, TilePlan.origins(length, tile, overlap), "origins")
+        }
+    }
+    t.test("tiles blend into the fixture's image") {
+        val p = doc["plan"] as Map<String, Any?>
+        fun ints(key: String) = (p[key] as List<Long>).map { it.toInt() }
+        val tile = ints("tile")
+        val plan = TilePlan(p["input"] as String, ints("latent_shape").toIntArray(), tile[0], tile[1],
+            (p["overlap"] as Long).toInt(), (p["scale"] as Long).toInt(), ints("rows"), ints("cols"))
+        var calls = 0
+        val decoder = object : Session {
+            override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> {
+                val x = inputs.getValue("latents")
+                val (h, w) = x.shape[2] to x.shape[3]
+                val k = calls++.toFloat() / 8f
+                val out = FloatArray(3 * 4 * h * w) { i ->
+                    val c = i / (4 * h * w)
+                    val y = i / (2 * w) % (2 * h)
+                    val xx = i % (2 * w)
+                    x.floats!![(c * h + y / 2) * w + xx / 2] + k
+                }
+                return mapOf("image" to Tensor.float32(intArrayOf(1, 3, 2 * h, 2 * w), out))
+            }
+        }
+        val shape = plan.latentShape
+        val latents = FloatArray(shape.fold(1) { a, b -> a * b }) { (it % 17).toFloat() / 8f - 1f }
+        val image = plan.run(decoder, mapOf("latents" to Tensor.float32(shape, latents)), "image")
+        val expected = doc["image"] as Map<String, Any?>
+        checkEqual((expected["shape"] as List<Long>).map { it.toInt() }, image.shape.toList(), "shape")
+        checkEqual((expected["first_bits"] as List<Long>).map { it.toInt() }, image.floats!!.take(16).map { it.toRawBits() }, "first bits")
+        checkEqual(expected["sha256_f32le"], sha256(littleEndian(image.floats!!)), "sha256 of float32 bytes")
+        checkEqual(plan.rows.size * plan.cols.size, calls, "one decoder call per tile")
     }
 }
 
