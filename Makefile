@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-coreml bench-executorch bench-runtimes train-student evaluate-student
+.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-coreml bench-executorch bench-runtimes train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench-int8: $(STAMP)
 
 bench-e2e: $(STAMP)
 	$(BIN)/python benchmarks/end_to_end.py --work build/bench-e2e
+
+bench-tiled: $(STAMP)
+	$(BIN)/python benchmarks/tiled_decoding.py --work build/bench-tiled
 
 bench-coreml: $(STAMP)
 	$(BIN)/python benchmarks/coreml.py

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from compiler.errors import Exit
-from conftest import REPO, compile_quietly, write_recipe
+from conftest import REPO, compile_quietly, tree_snapshot, write_recipe
 
 KINDS = ("pixart-onestep", "flow-match", "trigflow-scm")
 TEXT = "text: {max_sequence_length: 16}\n"
@@ -58,6 +58,12 @@ def test_transformer_family_compiles_to_onnx_and_generates(students, tmp_path, r
                            "--out", png)
     assert code == Exit.OK, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if kind == "trigflow-scm":   # the layout with the most moving parts (instruction prefix, DC-AE): rebuilt
+        code, err = compile_quietly("onnx", _recipe(tmp_path / "r.yaml", kind), students[kind], tmp_path / "again")
+        assert code == Exit.OK, err
+        a, b = tree_snapshot(out), tree_snapshot(tmp_path / "again")
+        promised = set(m["files"]) | {"manifest.json", "manifest.sha256"}
+        assert promised <= set(a) and [rel for rel in sorted(promised) if a[rel] != b.get(rel)] == []
 
 
 def test_sana_int8_recipe_passes_parity_falling_back_within_its_budget(students, tmp_path):
