@@ -13,6 +13,9 @@ into ops XNNPACK does take, with the same numbers (fp32 tolerance; nearest upsam
 - chunk / split -> slices.
 Then constants are folded (`constant_prop_pass`): masks, position ids, the baked timestep's
 embedding input and the ones kernels become constants instead of portable-kernel subgraphs.
+Folded constants are stored contiguous: one keeps the strides of the permute it came from (T5's
+relative position bias, dim order 0,2,3,1), and portable kernels that take several tensors
+(`where`) refuse inputs of mixed dim orders at run time.
 """
 from __future__ import annotations
 
@@ -122,4 +125,22 @@ def for_xnnpack(program: torch.export.ExportedProgram) -> torch.export.ExportedP
     """The rewrites above, then constant folding."""
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    return constant_prop_pass(program.run_decompositions(TABLE))
+    return contiguous_constants(constant_prop_pass(program.run_decompositions(TABLE)))
+
+
+def contiguous_constants(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Every lifted constant, buffer and parameter in the default (contiguous) dim order."""
+    sig = program.graph_signature
+    targets = {**sig.inputs_to_lifted_tensor_constants, **sig.inputs_to_buffers, **sig.inputs_to_parameters}
+    for node in program.graph.nodes:
+        name = targets.get(node.name) if node.op == "placeholder" else None
+        table = program.constants if name in program.constants else program.state_dict
+        value = table.get(name) if name else None
+        if value is None or value.is_contiguous():
+            continue
+        contiguous = value.contiguous()
+        if isinstance(value, torch.nn.Parameter):
+            contiguous = torch.nn.Parameter(contiguous, requires_grad=value.requires_grad)
+        table[name] = contiguous
+        node.meta["val"] = node.meta["val"].contiguous()
+    return program
