@@ -21,7 +21,8 @@ import java.nio.LongBuffer
  * keeps them. [configure] adds execution providers or thread settings to each session's options; the default
  * is ONNX Runtime's CPU provider, which computes what the compiler's parity check measured, without the CPU
  * memory arena (as the compiler's sessions: the arena keeps every activation block it ever grew, 1 GB more at the
- * peak of an SD decoder at 512 px, for no speed).
+ * peak of an SD decoder at 512 px, for no speed), and without the memory pattern for int8 components (its one
+ * planned block outgrew the live peak of W8A8 programs, 1.50 vs 1.29 GB for the SD decoder; README).
  */
 class OnnxRuntimeEngine(private val configure: OrtSession.SessionOptions.() -> Unit = {}) : Engine {
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
@@ -30,6 +31,7 @@ class OnnxRuntimeEngine(private val configure: OrtSession.SessionOptions.() -> U
         val options = OrtSession.SessionOptions()
         try {
             options.setCPUArenaAllocator(false)
+            options.setMemoryPatternOptimization(component.precision != "int8")
             options.configure()
             return OnnxRuntimeSession(env, component, env.createSession(File(bundle, component.file).absolutePath, options), options)
         } catch (e: Exception) {
