@@ -169,21 +169,33 @@ def test_a_flux_size_transformer_is_refused_before_any_work(students, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow   # make test-slow: three Core ML conversions and three ExecuTorch lowerings
+@pytest.mark.slow   # make test-slow: three Core ML conversions and three ExecuTorch lowerings, each int8
 @pytest.mark.parametrize("kind", KINDS)
-def test_transformer_family_compiles_to_coreml_and_executorch(students, tmp_path, kind):
-    """Core ML fp16 (checked by the ML Program evaluator) and ExecuTorch fp32 (XNNPACK). The tiny
+def test_transformer_family_compiles_to_coreml_and_executorch_in_int8(students, tmp_path, kind):
+    """Core ML (fp16 float export, w8 text encoder and transformer; checked by the ML Program
+    evaluator) and ExecuTorch (XNNPACK fp32 export, w8 text encoder, W8A8 transformer): both
+    parity passes, the float export's and the shipped int8 chain's, on each target. The tiny
     Gemma-2's embedding and mask ops are a larger share of its FLOPs than a real one's, so the
-    delegation floor is lowered to 95% here. PixArt's T5 encoder runs since folded constants are
-    stored contiguous (its relative position bias kept a permute's dim order, which the portable
-    `where` kernel refused at run time)."""
-    code, err = compile_quietly("coreml", _recipe(tmp_path / "c.yaml", kind), students[kind], tmp_path / "coreml")
+    delegation floor is lowered to 95% here. PixArt's T5 encoder runs on ExecuTorch since folded
+    constants are stored contiguous (its relative position bias kept a permute's dim order, which
+    the portable `where` kernel refused at run time)."""
+    int8 = ("components: {text_encoder: {precision: int8}, denoiser: {precision: int8}}\n"
+            "calibration: {num_prompts: 4}\n")
+    code, err = compile_quietly("coreml", _recipe(tmp_path / "c.yaml", kind, int8), students[kind], tmp_path / "coreml")
     assert code == Exit.OK, err
-    assert all(p["passed"] for p in _manifest(tmp_path / "coreml")["parity"])
-    recipe = _recipe(tmp_path / "e.yaml", kind, "targets: {executorch: {min_delegated_flop_share: 0.95}}\n")
+    _assert_int8_parity(_manifest(tmp_path / "coreml"), "coreml fp16", "coreml int8")
+    et = int8.replace("denoiser: {precision: int8}", "denoiser: {precision: int8, quantization: {scheme: w8a8, "
+                                                     "max_float_weight_fraction: 0.3}}")
+    recipe = _recipe(tmp_path / "e.yaml", kind, et + "targets: {executorch: {min_delegated_flop_share: 0.95}}\n")
     code, err = compile_quietly("executorch", recipe, students[kind], tmp_path / "et")
     assert code == Exit.OK, err
-    assert all(p["passed"] for p in _manifest(tmp_path / "et")["parity"])
+    _assert_int8_parity(_manifest(tmp_path / "et"), "executorch fp32", "executorch int8")
+
+
+def _assert_int8_parity(m: dict, *labels: str) -> None:
+    assert [p["label"] for p in m["parity"]] == list(labels) and all(p["passed"] for p in m["parity"])
+    assert {n: c["precision"] for n, c in m["components"].items()}["denoiser"] == "int8"
+    assert m["components"]["text_encoder"]["precision"] == "int8"
 
 
 def test_flux_int8_recipe_with_a_w8a8_decoder_passes_parity(students, tmp_path):
