@@ -214,21 +214,26 @@ public struct Manifest {
             throw BundleError(location, "tile must fit the latent and overlap at most half a tile")
         }
         let rows = TilePlan.origins(h, th, overlap), cols = TilePlan.origins(w, tw, overlap)
-        guard let rawRows = t["rows"] as? [Any?], rawRows.map({ $0 as? Int64 }) == rows.map({ Int64($0) }),
-              let rawCols = t["cols"] as? [Any?], rawCols.map({ $0 as? Int64 }) == cols.map({ Int64($0) }) else {
+        guard sameInts(t["rows"], rows), sameInts(t["cols"], cols) else {
             throw BundleError(location, "rows and cols are not the tile origins of the latent shape, tile and overlap")
         }
         let input = t["input"] as? String
         guard let spec = inputs.first(where: { $0.name == input }), spec.shape == Array(latent.dropLast(2)) + [th, tw] else {
             throw BundleError(location, "input \(pyRepr(t["input"])) is not an input of the component of the tile's shape")
         }
-        guard outputs.count == 1, outputs[0].shape.count >= 2, outputs[0].shape.suffix(2) == [th * scale, tw * scale] else {
+        guard outputs.count == 1, outputs[0].shape.count >= 2, Array(outputs[0].shape.suffix(2)) == [th * scale, tw * scale] else {
             throw BundleError(location, "the component must have one output, of the tile's shape times scale")
         }
         let planes = outputs[0].shape.dropLast(2).reduce(Int64(1)) { $0 * Int64($1) }
         if planes * Int64(h * scale) * Int64(w * scale) > Int64(Int32.max) { throw BundleError(location, "the whole image is too large") }
         return TilePlan(input: spec.name, latentShape: latent, tileHeight: th, tileWidth: tw, overlap: overlap, scale: scale,
                         rows: rows, cols: cols)
+    }
+
+    /// Kotlin's `value == list.map { it.toLong() }`: a JSON list holding exactly these integers.
+    private static func sameInts(_ value: Any?, _ expected: [Int]) -> Bool {
+        guard let list = value as? [Any?], list.count == expected.count else { return false }
+        return zip(list, expected).allSatisfy { ($0.0 as? Int64) == Int64($0.1) }
     }
 
     /// A list of sizes in (0, 2^31), or nil.
