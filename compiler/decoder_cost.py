@@ -24,6 +24,7 @@ class DecoderCost:
     full: list[np.ndarray]      # [1, 3, H, W] in [0, 1], per held-out prompt
     tiny: list[np.ndarray]      # the shipped decoding's
     short: str = "tiny decoder"
+    purpose: str = "speed"      # what the recipe trades image quality for
 
     def as_dict(self) -> dict:
         rows = [{"prompt": p, "psnr_db": round(compare(f, t, data_range=1.0).psnr_db, 4),
@@ -62,4 +63,4 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
         shipped += f" decoded in {plan.count} tiles of {plan.tile[0] * s}x{plan.tile[1] * s} px, {plan.overlap * s} px overlap"
         short = "tiny decoder, tiled" if tiny else short
     full_label = f"AutoencoderKL ({FULL_DECODER if tiny else student.vae_label})" + (" on the whole image" if plan else "")
-    return DecoderCost(shipped, full_label, list(heldout), full, shipped_images, short)
+    return DecoderCost(shipped, full_label, list(heldout), full, shipped_images, short, "speed" if tiny else "memory")

@@ -173,7 +173,7 @@ def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: i
     feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency")) for name in COMPONENTS}
     out = {}
     for name in COMPONENTS:
-        runs = {label: chain for label, chain in (("fp32", quantized.float_chain), ("shipped", quantized.chain))}
+        runs = {"fp32": quantized.float_chain, "shipped": quantized.chain}
         if runs["fp32"].runners[name] is runs["shipped"].runners[name]:
             out[name] = dict.fromkeys(runs, _median_seconds(runs["fp32"], name, feeds[name], repeats))
         else:

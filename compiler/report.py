@@ -155,8 +155,7 @@ def decoder_cost_section(cost, summary: dict) -> list[tuple[str, str]]:
         f"<tr><td class='prompt'>{html.escape(r['prompt'])}</td><td>{r['psnr_db']:.2f}</td><td>{r['ssim']:.4f}</td>"
         f"{_thumb_cells('full decoder', _hwc(f), cost.short, _hwc(t))}</tr>"
         for r, f, t in zip(summary["per_prompt"], cost.full, cost.tiny))
-    why = "memory" if cost.short == "tiled decoding" else "speed"
-    note = (f"<p>The recipe ships {html.escape(cost.shipped)} for {why}. Its images against "
+    note = (f"<p>The recipe ships {html.escape(cost.shipped)} for {cost.purpose}. Its images against "
             f"{html.escape(cost.compared_with)}'s from the same latents on the held-out prompts: worst PSNR "
             f"{summary['worst_psnr_db']:.2f} dB, min SSIM {summary['min_ssim']:.4f}. Shown, not gated.</p>")
     return [(f"Quality cost of the {cost.short}", note + "<table><tr><th>held-out prompt</th><th>PSNR dB</th>"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bundle import MAX_ELEMENTS
+
 
 def origins(length: int, tile: int, overlap: int) -> list[int]:
     """Tile starts along one axis of `length` latent pixels."""
@@ -128,7 +130,7 @@ def manifest_problem(component: dict) -> str | None:
 
     def sizes(v, n=None):
         return isinstance(v, list) and (n is None or len(v) == n) and all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 2**31 - 1 for d in v)
+            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_ELEMENTS for d in v)
 
     if t.get("blend") != BLEND:
         return f"blend {t.get('blend')!r}: runtimes implement {BLEND!r}"
@@ -147,6 +149,6 @@ def manifest_problem(component: dict) -> str | None:
     outputs = component["outputs"]
     if len(outputs) != 1 or outputs[0]["shape"][-2:] != [th * scale, tw * scale]:
         return "the component must have one output, of the tile's shape times scale"
-    if math.prod(outputs[0]["shape"][:-2]) * h * scale * w * scale > 2**31 - 1:
+    if math.prod(outputs[0]["shape"][:-2]) * h * scale * w * scale > MAX_ELEMENTS:
         return "the whole image is too large"
     return None

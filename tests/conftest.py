@@ -175,7 +175,7 @@ def check_runtime_manifest(bundle: Path, name: str) -> None:
     report's size are left out of the comparison: int8 weights may round differently on another CPU."""
     import json
 
-    from compiler.bundle import read_verified_manifest, runtime_view
+    from compiler.bundle import REPORT, read_verified_manifest, runtime_view
 
     view = runtime_view(read_verified_manifest(bundle))
     path = RUNTIME_MANIFESTS / f"{name}.json"
@@ -185,7 +185,7 @@ def check_runtime_manifest(bundle: Path, name: str) -> None:
     assert path.exists(), f"{path} missing: run `make fixtures`"
 
     def stable(v):   # the report prints parity numbers, whose digits may differ on another CPU too
-        return {**v, "files": {k: e["size"] for k, e in v["files"].items() if k != "report.html"}}
+        return {**v, "files": {k: e["size"] for k, e in v["files"].items() if k != REPORT}}
 
     assert stable(json.loads(path.read_text(encoding="utf-8"))) == stable(view), f"{path} is stale: run `make fixtures`"
 
