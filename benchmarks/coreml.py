@@ -65,7 +65,7 @@ def child_convert(work: Path, tiny: bool, image: int, component: str) -> dict:
 
     import int8 as bench
 
-    from compiler.pipeline import _return_freed_memory
+    from compiler.streaming import return_freed_memory
     from compiler.targets.coreml import CoreMLTarget
 
     recipe, student, wrapped = _setup(work, tiny, image)
@@ -74,7 +74,7 @@ def child_convert(work: Path, tiny: bool, image: int, component: str) -> dict:
     weight_bytes = 4 * params
     del student, wrapped
     gc.collect()
-    _return_freed_memory()
+    return_freed_memory()
     target = CoreMLTarget()
     options = recipe.target_options("coreml")
     target.validate(recipe, options)
@@ -97,7 +97,8 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
 
     from compiler.errors import ParityError
     from compiler.metrics import compare
-    from compiler.pipeline import release_reference, torch_chain
+    from compiler.pipeline import precisions, torch_chain
+    from compiler.streaming import compile_questions, record_reference
     from compiler.prompts import calibration_prompts
     from compiler.quantization import QuantJob, quantize_component
     from compiler.recipe import Component, Quantization
@@ -111,8 +112,9 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
     if component == "denoiser" and scheme != "fp16":
         # as compile does before quantizing the denoiser: record what the checks will ask the torch
         # UNet (held-out and check prompts), then release it
-        release_reference(reference, recipe, wrapped, student, bench._heldout(recipe),
-                          calibration_prompts(recipe, bench._heldout_file(recipe)))
+        record_reference(student, recipe, wrapped, reference, compile_questions(
+            reference, recipe, bench._heldout(recipe), calibration_prompts(recipe, bench._heldout_file(recipe)),
+            precisions(recipe)))
     src = work / "fp16" / f"{component}.mlpackage"
     result = {"component": component, "scheme": scheme, "params": params}
     path = src

@@ -85,14 +85,14 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
     result = {"component": component, "precision": precision, "params": params, "weight_bytes": 4 * params}
     if precision == "fp32":
         # as compile does not need them either: the export peak RSS is this component's own
-        from compiler.pipeline import _return_freed_memory
+        from compiler.streaming import return_freed_memory
 
         reference = None
         for other in [n for n in wrapped.graphs if n != component]:
             del wrapped.graphs[other]
         student.denoiser = student.vae = None
         student.text_encoders = []
-        _return_freed_memory()
+        return_freed_memory()
     export_dir = work / "fp32-for-int8" if precision == "int8" else out
     export_dir.mkdir(parents=True, exist_ok=True)
     with PeakRSS() as rss:

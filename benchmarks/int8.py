@@ -41,7 +41,7 @@ What is printed (measured side by side in one run; goals are printed, never asse
   peak RSS      of the calibration child process (one per --prompts setting, so each peak is its
                 own), taken right after quantize_component returns; in GB and as a multiple of the
                 denoiser's fp32 weight bytes. "before" is the peak once the torch reference chain
-                is built; the torch UNet is then released as compile does (pipeline.release_reference)
+                is built; the torch graphs are then released as compile does (compiler/streaming.py)
                 once what verify asks of it is recorded. Goal: <= 3x, and flat in the number of
                 prompts (the largest setting's peak within 10% of the smallest's).
   accuracy      int8 vs the torch fp32 reference on 2 held-out prompts (calibration/heldout.txt,
@@ -215,7 +215,8 @@ def child_export(work: Path, tiny: bool, image: int) -> dict:
 def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     """Calibrate and quantize the denoiser on `prompts` calibration prompts; peak RSS of this process."""
     from compiler.errors import ParityError
-    from compiler.pipeline import release_reference, torch_chain
+    from compiler.pipeline import precisions, torch_chain
+    from compiler.streaming import compile_questions, record_reference
     from compiler.prompts import calibration_prompts
     from compiler.quantization import QuantJob, quantize_component
     from compiler.targets.onnx import OnnxTarget
@@ -232,8 +233,9 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     reference = torch_chain(wrapped, student)
     rss_before = peak_rss_bytes()
     calib = calibration_prompts(recipe, _heldout_file(recipe))
-    # as compiler.pipeline does before quantizing: record what verify will ask the torch UNet, release it
-    release_reference(reference, recipe, wrapped, student, _heldout(recipe), calib)
+    # as compiler.pipeline does: record what the later stages will ask the torch graphs, release them
+    record_reference(student, recipe, wrapped, reference,
+                     compile_questions(reference, recipe, _heldout(recipe), calib, precisions(recipe)))
     # A folder per setting: ORT reuses a calibration cache it finds in the work folder, which
     # would hand the 64-prompt run the 8-prompt ranges.
     out_dir = work / f"int8-{prompts}"

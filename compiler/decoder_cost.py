@@ -44,8 +44,10 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
 
     tiny = type(student.vae).__name__ == "AutoencoderTiny"
     plan = reference.tiling.get("vae_decoder")
-    vae = load_full_decoder(Path(student.source), FULL_DECODER) if tiny else student.vae
-    if vae is None or not (tiny or plan):
+    if not (tiny or plan):
+        return None
+    vae = load_full_decoder(Path(student.source), FULL_DECODER) if tiny else _loaded_decoder(student)
+    if vae is None:
         return None
     graph = DecoderGraph(vae, float(vae.config.scaling_factor)).eval()
     full, shipped_images = [], []
@@ -54,6 +56,9 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
         shipped_images.append(reference.decode(latents))
         with torch.no_grad():
             full.append(graph(torch.from_numpy(latents)).numpy())
+    del graph, vae
+    if not tiny:
+        student.release("vae_decoder")
     if full[0].shape != shipped_images[0].shape:
         return None   # not the same latent space: nothing to compare
     shipped, short = (f"AutoencoderTiny ({student.vae_label})", "tiny decoder") if tiny else \
@@ -64,3 +69,9 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
         short = "tiny decoder, tiled" if tiny else short
     full_label = f"AutoencoderKL ({FULL_DECODER if tiny else student.vae_label})" + (" on the whole image" if plan else "")
     return DecoderCost(shipped, full_label, list(heldout), full, shipped_images, short, "speed" if tiny else "memory")
+
+
+def _loaded_decoder(student):
+    """The shipped decoder's torch weights, read again: the compile released them after export."""
+    student.load("vae_decoder")
+    return student.vae

@@ -29,6 +29,38 @@ class Student:
     vae_subfolder: str
     scheduler_config: dict = field(default_factory=dict)
     vae_source: str = ""              # the folder vae_subfolder is in: `source`, or the recipe's decoder model
+    # component -> [(root, subfolder, class)] its weights load from; a component not loaded (a lazy
+    # student's, or one released) is a weightless skeleton until `load(component)`
+    sources: dict = field(default_factory=dict)
+    _loaded: set = field(default_factory=set)
+
+    def loaded(self, component: str) -> bool:
+        return component in self._loaded
+
+    def load(self, component: str) -> None:
+        """Read one component's weights (a lazy student); a no-op when they are in memory."""
+        if component in self._loaded:
+            return
+        modules = [_load(root, sub, cls) for root, sub, cls in self.sources[component]]
+        self._set(component, modules)
+        self._loaded.add(component)
+
+    def release(self, component: str) -> None:
+        """Drop one component's weights: its module becomes a weightless skeleton (class and config
+        stay readable); whatever else holds the module keeps it alive."""
+        self._set(component, [_skeleton(type(m), m.config) for m in self._modules(component)])
+        self._loaded.discard(component)
+
+    def _modules(self, component: str) -> list:
+        return {"text_encoder": self.text_encoders, "denoiser": [self.denoiser], "vae_decoder": [self.vae]}[component]
+
+    def _set(self, component: str, modules: list) -> None:
+        if component == "text_encoder":
+            self.text_encoders = modules
+        elif component == "denoiser":
+            self.denoiser = modules[0]
+        else:
+            self.vae = modules[0]
 
     @property
     def vae_label(self) -> str:
@@ -80,10 +112,12 @@ def resolve_source(model: str) -> Path:
 
 
 def load_student(model: str, family: str, decoder_subfolder: str = "vae", decoder_model: str | None = None,
-                 recipe=None) -> Student:
+                 recipe=None, lazy: bool = False) -> Student:
     """The folders and classes are the family's Layout. `decoder_model`: another diffusers folder
     or hub id whose `decoder_subfolder` holds the VAE to ship (a TAESD published on its own).
-    `recipe`: for the family's prompt format (e.g. max_sequence_length); defaults otherwise."""
+    `recipe`: for the family's prompt format (e.g. max_sequence_length); defaults otherwise.
+    `lazy`: every file is checked now, but the modules are weightless skeletons (configs only)
+    until `Student.load(component)`, so a compile holds one component's weights at a time."""
     from .families import get_family
     from .tokenizers import runtime_files
 
@@ -108,27 +142,30 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
 
     tokenizers = [_load_tokenizer(root / slot.tokenizer, i, slot.kind, fam.prompt_format(i, recipe))
                   for i, slot in enumerate(slots)]
-    encoders = []
+    sources = {"text_encoder": [], "denoiser": [], "vae_decoder": []}
     for slot in slots:
         cls_name = _class_name(root, slot.encoder, index, default=slot.encoder_classes[0])
         if cls_name not in slot.encoder_classes:
             raise ModelError(f"{root / slot.encoder / 'config.json'}: architectures",
                              f"unsupported text encoder {cls_name} (this family reads {', '.join(slot.encoder_classes)})")
-        encoders.append(_load(root, slot.encoder, getattr(transformers, cls_name)))
+        sources["text_encoder"].append((root, slot.encoder, getattr(transformers, cls_name)))
     den_cls = _class_name(root, layout.denoiser, index, default=layout.denoiser_class)
     if den_cls != layout.denoiser_class:
         raise ModelError(f"{root / layout.denoiser / 'config.json'}: _class_name",
                          f"is {den_cls}; family {family} needs a {layout.denoiser_class}")
-    denoiser = _load(root, layout.denoiser, getattr(diffusers, den_cls))
+    sources["denoiser"].append((root, layout.denoiser, getattr(diffusers, den_cls)))
     vae_cls = _class_name(vae_root, decoder_subfolder, index if vae_root == root else {}, default="AutoencoderKL")
     if vae_cls not in layout.decoder_classes:
         raise ModelError(f"{vae_root / decoder_subfolder / 'config.json'}: _class_name",
                          f"unsupported decoder {vae_cls} (family {family} reads {' or '.join(layout.decoder_classes)})")
-    vae = _load(vae_root, decoder_subfolder, getattr(diffusers, vae_cls))
+    sources["vae_decoder"].append((vae_root, decoder_subfolder, getattr(diffusers, vae_cls)))
+    read = _read_skeleton if lazy else _load
+    modules = {name: [read(*source) for source in entries] for name, entries in sources.items()}
     sched_path = root / "scheduler" / "scheduler_config.json"
     scheduler_config = _read_json(sched_path) if sched_path.exists() else {}
-    student = Student(str(root), family, tokenizers, [root / t.tokenizer for t in slots], encoders, denoiser, vae,
-                      decoder_subfolder, scheduler_config, str(vae_root))
+    student = Student(str(root), family, tokenizers, [root / t.tokenizer for t in slots], modules["text_encoder"],
+                      modules["denoiser"][0], modules["vae_decoder"][0], decoder_subfolder, scheduler_config,
+                      str(vae_root), sources, set() if lazy else set(sources))
     fam.check_compatible(student)
     return student
 
@@ -142,9 +179,9 @@ def _load_tokenizer(folder: Path, index: int, kind: str, fmt):
         raise ModelError(str(folder), f"tokenizer could not load: {first_line(exc)}") from None
 
 
-def load_recipe_student(model: str, recipe) -> Student:
+def load_recipe_student(model: str, recipe, lazy: bool = False) -> Student:
     decoder = recipe.components.vae_decoder
-    return load_student(model, recipe.family, decoder.subfolder, decoder.model, recipe)
+    return load_student(model, recipe.family, decoder.subfolder, decoder.model, recipe, lazy)
 
 
 def _read_json(path: Path) -> dict:
@@ -213,6 +250,25 @@ def _load(root: Path, sub: str, cls: Any) -> Any:
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise ModelError(str(root / sub), f"weight {name} contains NaN or Inf")
     return model
+
+
+def _read_skeleton(root: Path, sub: str, cls: Any) -> Any:
+    """The module's class built from its config on the meta device: no weight is read or allocated."""
+    try:
+        if hasattr(cls, "load_config"):   # diffusers
+            config = cls.load_config(str(root / sub))
+        else:
+            config = cls.config_class.from_pretrained(str(root / sub))
+        return _skeleton(cls, config)
+    except Exception as exc:
+        raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first_line(exc)}") from None
+
+
+def _skeleton(cls: Any, config: Any) -> Any:
+    import torch
+
+    with torch.device("meta"):
+        return (cls.from_config(config) if hasattr(cls, "load_config") else cls(config)).eval()
 
 
 def load_full_decoder(root: Path, sub: str):

@@ -20,8 +20,9 @@ from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, Quan
                            calibration_feeds, quantize_component, scheme_of)
 from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
+from .streaming import Question, compile_questions, one_at_a_time
 from .targets import Artifact, Target, get_target
-from .verify import TOLERANCES, Parity, check_parity, heldout_inputs, require
+from .verify import TOLERANCES, Parity, check_parity, require
 from .tokenizers import save as save_tokenizer
 from .wiring import NOISE_SOURCE
 from .wrap import COMPONENTS, Graph, Wrapped, wrap
@@ -64,15 +65,15 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     heldout = heldout_file[: recipe.parity.num_prompts]
     calibration = calibration_prompts(recipe, heldout_file)
     with atomic_output(out, force) as staging:
-        with progress.stage("load", model):
-            student = load_recipe_student(model, recipe)
+        with progress.stage("load", f"{model} (configs and tokenizers; weights one component at a time)"):
+            student = load_recipe_student(model, recipe, lazy=True)
         with progress.stage("wrap", f"family {recipe.family}, {recipe.image.height}x{recipe.image.width}"):
             wrapped = wrap(student, recipe)
             reference = torch_chain(wrapped, student)
+            questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe))
         with progress.stage("export", f"{target.name}, {_options_detail(options)}"):
-            exported = export(wrapped, student, target, options, staging, progress)
+            exported = export(wrapped, student, recipe, reference, questions, target, options, staging, progress)
         with progress.stage("quantize", _quantize_detail(recipe, calibration)):
-            release_reference(reference, recipe, wrapped, student, heldout, calibration)
             quantized = quantize(recipe, target, options, reference, exported, staging, calibration, progress)
         with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}, checked "
                                       f"with {target.checker(options)}"):
@@ -178,6 +179,8 @@ def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: i
             out[name] = dict.fromkeys(runs, _median_seconds(runs["fp32"], name, feeds[name], repeats))
         else:
             out[name] = {label: _median_seconds(chain, name, feeds[name], repeats) for label, chain in runs.items()}
+        for chain in runs.values():
+            chain.close(name)
     return out
 
 
@@ -192,48 +195,8 @@ def _median_seconds(chain: Chain, name: str, feed: dict, repeats: int) -> float:
 
 
 def torch_chain(wrapped: Wrapped, student: Student) -> Chain:
-    runners = {name: _torch_runner(g) for name, g in wrapped.graphs.items()}
-    for name in ("text_encoder", "denoiser"):
-        runners[name] = Recorded(runners[name])
+    runners = {name: Recorded(_torch_runner(g)) for name, g in wrapped.graphs.items()}
     return Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling)
-
-
-def release_reference(reference: Chain, recipe: Recipe, wrapped: Wrapped, student: Student, heldout: list[str],
-                      calibration: list[str]) -> bool:
-    """Calibrating the denoiser opens an ORT session with its weights while the torch UNet sits
-    idle beside it: after export the UNet is only asked about known inputs (the held-out prompts
-    of verify and latency, and the quantizer's check prompts). Their outputs are recorded, with
-    the text embeddings they start from, and the torch UNet is released: at SD-Turbo size that is
-    3.5 GB less at the memory peak. Not when the VAE decoder is int8 too: its calibration runs the
-    UNet on every calibration prompt."""
-    p = precisions(recipe)
-    if p["denoiser"] != "int8" or p["vae_decoder"] == "int8":
-        return False
-    text, denoiser = reference.runners["text_encoder"], reference.runners["denoiser"]
-    text.recording = denoiser.recording = True
-    for _, tokens, z in heldout_inputs(reference, heldout, recipe.parity.seed):  # what check_parity will ask
-        reference.denoise(reference.embed(tokens), z)
-    for feeds in calibration_feeds("denoiser", reference, calibration[:CHECK_PROMPTS], recipe.calibration.seed,
-                                   "calibration (denoiser)"):
-        denoiser(feeds)
-    text.recording = denoiser.recording = False
-    denoiser.release()
-    del wrapped.graphs["denoiser"]
-    student.denoiser = None
-    _return_freed_memory()
-    return True
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap pages back to the OS now (glibc keeps them otherwise)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS): its allocator returns large blocks itself
-        pass
 
 
 def _torch_runner(graph: Graph):
@@ -245,16 +208,17 @@ def _torch_runner(graph: Graph):
     return run
 
 
-def export(wrapped: Wrapped, student: Student, target: Target, options, staging: Path,
-           progress: Progress) -> Exported:
+def export(wrapped: Wrapped, student: Student, recipe: Recipe, reference: Chain, questions: list[Question],
+           target: Target, options, staging: Path, progress: Progress) -> Exported:
+    """One component at a time (streaming.one_at_a_time): its weights loaded, the reference's
+    answers recorded, exported, released before the next is loaded."""
     artifacts, runners = {}, {}
     runner = _runner_factory(target, options)
-    for name in COMPONENTS:
-        graph = wrapped.graphs[name]
+    for graph in one_at_a_time(student, recipe, wrapped, reference, questions):
         params = sum(p.numel() for p in graph.module.parameters())
-        progress.step(f"{name}: {params / 1e6:.2f}M parameters")
-        artifacts[name] = target.export(graph, staging, options)
-        runners[name] = Deferred(runner, staging / artifacts[name].main)
+        progress.step(f"{graph.name}: {params / 1e6:.2f}M parameters")
+        artifacts[graph.name] = target.export(graph, staging, options)
+        runners[graph.name] = Deferred(runner, staging / artifacts[graph.name].main)
     return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling))
 
 

@@ -33,11 +33,15 @@ class Deferred:
             self._run = self._load(self.path)
         return self._run(feeds)
 
+    def close(self) -> None:
+        """Drop the session; the next call opens it again."""
+        self._run = None
+
 
 class Recorded:
     """A reference runner that can record outputs by input while `recording`, replay them for
     the same input later, and go on replaying after the model behind it has been released
-    (pipeline.release_reference). Unrecorded inputs run the model, and are not kept."""
+    (compiler/streaming.py). Unrecorded inputs run the model, and are not kept."""
 
     def __init__(self, run):
         self._run, self._outputs, self.recording = run, {}, False
@@ -80,6 +84,12 @@ class Chain:
         """One component on whole inputs: a tiled component runs tile by tile and blends."""
         plan = self.tiling.get(name)
         return plan.run(self.runners[name], feeds) if plan else self.runners[name](feeds)
+
+    def close(self, name: str) -> None:
+        """Release the component's session where its runner can reopen it (runtime.Deferred)."""
+        close = getattr(self.runners[name], "close", None)
+        if close:
+            close()
 
     def split(self, name: str, feeds: dict[str, np.ndarray]):
         """The feeds the component's program itself takes: one per tile when it is tiled."""

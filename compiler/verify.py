@@ -134,26 +134,41 @@ def heldout_inputs(chain: Chain, prompts: list[str], seed: int):
 def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str], prompts: list[str],
                  seed: int, label: str, progress=None) -> Parity:
     """Feed the reference's intermediate values into each candidate component (isolating its
-    error), and run the candidate chain alone end to end."""
+    error), and run the candidate chain alone end to end. Component by component, each
+    candidate session closed before the next opens: at real size a whole chain's sessions do not
+    fit in memory beside each other."""
     e2e_precision = chain_precision(precisions)
     checks = {name: Check(name, p, TOLERANCES[(name, p)]) for name, p in precisions.items()}
     checks[END_TO_END] = Check(END_TO_END, e2e_precision, TOLERANCES[(END_TO_END, e2e_precision)])
-    samples = []
-    for i, (prompt, tokens, z) in enumerate(heldout_inputs(reference, prompts, seed)):
-        ref_embeds = reference.embed(tokens)
-        cand_embeds = candidate.embed(tokens)
-        features = _text_features(reference, ref_embeds)
-        checks["text_encoder"].per_prompt.append(compare(_flat(ref_embeds, features), _flat(cand_embeds, features)))
-        ref_latents = reference.denoise(ref_embeds, z)
-        checks["denoiser"].per_prompt.append(compare(ref_latents, candidate.denoise(ref_embeds, z)))
-        ref_image = reference.decode(ref_latents)
-        checks["vae_decoder"].per_prompt.append(compare(ref_image, candidate.decode(ref_latents), data_range=1.0))
-        image = candidate.decode(candidate.denoise(cand_embeds, z))
-        checks[END_TO_END].per_prompt.append(compare(ref_image, image, data_range=1.0))
-        checks[END_TO_END].ssim.append(ssim(ref_image, image))
-        samples.append(Sample(prompt, seed + i, tokens.truncated, ref_image, image))
-        if progress:
-            progress.step(f"{label}: prompt {i + 1}/{len(prompts)}")
+    inputs = list(heldout_inputs(reference, prompts, seed))
+    step = progress.step if progress else (lambda text: None)
+
+    ref_embeds = [reference.embed(tokens) for _, tokens, _ in inputs]
+    cand_embeds = [candidate.embed(tokens) for _, tokens, _ in inputs]
+    candidate.close("text_encoder")
+    features = _text_features(reference, ref_embeds[0])
+    checks["text_encoder"].per_prompt = [compare(_flat(r, features), _flat(c, features))
+                                         for r, c in zip(ref_embeds, cand_embeds)]
+    step(f"{label}: text encoder, {len(inputs)} prompts")
+
+    noises = [z for _, _, z in inputs]
+    ref_latents = [reference.denoise(e, z) for e, z in zip(ref_embeds, noises)]
+    checks["denoiser"].per_prompt = [compare(r, candidate.denoise(e, z))
+                                     for r, e, z in zip(ref_latents, ref_embeds, noises)]
+    latents = [candidate.denoise(e, z) for e, z in zip(cand_embeds, noises)]
+    candidate.close("denoiser")
+    step(f"{label}: denoiser, {len(inputs)} prompts")
+
+    ref_images = [reference.decode(l) for l in ref_latents]
+    checks["vae_decoder"].per_prompt = [compare(r, candidate.decode(l), data_range=1.0)
+                                        for r, l in zip(ref_images, ref_latents)]
+    images = [candidate.decode(l) for l in latents]
+    candidate.close("vae_decoder")
+    checks[END_TO_END].per_prompt = [compare(r, i, data_range=1.0) for r, i in zip(ref_images, images)]
+    checks[END_TO_END].ssim = [ssim(r, i) for r, i in zip(ref_images, images)]
+    step(f"{label}: decoder and end to end, {len(inputs)} prompts")
+    samples = [Sample(prompt, seed + i, tokens.truncated, r, im)
+               for i, ((prompt, tokens, _), r, im) in enumerate(zip(inputs, ref_images, images))]
     return Parity(label, list(checks.values()), samples)
 
 

@@ -43,6 +43,7 @@ def verify_command(args) -> None:
     from .bundle import read_verified_manifest
     from .load import load_recipe_student
     from .pipeline import export, source_fingerprint, torch_chain
+    from .streaming import heldout_questions, record_reference
     from .progress import Progress
     from .prompts import check_not_calibrated, read_prompts
     from .recipe import recipe_from_data
@@ -71,12 +72,13 @@ def verify_command(args) -> None:
     first_seed = recipe.parity.seed if args.seed is None else args.seed
     progress = Progress(4 if quantized else 2, quiet=args.quiet)
     with progress.stage("load", args.model):
-        student = load_recipe_student(args.model, recipe)
+        student = load_recipe_student(args.model, recipe, lazy=True)
         if source_fingerprint(student)["weights_sha256"] != manifest["source"]["weights_sha256"]:
             raise ModelError(f"{args.model}", "its safetensors differ from the ones this bundle was compiled from "
                                               "(manifest.json source.weights_sha256)")
         wrapped = wrap(student, recipe)
         reference = torch_chain(wrapped, student)
+        questions = heldout_questions(reference, prompts, first_seed)
         chain, _ = load_bundle(args.bundle)
     runs = []
     with tempfile.TemporaryDirectory(prefix="verify-") as work:
@@ -85,10 +87,13 @@ def verify_command(args) -> None:
             # bundle cannot pass on a broken export that quantization happened to mask.
             fp = target.float_precision(options)
             with progress.stage("export", f"{target.name} {fp}, into a temporary folder"):
-                exported = export(wrapped, student, target, options, Path(work), progress)
+                exported = export(wrapped, student, recipe, reference, questions, target, options, Path(work),
+                                  progress)
             with progress.stage("verify", f"{target.name} {fp} export vs torch fp32"):
                 runs.append(check_parity(reference, exported.chain, {n: fp for n in precisions}, prompts, first_seed,
                                          f"{target.name} {fp}", progress))
+        else:
+            record_reference(student, recipe, wrapped, reference, questions)
         label = f"{manifest['target']} {chain_precision(precisions)}"
         with progress.stage("verify", f"the shipped bundle, {len(prompts)} prompts from {prompts_path}"):
             runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress))

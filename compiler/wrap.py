@@ -41,7 +41,7 @@ class DecoderGraph(torch.nn.Module):
 @dataclass
 class Graph:
     name: str
-    module: torch.nn.Module
+    module: torch.nn.Module | None     # None while the component's weights are not loaded
     example_inputs: tuple
     input_names: list[str]
     output_names: list[str]
@@ -70,6 +70,7 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
     # SDXL tokenizers pad differently, so input_ids would be ignored (tests/test_compile_onnx.py).
     tokens = {name: (torch.ones if name.startswith("attention_mask") else torch.zeros)(1, tok.max_length, dtype=torch.int64)
               for tok in student.tokenizers for name in tok.inputs}
+    student.load("text_encoder")   # its example outputs are the denoiser's example inputs
     text, text_outputs = family.text_encoder(student, recipe)
     with torch.no_grad():
         out = text(*tokens.values())
@@ -80,13 +81,24 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
     decoder_input = torch.zeros(tiling.latent_shape[:-2] + tiling.tile) if tiling else values["noise"]
     graphs = {
         "text_encoder": Graph("text_encoder", text, tuple(tokens.values()), list(tokens), text_outputs),
-        "denoiser": Graph("denoiser", family.denoiser(student, recipe), tuple(values[n] for n in denoiser_inputs),
-                          denoiser_inputs, ["latents"]),
-        "vae_decoder": Graph("vae_decoder", DecoderGraph(student.vae, student.scaling_factor).eval(),
-                             (decoder_input,), ["latents"], ["image"]),
+        "denoiser": Graph("denoiser", None, tuple(values[n] for n in denoiser_inputs), denoiser_inputs, ["latents"]),
+        "vae_decoder": Graph("vae_decoder", None, (decoder_input,), ["latents"], ["image"]),
     }
+    for name in ("denoiser", "vae_decoder"):
+        if student.loaded(name):
+            graphs[name].module = graph_module(student, recipe, name)
     return Wrapped(graphs, constants, student.tokenizers[0].max_length, latent_shape, Wiring.from_graphs(graphs),
                    {"vae_decoder": tiling} if tiling else {})
+
+
+def graph_module(student: Student, recipe: Recipe, name: str) -> torch.nn.Module:
+    """The exportable module of one component, over the student's loaded weights."""
+    family = get_family(recipe.family)
+    if name == "text_encoder":
+        return family.text_encoder(student, recipe)[0]
+    if name == "denoiser":
+        return family.denoiser(student, recipe)
+    return DecoderGraph(student.vae, student.scaling_factor).eval()
 
 
 def decoder_tiling(recipe: Recipe, latent_shape: tuple[int, ...], scale: int) -> TilePlan | None:

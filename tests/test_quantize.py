@@ -392,34 +392,48 @@ def test_recorded_runner_replays_what_it_recorded_and_nothing_else_after_release
         r({"x": np.ones(3, np.float64)})
 
 
-def test_release_reference_frees_the_torch_unet_and_keeps_verifys_answers(students, tmp_path):
-    """Before calibrating the denoiser, compile records what verify will ask the torch UNet and
-    releases it (nothing else may keep it alive); the recorded answers equal the model's."""
+def test_one_component_at_a_time_frees_each_and_keeps_every_answer_later_stages_ask(students, tmp_path):
+    """A compile loads one component's weights at a time, records what the later stages will ask
+    the torch reference (held-out prompts through the chain; calibration prompts up to an int8
+    component's inputs, through it on the check prompts), and releases it before loading the
+    next: nothing else may keep it alive. The recorded answers equal an eagerly loaded student's."""
     import gc
     import weakref
 
     from compiler import noise
     from compiler.load import load_student
-    from compiler.pipeline import release_reference, torch_chain
-    from compiler.prompts import calibration_prompts
-    from compiler.prompts import read_prompts, tokenize
+    from compiler.pipeline import precisions, torch_chain
+    from compiler.prompts import calibration_prompts, read_prompts, tokenize
+    from compiler.quantization import calibration_feeds
     from compiler.recipe import load_recipe
-    from compiler.wrap import wrap
+    from compiler.streaming import compile_questions, one_at_a_time
+    from compiler.wrap import COMPONENTS, wrap
 
-    recipe = load_recipe(str(int8_recipe(tmp_path / "release.yaml")))
-    student = load_student(str(students["eps-turbo"]), "eps-turbo", "vae")
-    wrapped = wrap(student, recipe)
-    reference = torch_chain(wrapped, student)
+    recipe = load_recipe(str(int8_recipe(tmp_path / "r.yaml", decoder=DECODER_W8A8)))
     heldout = read_prompts(recipe.parity.prompts, "parity.prompts")[: recipe.parity.num_prompts]
     calibration = calibration_prompts(recipe, heldout)
-    z = noise.gaussian(recipe.parity.seed + 1, reference.latent_shape)
-    expected = reference.denoise(reference.embed(tokenize(reference.tokenizers, heldout[1])), z)
-    unet = weakref.ref(student.denoiser)
+    eager = load_student(str(students["eps-turbo"]), "eps-turbo", "vae")
+    eager_chain = torch_chain(wrap(eager, recipe), eager)
+    z = noise.gaussian(recipe.parity.seed + 1, eager_chain.latent_shape)
+    expected = eager_chain.decode(eager_chain.denoise(eager_chain.embed(tokenize(eager.tokenizers, heldout[1])), z))
+    expected_feeds = list(calibration_feeds("vae_decoder", eager_chain, calibration, recipe.calibration.seed, "t"))
 
-    assert release_reference(reference, recipe, wrapped, student, heldout, calibration)
+    student = load_student(str(students["eps-turbo"]), "eps-turbo", "vae", lazy=True)
+    assert all(p.is_meta for p in student.denoiser.parameters())       # a skeleton: config, no weights
+    wrapped = wrap(student, recipe)
+    reference = torch_chain(wrapped, student)
+    questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe))
+    seen = []
+    for graph in one_at_a_time(student, recipe, wrapped, reference, questions):
+        assert [name for name in COMPONENTS if student.loaded(name)] == [graph.name]
+        seen.append(weakref.ref(graph.module))
     gc.collect()
-    assert unet() is None
-    again = reference.denoise(reference.embed(tokenize(reference.tokenizers, heldout[1])), z)
+    assert len(seen) == 3 and all(ref() is None for ref in seen)
+    assert all(p.is_meta for p in student.vae.parameters())
+    again = reference.decode(reference.denoise(reference.embed(tokenize(reference.tokenizers, heldout[1])), z))
     np.testing.assert_array_equal(again, expected)
+    feeds = list(calibration_feeds("vae_decoder", reference, calibration, recipe.calibration.seed, "t"))
+    for got, want in zip(feeds, expected_feeds, strict=True):
+        np.testing.assert_array_equal(got["latents"], want["latents"])
     with pytest.raises(RuntimeError, match="not recorded"):
         reference.denoise(reference.embed(tokenize(reference.tokenizers, "a prompt nobody recorded")), z)

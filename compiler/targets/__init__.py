@@ -73,7 +73,7 @@ class Target(Protocol):
     reports_latency: bool         # whether timing its checker on this machine means anything
     app: AppRuntime               # how an app runs its bundles
     # peak memory added by (export, quantize), as multiples of the largest component's fp32 weights
-    # it works on, over the resident student (compiler/memory.py; measured at SD-Turbo size)
+    # it works on, on top of that component (compiler/memory.py; measured at SD-Turbo size)
     memory_factors: tuple[float, float]
 
     def unavailable_reason(self) -> str | None: ...
