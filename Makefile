@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-coreml bench-executorch bench-runtimes train-student evaluate-student
+.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench-e2e: $(STAMP)
 
 bench-tiled: $(STAMP)
 	$(BIN)/python benchmarks/tiled_decoding.py --work build/bench-tiled
+
+bench-sana: $(STAMP)
+	$(BIN)/python benchmarks/sana_scale.py --work build/bench-sana
 
 bench-coreml: $(STAMP)
 	$(BIN)/python benchmarks/coreml.py

@@ -241,8 +241,13 @@ def _check_lengths(path: Path, size: int) -> None:
 
 
 def _load(root: Path, sub: str, cls: Any) -> Any:
+    import torch
+
+    # fp32 as each tensor is read: a bf16 checkpoint (as the hub ships most) loaded as stored and
+    # cast afterwards would hold both copies at once (15 GB instead of 10 for a Gemma-2-2B)
+    dtype = {"torch_dtype": torch.float32} if hasattr(cls, "load_config") else {"dtype": torch.float32}
     try:
-        model = cls.from_pretrained(str(root / sub), use_safetensors=True)
+        model = cls.from_pretrained(str(root / sub), use_safetensors=True, **dtype)
     except Exception as exc:
         raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first_line(exc)}") from None
     model = model.eval().float()

@@ -214,9 +214,9 @@ def export(wrapped: Wrapped, student: Student, recipe: Recipe, reference: Chain,
     answers recorded, exported, released before the next is loaded."""
     artifacts, runners = {}, {}
     runner = _runner_factory(target, options)
-    for graph in one_at_a_time(student, recipe, wrapped, reference, questions):
+    for graph in one_at_a_time(student, recipe, wrapped, reference, questions, progress):
         params = sum(p.numel() for p in graph.module.parameters())
-        progress.step(f"{graph.name}: {params / 1e6:.2f}M parameters")
+        progress.step(f"{graph.name}: exporting ({params / 1e6:.2f}M parameters)")
         artifacts[graph.name] = target.export(graph, staging, options)
         runners[graph.name] = Deferred(runner, staging / artifacts[graph.name].main)
     return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling))

@@ -83,10 +83,11 @@ def write_tokenizer(folder: Path, max_length: int, words=WORDS) -> int:
     return len(ids)
 
 
-def write_sentencepiece_tokenizer(folder: Path, kind: str, max_length: int) -> int:
+def write_sentencepiece_tokenizer(folder: Path, kind: str, max_length: int, vocab_size: int | None = None) -> int:
     """A tiny SentencePiece tokenizer with the real one's id layout, trained on WORDS and the SANA
     instruction: T5 (unigram; pad 0, eos 1, unk 2, no BOS) or Gemma (BPE with byte fallback;
-    pad 0, eos 1, bos 2, unk 3, BOS added). Saved as tokenizer.json, as the hub ships them."""
+    pad 0, eos 1, bos 2, unk 3, BOS added). Saved as tokenizer.json, as the hub ships them.
+    `vocab_size`: more pieces spell the instruction in fewer tokens (benchmarks/sana_scale.py)."""
     import shutil
     import tempfile
 
@@ -99,13 +100,13 @@ def write_sentencepiece_tokenizer(folder: Path, kind: str, max_length: int) -> i
     text = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] + list(_call_default("complex_human_instruction"))
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(sentence_iterator=iter(text * 4), character_coverage=1.0, minloglevel=2, num_threads=1,
-                      pad_id=0, eos_id=1)
+                      pad_id=0, eos_id=1, **({"hard_vocab_limit": False} if vocab_size else {}))
         if kind == "t5":
-            spm.SentencePieceTrainer.train(model_prefix=f"{tmp}/spiece", vocab_size=120, model_type="unigram",
+            spm.SentencePieceTrainer.train(model_prefix=f"{tmp}/spiece", vocab_size=vocab_size or 120, model_type="unigram",
                                            unk_id=2, bos_id=-1, **common)
             tok = T5Tokenizer.from_pretrained(tmp, extra_ids=0, model_max_length=max_length)
         else:
-            spm.SentencePieceTrainer.train(model_prefix=f"{tmp}/tokenizer", vocab_size=400, model_type="bpe",
+            spm.SentencePieceTrainer.train(model_prefix=f"{tmp}/tokenizer", vocab_size=vocab_size or 400, model_type="bpe",
                                            bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
                                            unk_piece="<unk>", byte_fallback=True, **common)
             tok = GemmaTokenizer.from_pretrained(tmp, add_bos_token=True, padding_side="right",

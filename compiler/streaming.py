@@ -72,15 +72,20 @@ def ask(reference: Chain, name: str, questions: list[Question]) -> None:
     runner.recording = False
 
 
-def one_at_a_time(student, recipe, wrapped: Wrapped, reference: Chain,
-                  questions: list[Question]) -> Iterator[Graph]:
+def one_at_a_time(student, recipe, wrapped: Wrapped, reference: Chain, questions: list[Question],
+                  progress=None) -> Iterator[Graph]:
     """Each component's graph with its weights loaded and its answers recorded; released when
     the caller asks for the next. `reference`: pipeline.torch_chain over `wrapped`."""
+    say = progress.step if progress else (lambda text: None)
     for name in COMPONENTS:
-        student.load(name)
+        if not student.loaded(name):
+            say(f"{name}: loading its weights")
+            student.load(name)
         graph = wrapped.graphs[name]
         if graph.module is None:
             graph.module = graph_module(student, recipe, name)
+        stop = COMPONENTS.index(name)
+        say(f"{name}: recording the fp32 reference on {sum(q.last >= stop for q in questions)} inputs")
         ask(reference, name, questions)
         yield graph
         graph.module = None
@@ -89,9 +94,10 @@ def one_at_a_time(student, recipe, wrapped: Wrapped, reference: Chain,
         return_freed_memory()
 
 
-def record_reference(student, recipe, wrapped: Wrapped, reference: Chain, questions: list[Question]) -> None:
+def record_reference(student, recipe, wrapped: Wrapped, reference: Chain, questions: list[Question],
+                     progress=None) -> None:
     """Every answer recorded and every component released, nothing exported."""
-    for _ in one_at_a_time(student, recipe, wrapped, reference, questions):
+    for _ in one_at_a_time(student, recipe, wrapped, reference, questions, progress):
         pass
 
 

@@ -93,7 +93,7 @@ def verify_command(args) -> None:
                 runs.append(check_parity(reference, exported.chain, {n: fp for n in precisions}, prompts, first_seed,
                                          f"{target.name} {fp}", progress))
         else:
-            record_reference(student, recipe, wrapped, reference, questions)
+            record_reference(student, recipe, wrapped, reference, questions, progress)
         label = f"{manifest['target']} {chain_precision(precisions)}"
         with progress.stage("verify", f"the shipped bundle, {len(prompts)} prompts from {prompts_path}"):
             runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress))
