@@ -46,6 +46,7 @@ def component_parameters(model: Path, subfolders: list[str]) -> dict[str, int]:
 def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int]:
     """Peak resident bytes per stage. `factors`: the target's (export, quantize) multiples."""
     from .families import get_family
+    from .quantization import CALIBRATED, scheme_of
 
     layout = get_family(recipe.family).layout
     text = [t.encoder for t in layout.text if not t.optional or (model / t.encoder).is_dir()]
@@ -57,10 +58,13 @@ def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int
     weights = {name: FP32 * sum(params[s] for s in subs) for name, subs in folders.items()}
     largest = max(weights.values())
     export_k, quantize_k = factors
-    int8 = [n for n, c in recipe.component_specs().items() if c.precision == "int8"]
     out = {"load": weights["text_encoder"], "export": int((1 + export_k) * largest)}
+    # calibrated (w8a8): the measured calibration factor; weight-only schemes rewrite the weights
+    # once, as an export does
+    int8 = [(1 + (quantize_k if scheme_of(n, c) in CALIBRATED else export_k)) * weights[n]
+            for n, c in recipe.component_specs().items() if c.precision == "int8"]
     if int8:
-        out["quantize"] = int((1 + quantize_k) * max(weights[n] for n in int8))
+        out["quantize"] = int(max(int8))
     out["verify"] = 2 * largest
     return out
 

@@ -33,6 +33,7 @@ from .verify import Check, Tolerance
 DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
 WEIGHT_PRECISION = {"w8a8": "int8", "w8": "int8", "palettize6": "lut6", "palettize4": "lut4"}
 CHECK_PROMPTS = 2          # calibration prompts used to decide on fallback
+CALIBRATED = ("w8a8",)     # schemes whose activations are calibrated (the others quantize weights only)
 
 
 @dataclass

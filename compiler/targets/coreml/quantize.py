@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import CalibrationError, ExportError
-from ...quantization import Layer
+from ...quantization import CALIBRATED, Layer
 from .. import Artifact
 from . import convert
 
@@ -49,7 +49,7 @@ class CoreMLQuantizer:
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
         self.options, self.layer_names = options, layer_names
         self.tool = TOOLS[scheme]
-        self.needs_calibration = scheme == "w8a8"
+        self.needs_calibration = scheme in CALIBRATED
         self.stats: dict[str, dict[str, float]] = {}
         self._layers: list[Layer] = []
         self._weights: dict[str, str] = {}      # layer node -> weight const name

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...quantization import Layer, sqnr
+from ...quantization import CALIBRATED, Layer, sqnr
 from .. import Artifact
 from .export import lower_and_write, quiet
 from .run import program_runner
@@ -75,7 +75,7 @@ class ExecuTorchQuantizer:
         self.input_names, self.output_names = input_names, output_names
         self.out_dir, self.options = out_dir, options
         self.tool = TOOLS[scheme]
-        self.needs_calibration = scheme == "w8a8"
+        self.needs_calibration = scheme in CALIBRATED
         self._feeds: list[dict[str, np.ndarray]] = []
         self._converted = None
         self._artifact: Artifact | None = None

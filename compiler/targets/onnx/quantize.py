@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import CalibrationError, RecipeError
-from ...quantization import Layer, sqnr
+from ...quantization import CALIBRATED, Layer, sqnr
 from .. import Artifact, package_files
 from .run import session_runner
 
@@ -53,7 +53,7 @@ class OnnxQuantizer:
 
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
         self.tool = TOOLS[scheme]
-        self.needs_calibration = scheme == "w8a8"
+        self.needs_calibration = scheme in CALIBRATED
         self.graph = onnx.load(str(src), load_external_data=False)
         self.cache = self.src.with_name(f"{component}.calibration.json")
         self.cache.unlink(missing_ok=True)  # ORT reuses a cache file it finds: this one holds this call's prompts
