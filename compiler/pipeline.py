@@ -215,7 +215,7 @@ def export(wrapped: Wrapped, student: Student, recipe: Recipe, reference: Chain,
     artifacts, runners = {}, {}
     runner = _runner_factory(target, options)
     for graph in one_at_a_time(student, recipe, wrapped, reference, questions, progress):
-        params = sum(p.numel() for p in graph.module.parameters())
+        params = sum(p.numel() for p in getattr(graph.module, "shipped_parameters", graph.module.parameters)())
         progress.step(f"{graph.name}: exporting ({params / 1e6:.2f}M parameters)")
         artifacts[graph.name] = target.export(graph, staging, options)
         runners[graph.name] = Deferred(runner, staging / artifacts[graph.name].main)

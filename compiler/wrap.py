@@ -32,6 +32,13 @@ class DecoderGraph(torch.nn.Module):
         self.inv_scale = 1.0 / scaling_factor
         self.shift = float(vae.config.get("shift_factor") or 0.0)
 
+    def shipped_parameters(self):
+        """The weights the exported graph holds: the decoder's, not the encoder's the VAE also has."""
+        for name in ("post_quant_conv", "decoder"):
+            part = getattr(self.vae, name, None)
+            if isinstance(part, torch.nn.Module):
+                yield from part.parameters()
+
     def forward(self, latents):
         z = latents * self.inv_scale
         image = self.vae.decode(z + self.shift if self.shift else z, return_dict=False)[0]

@@ -116,6 +116,26 @@ def bundles(students, tmp_path_factory):
     return get
 
 
+TRANSFORMER_TEXT = "text: {max_sequence_length: 16}\n"   # the tiny transformer students' prompt length
+
+
+@pytest.fixture(scope="session")
+def transformer_bundles(students, tmp_path_factory):
+    """Transformer family -> its fp32 ONNX bundle, compiled on first use and shared."""
+    root = tmp_path_factory.mktemp("transformer-bundles")
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            recipe = write_recipe(root / f"{kind}.yaml", kind, extra=TRANSFORMER_TEXT)
+            code, err = compile_quietly("onnx", recipe, students[kind], root / kind)
+            assert code == 0, err
+            built[kind] = root / kind
+        return built[kind]
+
+    return get
+
+
 @pytest.fixture
 def workdir(tmp_path):
     """A clean directory for a run: everything written by a failing run would show up here."""

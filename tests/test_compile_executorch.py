@@ -126,6 +126,41 @@ def test_a_program_that_fails_at_load_is_exit_5_naming_the_component(tmp_path):
     assert err.value.code == Exit.EXPORT and "denoiser" in str(err.value) and pte.name in str(err.value)
 
 
+class TwoConvs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_fallback_keeps_the_named_layers_float_and_quantizes_the_rest(tmp_path):
+    """The accuracy fallback's build with a layer kept float (XNNPACKQuantizer's own per-module
+    None is an assertion in this version: the quantizer filters those modules' ops out instead)."""
+    from compiler.targets.executorch import ExecuTorchOptions
+    from compiler.targets.executorch.export import exported_program
+    from compiler.targets.executorch.quantize import ExecuTorchQuantizer
+
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    opts = ExecuTorchOptions()
+    program = exported_program(Graph("denoiser", TwoConvs().eval(), (x,), ["x"], ["y"]), opts)
+    q = ExecuTorchQuantizer("denoiser", "w8a8", program.module(), (x,), ["x"], ["y"], tmp_path, opts)
+    names = {l.name for l in q.layers()}
+    assert names == {"a", "b"}
+    q.calibrate(iter([{"x": x.numpy()}]))
+
+    def quantized_weights(float_layers):
+        q.build(float_layers)
+        convs = [n for n in q._converted.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+        return {n.meta["nn_module_stack"] and list(n.meta["nn_module_stack"].values())[-1][0]:
+                "dequantize" in str(n.args[1].target) for n in convs}
+
+    assert quantized_weights([]) == {"a": True, "b": True}
+    assert quantized_weights(["b"]) == {"a": True, "b": False}
+
+
 class Folded(torch.nn.Module):
     """Group norm and upsampling: the rewrites fold constants (affine views, the ones kernel)."""
 

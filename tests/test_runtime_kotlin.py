@@ -55,6 +55,20 @@ def test_kotlin_pipeline_decodes_a_tiled_bundle_to_the_same_png_as_generate(kotl
     assert (tmp_path / "kotlin-11.png").read_bytes() == (tmp_path / "python.png").read_bytes()
 
 
+@pytest.mark.parametrize("kind", ["trigflow-scm", "pixart-onestep", "flow-match"])
+def test_kotlin_pipeline_runs_the_transformer_families_like_generate(kotlin_jar, transformer_bundles, run_cli, tmp_path,
+                                                                    kind):
+    """SentencePiece tokenizers from tokenizer.json (Gemma with SANA's instruction prefix, T5 with
+    PixArt's padding mask, CLIP + T5 for FLUX), the mask wired where the manifest says: the PNG
+    is generate's, byte for byte."""
+    bundle = transformer_bundles(kind)
+    done = _kotlin_pngs(kotlin_jar, bundle, PROMPT, tmp_path / "kotlin", "5")
+    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", PROMPT, "--seed", "5", "--out", tmp_path / "py.png")
+    assert code == Exit.OK, err
+    assert (tmp_path / "kotlin-5.png").read_bytes() == (tmp_path / "py.png").read_bytes()
+
+
 def test_kotlin_pipeline_refuses_a_corrupt_bundle_before_opening_it(kotlin_jar, bundles, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)

@@ -111,8 +111,11 @@ class ExecuTorchQuantizer:
 
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=self.scheme == "w8"))
-        for path in float_layers:
-            quantizer.set_module_name(path, None)
+        if float_layers:
+            # set_module_name(path, None) is not supported by this quantizer (an assertion): a
+            # filter leaves every op of those modules unannotated, so they stay float
+            floats = set(float_layers)
+            quantizer.set_filter_function(lambda node: _module_path(node) not in floats)
         return quantizer
 
     def build(self, float_layers: list[str]) -> Artifact:

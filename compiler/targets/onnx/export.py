@@ -57,6 +57,18 @@ def keep_tiny_epsilons():
         yield
     finally:
         rewriter._DEFAULT_REWRITE_RULES = saved
+        _forget_matched_nodes(saved)
+
+
+def _forget_matched_nodes(rules) -> None:
+    """Each rule's matcher keeps the last node and graph it looked at, and through them the whole
+    exported graph, whose initializers are the torch weights: a compile that releases a component after
+    exporting it would hold them until the next export (10.5 GB for a Gemma-2-2B)."""
+    for rule in rules:
+        matcher = getattr(rule, "_matcher", None)
+        for attribute in ("_current_node", "_graph"):
+            if hasattr(matcher, attribute):
+                setattr(matcher, attribute, None)
 
 
 def drop_noop_squeezes(module, example_inputs):

@@ -10,12 +10,7 @@ import Foundation
 /// Text is compared as UTF-16 code units and bytes, never as Swift Characters: String equality
 /// is canonical equivalence and a Character is a whole grapheme, so "e" + U+0301 would equal "é"
 /// and a special token followed by a combining mark would not be found.
-public final class ClipTokenizer {
-    public struct Tokens {
-        public let ids: [Int64]
-        public let truncated: Bool
-    }
-
+public final class ClipTokenizer: Tokenizer {
     private let vocab: [String: Int]
     public let maxLength: Int
     public let bosTokenId: Int
@@ -46,8 +41,8 @@ public final class ClipTokenizer {
         self.specials = specials.sorted { $0.token.count > $1.token.count }
     }
 
-    public func encode(_ text: String) -> Tokens {
-        let units = Array(text.utf16)
+    public func encode(_ prompt: String) -> Tokens {
+        let units = Array(prompt.utf16)
         var content: [Int] = []
         var start = 0
         var i = 0
@@ -64,7 +59,9 @@ public final class ClipTokenizer {
         ids[0] = Int64(bosTokenId)
         for k in 0..<kept { ids[k + 1] = Int64(content[k]) }
         ids[kept + 1] = Int64(eosTokenId)
-        return Tokens(ids: ids, truncated: content.count + 2 > maxLength)
+        var mask = [Int64](repeating: 0, count: maxLength)
+        for k in 0..<(kept + 2) { mask[k] = 1 }
+        return Tokens(ids: ids, truncated: content.count + 2 > maxLength, mask: mask)
     }
 
     private func addWords(_ piece: String, _ out: inout [Int]) {
@@ -151,7 +148,7 @@ public final class ClipTokenizer {
     }
 
     public static func load(bundle: URL, spec: TokenizerSpec) throws -> ClipTokenizer {
-        let vocabFile = bundle.appendingPathComponent(spec.vocab)
+        let vocabFile = bundle.appendingPathComponent(spec.vocab!)
         guard let raw = try Json.parse(String(decoding: Data(contentsOf: vocabFile), as: UTF8.self)) as? Json.Object else {
             throw BundleError(vocabFile.path, "vocabulary must be a JSON object")
         }
@@ -160,9 +157,9 @@ public final class ClipTokenizer {
             guard let id = value as? Int64 else { throw BundleError(vocabFile.path, "id of \(key) is not an integer") }
             vocab[key] = Int(id)
         }
-        let merges = try readMerges(String(decoding: Data(contentsOf: bundle.appendingPathComponent(spec.merges)), as: UTF8.self))
+        let merges = try readMerges(String(decoding: Data(contentsOf: bundle.appendingPathComponent(spec.merges!)), as: UTF8.self))
         return try ClipTokenizer(vocab: vocab, merges: merges, maxLength: spec.maxLength,
-                                 bosTokenId: spec.bosTokenId, eosTokenId: spec.eosTokenId, padTokenId: spec.padTokenId)
+                                 bosTokenId: spec.bosTokenId!, eosTokenId: spec.eosTokenId, padTokenId: spec.padTokenId)
     }
 
     /// merges.txt: an optional "#version" line, then one "left right" pair per line in rank order.

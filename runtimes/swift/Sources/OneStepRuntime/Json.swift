@@ -15,14 +15,16 @@ public enum Json {
     /// Dictionary does not; the order decides which problem a manifest reports first.
     public struct Object: CustomStringConvertible {
         public private(set) var keys: [String] = []
-        private var values: [String: Any?] = [:]
+        // keyed by UTF-16 code units: String keys compare by canonical equivalence, which would
+        // merge "e" + U+0301 and "é" (two pieces of a tokenizer's vocabulary) into one key
+        private var values: [[UInt16]: Any?] = [:]
 
         public init() {}
 
         /// nil for a missing key and for JSON null alike, as Kotlin's Map.get.
-        public subscript(key: String) -> Any? { values[key] ?? nil }
+        public subscript(key: String) -> Any? { values[Array(key.utf16)] ?? nil }
 
-        public func containsKey(_ key: String) -> Bool { values.index(forKey: key) != nil }
+        public func containsKey(_ key: String) -> Bool { values.index(forKey: Array(key.utf16)) != nil }
 
         public var count: Int { keys.count }
 
@@ -35,7 +37,7 @@ public enum Json {
         public var description: String { Manifest.pyRepr(self) }
 
         fileprivate mutating func put(_ key: String, _ value: Any?) {
-            if values.updateValue(value, forKey: key) == nil { keys.append(key) }
+            if values.updateValue(value, forKey: Array(key.utf16)) == nil { keys.append(key) }
         }
     }
 

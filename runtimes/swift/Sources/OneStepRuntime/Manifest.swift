@@ -24,18 +24,25 @@ public struct ComponentSpec {
     public var tiling: TilePlan? = nil
 }
 
-/// A CLIP byte-level BPE tokenizer: which files, how long, which special ids, and the source it produces.
+/// A tokenizer: its type (`clip-bpe`: vocab + merges; `sentencepiece`: tokenizer.json, with the
+/// family's prefix, lower-casing and prompt length), how long, which special ids, and the sources
+/// it produces (ids, and the padding mask where the family reads one).
 public struct TokenizerSpec {
     public let name: String
     public let type: String
     public let folder: String
-    public let vocab: String
-    public let merges: String
+    public let vocab: String?
+    public let merges: String?
     public let maxLength: Int
-    public let bosTokenId: Int
+    public let bosTokenId: Int?
     public let eosTokenId: Int
     public let padTokenId: Int
     public let output: String
+    public var tokenizerJson: String? = nil
+    public var prefix: String = ""
+    public var lowercase: Bool = false
+    public var promptLength: Int? = nil
+    public var maskOutput: String? = nil
 }
 
 public struct NoiseSpec {
@@ -77,7 +84,9 @@ public struct Manifest {
     public var computeUnits: String? { (targets[target] as? Json.Object)?["compute_units"] as? String }
 
     public static let SCHEMA_VERSION = 2
-    public static let TOKENIZER_TYPE = "clip-bpe"
+    /// tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder)
+    private static let TOKENIZER_FILES: [(type: String, keys: [String])] = [
+        (type: Tokenizers.CLIP, keys: ["vocab", "merges"]), (type: Tokenizers.SENTENCEPIECE, keys: ["tokenizer_json"])]
     private static let REQUIRED: [(key: String, kind: String)] = [
         ("schema_version", "int"), ("target", "str"), ("family", "str"), ("components", "dict"),
         ("files", "dict"), ("tokenizers", "list"), ("noise", "dict"), ("wiring", "dict"),
@@ -151,7 +160,12 @@ public struct Manifest {
         guard let wiring = Wiring.parse(raw["wiring"] as! Json.Object, components) else {
             throw BundleError("\(location): wiring", "malformed")
         }
-        var problems = wiring.problems(tokenizers.count)
+        var sources = Set<String>()
+        for t in tokenizers {
+            sources.insert(t.output)
+            if let mask = t.maskOutput { sources.insert(mask) }
+        }
+        var problems = wiring.problems(sources)
         for name in components.keys.sorted() {
             let wired = Set((wiring.inputs[name] ?? []).map { $0.input })
             if !wiring.order.contains(name) || wired != Set(components[name]!.inputs.map { $0.name }) {
@@ -264,24 +278,43 @@ public struct Manifest {
 
     private static func tokenizer(_ value: Any?, _ files: [String: FileEntry], _ folders: Set<String>, where location: String) throws -> TokenizerSpec {
         guard let t = value as? Json.Object else { throw BundleError(location, "must be an object") }
-        if (t["type"] as? String) != TOKENIZER_TYPE {
-            throw BundleError("\(location).type", "\(pyRepr(t["type"])): runtimes implement '\(TOKENIZER_TYPE)'")
+        let type = t["type"] as? String
+        guard let keys = TOKENIZER_FILES.first(where: { $0.type == type })?.keys else {
+            let known = TOKENIZER_FILES.map { "'\($0.type)'" }.joined(separator: ", ")
+            throw BundleError("\(location).type", "\(pyRepr(t["type"])): runtimes implement \(known)")
         }
-        for key in ["vocab", "merges"] {
+        for key in keys {
             if !isFile(t[key], of: files) { throw BundleError("\(location).\(key)", "\(pyRepr(t[key])) is not a checked file of the bundle") }
         }
         let folder = t["folder"]
-        guard let f = folder as? String, folders.contains(f), (t["vocab"] as! String).utf8.starts(with: "\(f)/".utf8) else {
-            throw BundleError("\(location).folder", "\(pyRepr(folder)) is not the folder holding its vocab")
+        guard let f = folder as? String, folders.contains(f), (t[keys[0]] as! String).utf8.starts(with: "\(f)/".utf8) else {
+            throw BundleError("\(location).folder", "\(pyRepr(folder)) is not the folder holding its \(keys[0])")
+        }
+        let sentencepiece = type == Tokenizers.SENTENCEPIECE
+        // a sentencepiece tokenizer may have no BOS (T5): null there
+        let bos = sentencepiece && t["bos_token_id"] == nil ? nil : try count(t["bos_token_id"], where: "\(location).bos_token_id")
+        let maxLength = try count(t["max_length"], where: "\(location).max_length")
+        let eos = try count(t["eos_token_id"], where: "\(location).eos_token_id")
+        let pad = try count(t["pad_token_id"], where: "\(location).pad_token_id")
+        if sentencepiece && (!(t["prefix"] is String) || !(t["lowercase"] is Bool) || ((t["prompt_length"] as? Int64) ?? -1) < 0) {
+            throw BundleError("\(location).prefix", "a sentencepiece tokenizer needs prefix (text), lowercase (bool) and prompt_length")
         }
         guard let name = t["name"] as? String else { throw BundleError("\(location).name", "missing") }
-        let maxLength = try int(t["max_length"], where: "\(location).max_length")
-        let bos = try int(t["bos_token_id"], where: "\(location).bos_token_id")
-        let eos = try int(t["eos_token_id"], where: "\(location).eos_token_id")
-        let pad = try int(t["pad_token_id"], where: "\(location).pad_token_id")
-        return TokenizerSpec(name: name, type: TOKENIZER_TYPE, folder: f, vocab: t["vocab"] as! String, merges: t["merges"] as! String,
-                             maxLength: maxLength, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
-                             output: t["output"] as? String ?? "\(name).input_ids")
+        var spec = TokenizerSpec(name: name, type: type!, folder: f, vocab: t["vocab"] as? String, merges: t["merges"] as? String,
+                                 maxLength: maxLength, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
+                                 output: t["output"] as? String ?? "\(name).input_ids")
+        spec.tokenizerJson = t["tokenizer_json"] as? String
+        spec.prefix = t["prefix"] as? String ?? ""
+        spec.lowercase = t["lowercase"] as? Bool ?? false
+        spec.promptLength = (t["prompt_length"] as? Int64).map { Int($0) }
+        spec.maskOutput = t["mask_output"] as? String
+        return spec
+    }
+
+    /// A non-negative integer that fits an Int32 (Kotlin's Int).
+    private static func count(_ value: Any?, where location: String) throws -> Int {
+        guard let v = value as? Int64, v >= 0, v <= Int64(Int32.max) else { throw BundleError(location, "must be a non-negative integer") }
+        return Int(v)
     }
 
     /// Kotlin's `value in files`: only a string can be a key of the table.

@@ -6,10 +6,10 @@ import Foundation
 public final class Pipeline {
     public let bundle: URL
     public let manifest: Manifest
-    private let tokenizers: [ClipTokenizer]
+    private let tokenizers: [any Tokenizer]
     private let sessions: [String: any Session]
 
-    private init(bundle: URL, manifest: Manifest, tokenizers: [ClipTokenizer], sessions: [String: any Session]) {
+    private init(bundle: URL, manifest: Manifest, tokenizers: [any Tokenizer], sessions: [String: any Session]) {
         self.bundle = bundle
         self.manifest = manifest
         self.tokenizers = tokenizers
@@ -38,6 +38,9 @@ public final class Pipeline {
                 let tokens = tokenizer.encode(prompt)
                 truncated = truncated || tokens.truncated
                 values[spec.output] = Tensor.integer(.int64, shape: [1, spec.maxLength], data: tokens.ids)
+                if let mask = spec.maskOutput {
+                    values[mask] = Tensor.integer(.int64, shape: [1, spec.maxLength], data: tokens.mask)
+                }
             }
             values[manifest.noise.output] = NoiseSource.tensor(seed: seed, shape: manifest.noise.shape)
         }
@@ -75,8 +78,8 @@ public final class Pipeline {
     /// Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component.
     public static func open(bundle: URL, engine: any Engine) throws -> Pipeline {
         let manifest = try BundleVerifier.verify(bundle: bundle)
-        var tokenizers: [ClipTokenizer] = []
-        for spec in manifest.tokenizers { tokenizers.append(try ClipTokenizer.load(bundle: bundle, spec: spec)) }
+        var tokenizers: [any Tokenizer] = []
+        for spec in manifest.tokenizers { tokenizers.append(try Tokenizers.load(bundle: bundle, spec: spec)) }
         var sessions: [String: any Session] = [:]
         do {
             for name in manifest.wiring.order {

@@ -11,11 +11,10 @@ public struct Wiring {
     public let image: String
 
     /// What a runtime could not follow, in the Python loader's words and order.
-    public func problems(_ tokenizers: Int) -> [String] {
+    /// `tokenSources`: what the bundle's tokenizers produce ("tokenizer.input_ids", ...).
+    public func problems(_ tokenSources: Set<String>) -> [String] {
         var available: Set<String> = [Wiring.NOISE_SOURCE]
-        // Kotlin and Python index past their two tokenizer names and throw; a third tokenizer
-        // simply produces nothing a component can name.
-        for i in 0..<min(tokenizers, Wiring.TOKENIZER_NAMES.count) { available.insert(Wiring.tokensSource(i)) }
+        available.formUnion(tokenSources)
         var found: [String] = []
         for name in order {
             for (input, source) in inputs[name] ?? [] {
@@ -28,9 +27,6 @@ public struct Wiring {
     }
 
     public static let NOISE_SOURCE = "noise.sample"
-    private static let TOKENIZER_NAMES = ["tokenizer", "tokenizer_2"]
-
-    public static func tokensSource(_ index: Int) -> String { "\(TOKENIZER_NAMES[index]).input_ids" }
 
     /// nil when a key is missing or of the wrong type (the loader's "wiring: malformed").
     public static func parse(_ raw: Json.Object, _ components: [String: ComponentSpec]) -> Wiring? {

@@ -41,6 +41,34 @@ final class RuntimeTests: XCTestCase {
         }
     }
 
+    /// T5 (PixArt's lower-cased prompt) and Gemma (SANA's instruction prefix) from their tokenizer.json, as the manifest entry says.
+    func testSentencePieceTokens() throws {
+        let doc = try readJson(fixture("sentencepiece_tokens.json")) as! Json.Object
+        XCTAssertEqual(doc.keys.sorted(), ["gemma", "t5"])
+        for (name, value) in doc.entries {
+            let fixtureDoc = value as! Json.Object
+            let e = fixtureDoc["entry"] as! Json.Object
+            var spec = TokenizerSpec(name: e["name"] as! String, type: e["type"] as! String, folder: "", vocab: nil, merges: nil,
+                                     maxLength: int(e["max_length"]), bosTokenId: (e["bos_token_id"] as? Int64).map { Int($0) },
+                                     eosTokenId: int(e["eos_token_id"]), padTokenId: int(e["pad_token_id"]),
+                                     output: e["output"] as! String)
+            spec.tokenizerJson = fixtureDoc["tokenizer_json"] as? String
+            spec.prefix = e["prefix"] as! String
+            spec.lowercase = e["lowercase"] as! Bool
+            spec.promptLength = int(e["prompt_length"])
+            spec.maskOutput = e["mask_output"] as? String
+            let tokenizer = try SentencePieceTokenizer.load(bundle: RuntimeTests.fixtures, spec: spec)
+            for item in fixtureDoc["cases"] as! [Any?] {
+                let c = item as! Json.Object
+                let label = "sentencepiece \(name) \(c["name"] as! String)"
+                let got = tokenizer.encode(c["prompt"] as! String)
+                XCTAssertEqual((c["ids"] as! [Any?]).map { $0 as! Int64 }, got.ids, "\(label): ids")
+                XCTAssertEqual((c["attention_mask"] as! [Any?]).map { $0 as! Int64 }, got.mask, "\(label): attention mask")
+                XCTAssertEqual(c["truncated"] as? Bool, got.truncated, "\(label): truncated")
+            }
+        }
+    }
+
     func testLowercaseIsPerCodePointWithoutFinalSigma() {
         XCTAssertEqual(Array(ClipTokenizer.lowercase("\u{130}").unicodeScalars), Array("i\u{307}".unicodeScalars))
         XCTAssertEqual(ClipTokenizer.lowercase("ΟΔΥΣΣΕΥΣ"), "οδυσσευσ")
@@ -185,8 +213,14 @@ final class RuntimeTests: XCTestCase {
             let raw = try Manifest.readRaw(String(decoding: Data(contentsOf: url), as: UTF8.self), where: url.path)
             let m = try Manifest.parse(raw, where: url.path)
             XCTAssertEqual(m.wiring.order, ["text_encoder", "denoiser", "vae_decoder"], "\(file): order")
-            XCTAssertEqual(m.tokenizers.count, m.components["text_encoder"]!.inputs.count, "\(file): one token input per tokenizer")
-            XCTAssertEqual(m.wiring.problems(m.tokenizers.count), [], "\(file): wiring problems")
+            let outputs = m.tokenizers.map { $0.maskOutput == nil ? 1 : 2 }.reduce(0, +)
+            XCTAssertEqual(outputs, m.components["text_encoder"]!.inputs.count, "\(file): one token input per tokenizer output")
+            var sources = Set<String>()
+            for t in m.tokenizers {
+                sources.insert(t.output)
+                if let mask = t.maskOutput { sources.insert(mask) }
+            }
+            XCTAssertEqual(m.wiring.problems(sources), [], "\(file): wiring problems")
             XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")
             if m.target == "coreml" { XCTAssertNotNil(m.computeUnits, "\(file): Core ML bundle without compute units") }
         }

@@ -16,12 +16,11 @@ import java.util.regex.Pattern
 class ClipTokenizer(
     private val vocab: Map<String, Int>,
     merges: List<String>,
-    val maxLength: Int,
+    override val maxLength: Int,
     val bosTokenId: Int,
     val eosTokenId: Int,
     val padTokenId: Int,
-) {
-    class Tokens(val ids: LongArray, val truncated: Boolean)
+) : Tokenizer {
 
     private val ranks: Map<String, Int> = merges.withIndex().associate { (i, m) -> m to i }
     private val specials: List<Pair<String, Int>>
@@ -36,7 +35,8 @@ class ClipTokenizer(
             .sortedByDescending { it.first.length }
     }
 
-    fun encode(text: String): Tokens {
+    override fun encode(prompt: String): Tokens {
+        val text = prompt
         val content = ArrayList<Int>()
         var start = 0
         var i = 0
@@ -54,7 +54,7 @@ class ClipTokenizer(
         ids[0] = bosTokenId.toLong()
         for (k in 0 until kept) ids[k + 1] = content[k].toLong()
         ids[kept + 1] = eosTokenId.toLong()
-        return Tokens(ids, content.size + 2 > maxLength)
+        return Tokens(ids, content.size + 2 > maxLength, LongArray(maxLength) { if (it < kept + 2) 1L else 0L })
     }
 
     private fun addWords(piece: String, out: MutableList<Int>) {
@@ -123,11 +123,12 @@ class ClipTokenizer(
 
         fun load(bundle: File, spec: TokenizerSpec): ClipTokenizer {
             @Suppress("UNCHECKED_CAST")
-            val raw = Json.parse(File(bundle, spec.vocab).readText(Charsets.UTF_8)) as? Map<String, Any?>
-                ?: throw BundleError(File(bundle, spec.vocab).path, "vocabulary must be a JSON object")
-            val vocab = raw.mapValues { (it.value as? Long)?.toInt() ?: throw BundleError(File(bundle, spec.vocab).path, "id of ${it.key} is not an integer") }
-            return ClipTokenizer(vocab, readMerges(File(bundle, spec.merges).readText(Charsets.UTF_8)), spec.maxLength,
-                spec.bosTokenId, spec.eosTokenId, spec.padTokenId)
+            val vocabFile = File(bundle, spec.vocab!!)
+            val raw = Json.parse(vocabFile.readText(Charsets.UTF_8)) as? Map<String, Any?>
+                ?: throw BundleError(vocabFile.path, "vocabulary must be a JSON object")
+            val vocab = raw.mapValues { (it.value as? Long)?.toInt() ?: throw BundleError(vocabFile.path, "id of ${it.key} is not an integer") }
+            return ClipTokenizer(vocab, readMerges(File(bundle, spec.merges!!).readText(Charsets.UTF_8)), spec.maxLength,
+                spec.bosTokenId!!, spec.eosTokenId, spec.padTokenId)
         }
 
         /** merges.txt: an optional "#version" line, then one "left right" pair per line in rank order. */

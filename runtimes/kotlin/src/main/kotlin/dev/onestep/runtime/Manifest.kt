@@ -9,10 +9,16 @@ class ComponentSpec(
     val inputs: List<TensorSpec>, val outputs: List<TensorSpec>, val tiling: TilePlan? = null,
 )
 
-/** A CLIP byte-level BPE tokenizer: which files, how long, which special ids, and the source it produces. */
+/**
+ * A tokenizer: its type (`clip-bpe`: vocab + merges; `sentencepiece`: tokenizer.json, with the
+ * family's prefix, lower-casing and prompt length), how long, which special ids, and the sources
+ * it produces (ids, and the padding mask where the family reads one).
+ */
 class TokenizerSpec(
-    val name: String, val type: String, val folder: String, val vocab: String, val merges: String,
-    val maxLength: Int, val bosTokenId: Int, val eosTokenId: Int, val padTokenId: Int, val output: String,
+    val name: String, val type: String, val folder: String, val vocab: String?, val merges: String?,
+    val maxLength: Int, val bosTokenId: Int?, val eosTokenId: Int, val padTokenId: Int, val output: String,
+    val tokenizerJson: String? = null, val prefix: String = "", val lowercase: Boolean = false,
+    val promptLength: Int = maxLength, val maskOutput: String? = null,
 )
 
 class NoiseSpec(val algorithm: String, val shape: IntArray, val output: String)
@@ -37,7 +43,9 @@ class Manifest(
 
     companion object {
         const val SCHEMA_VERSION = 2
-        const val TOKENIZER_TYPE = "clip-bpe"
+        /** tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder) */
+        private val TOKENIZER_FILES = linkedMapOf(Tokenizers.CLIP to listOf("vocab", "merges"),
+            Tokenizers.SENTENCEPIECE to listOf("tokenizer_json"))
         private val REQUIRED = linkedMapOf(
             "schema_version" to "int", "target" to "str", "family" to "str", "components" to "dict",
             "files" to "dict", "tokenizers" to "list", "noise" to "dict", "wiring" to "dict",
@@ -97,7 +105,7 @@ class Manifest(
                 throw BundleError("$where: noise.algorithm", "${pyRepr(noiseRaw["algorithm"])}: runtimes implement '${NoiseSource.ALGORITHM}'")
             }
             val wiring = Wiring.parse(raw["wiring"] as Map<*, *>, components) ?: throw BundleError("$where: wiring", "malformed")
-            val problems = wiring.problems(tokenizers.size).toMutableList()
+            val problems = wiring.problems(tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toSet()).toMutableList()
             for ((name, c) in components) {
                 val wired = wiring.inputs[name]?.keys ?: emptySet()
                 if (name !in wiring.order || wired != c.inputs.map { it.name }.toSet()) {
@@ -191,19 +199,37 @@ class Manifest(
 
         private fun tokenizer(value: Any?, files: Map<String, FileEntry>, folders: Set<String>, where: String): TokenizerSpec {
             val t = value as? Map<*, *> ?: throw BundleError(where, "must be an object")
-            if (t["type"] != TOKENIZER_TYPE) throw BundleError("$where.type", "${pyRepr(t["type"])}: runtimes implement '$TOKENIZER_TYPE'")
-            for (key in listOf("vocab", "merges")) {
-                if (t[key] !in files) throw BundleError("$where.$key", "${pyRepr(t[key])} is not a checked file of the bundle")
+            val type = t["type"]
+            val keys = TOKENIZER_FILES[type] ?: throw BundleError("$where.type",
+                "${pyRepr(type)}: runtimes implement ${TOKENIZER_FILES.keys.joinToString(", ") { "'$it'" }}")
+            for (key in keys) {
+                if (t[key] !is String || t[key] !in files) throw BundleError("$where.$key", "${pyRepr(t[key])} is not a checked file of the bundle")
             }
             val folder = t["folder"]
-            if (folder !in folders || !(t["vocab"] as String).startsWith("$folder/")) {
-                throw BundleError("$where.folder", "${pyRepr(folder)} is not the folder holding its vocab")
+            if (folder !is String || folder !in folders || !(t[keys[0]] as String).startsWith("$folder/")) {
+                throw BundleError("$where.folder", "${pyRepr(folder)} is not the folder holding its ${keys[0]}")
+            }
+            val sentencepiece = type == Tokenizers.SENTENCEPIECE
+            // a sentencepiece tokenizer may have no BOS (T5): null there
+            val bos = if (sentencepiece && t["bos_token_id"] == null) null else count(t["bos_token_id"], "$where.bos_token_id")
+            val maxLength = count(t["max_length"], "$where.max_length")
+            val eos = count(t["eos_token_id"], "$where.eos_token_id")
+            val pad = count(t["pad_token_id"], "$where.pad_token_id")
+            if (sentencepiece && (t["prefix"] !is String || t["lowercase"] !is Boolean || (t["prompt_length"] as? Long ?: -1) < 0)) {
+                throw BundleError("$where.prefix", "a sentencepiece tokenizer needs prefix (text), lowercase (bool) and prompt_length")
             }
             val name = t["name"] as? String ?: throw BundleError("$where.name", "missing")
-            return TokenizerSpec(name, TOKENIZER_TYPE, folder as String, t["vocab"] as String, t["merges"] as String,
-                int(t["max_length"], "$where.max_length"), int(t["bos_token_id"], "$where.bos_token_id"),
-                int(t["eos_token_id"], "$where.eos_token_id"), int(t["pad_token_id"], "$where.pad_token_id"),
-                t["output"] as? String ?: "$name.input_ids")
+            return TokenizerSpec(name, type as String, folder, t["vocab"] as? String, t["merges"] as? String, maxLength, bos, eos,
+                pad, t["output"] as? String ?: "$name.input_ids", t["tokenizer_json"] as? String,
+                t["prefix"] as? String ?: "", t["lowercase"] == true, (t["prompt_length"] as? Long)?.toInt() ?: maxLength,
+                t["mask_output"] as? String)
+        }
+
+        /** A non-negative integer that fits an Int. */
+        private fun count(value: Any?, where: String): Int {
+            val v = value as? Long
+            if (v == null || v < 0 || v > Int.MAX_VALUE) throw BundleError(where, "must be a non-negative integer")
+            return v.toInt()
         }
 
         private fun int(value: Any?, where: String): Int {

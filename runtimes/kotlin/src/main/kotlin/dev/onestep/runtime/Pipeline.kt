@@ -10,7 +10,7 @@ import java.io.File
 class Pipeline private constructor(
     val bundle: File,
     val manifest: Manifest,
-    private val tokenizers: List<ClipTokenizer>,
+    private val tokenizers: List<Tokenizer>,
     private val sessions: Map<String, Session>,
 ) : AutoCloseable {
 
@@ -29,6 +29,7 @@ class Pipeline private constructor(
                 val tokens = tokenizer.encode(prompt)
                 truncated = truncated || tokens.truncated
                 values[spec.output] = Tensor.integer(DType.INT64, intArrayOf(1, spec.maxLength), tokens.ids)
+                spec.maskOutput?.let { values[it] = Tensor.integer(DType.INT64, intArrayOf(1, spec.maxLength), tokens.mask) }
             }
             values[manifest.noise.output] = NoiseSource.tensor(seed, manifest.noise.shape)
         }
@@ -59,7 +60,7 @@ class Pipeline private constructor(
         /** Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component. */
         fun open(bundle: File, engine: Engine): Pipeline {
             val manifest = BundleVerifier.verify(bundle)
-            val tokenizers = manifest.tokenizers.map { ClipTokenizer.load(bundle, it) }
+            val tokenizers = manifest.tokenizers.map { Tokenizers.load(bundle, it) }
             val sessions = LinkedHashMap<String, Session>()
             try {
                 for (name in manifest.wiring.order) sessions[name] = engine.open(bundle, manifest.components.getValue(name), manifest)

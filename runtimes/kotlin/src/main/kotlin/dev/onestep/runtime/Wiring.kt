@@ -12,10 +12,10 @@ class Wiring(
     val image: String,
 ) {
     /** What a runtime could not follow, in the Python loader's words and order. */
-    fun problems(tokenizers: Int): List<String> {
+    /** What a runtime could not follow. `tokenSources`: what the bundle's tokenizers produce ("tokenizer.input_ids", ...). */
+    fun problems(tokenSources: Set<String>): List<String> {
         val available = mutableSetOf(NOISE_SOURCE)
-        // Only the first two tokenizers have names a component can take ids from.
-        for (i in 0 until minOf(tokenizers, TOKENIZER_NAMES.size)) available.add(tokensSource(i))
+        available.addAll(tokenSources)
         val found = mutableListOf<String>()
         for (name in order) {
             for ((input, source) in inputs[name] ?: emptyMap()) {
@@ -29,9 +29,6 @@ class Wiring(
 
     companion object {
         const val NOISE_SOURCE = "noise.sample"
-        private val TOKENIZER_NAMES = listOf("tokenizer", "tokenizer_2")
-
-        fun tokensSource(index: Int) = "${TOKENIZER_NAMES[index]}.input_ids"
 
         /** null when a key is missing or of the wrong type (the loader's "wiring: malformed"). */
         fun parse(raw: Map<*, *>, components: Map<String, ComponentSpec>): Wiring? {

@@ -9,6 +9,7 @@ fun main(args: Array<String>) {
     val fixtures = File(args.getOrElse(0) { "runtimes/fixtures" })
     val t = TestHarness()
     tokenizerTests(t, fixtures)
+    sentencePieceTests(t, fixtures)
     noiseTests(t, fixtures)
     imageTests(t, fixtures)
     tilingTests(t, fixtures)
@@ -36,6 +37,28 @@ private fun tokenizerTests(t: TestHarness, fixtures: File) {
             val got = tok.encode(case["prompt"] as String)
             checkEqual((case["ids"] as List<Long>), got.ids.toList(), "ids")
             checkEqual(case["truncated"], got.truncated, "truncated")
+        }
+    }
+}
+
+/** T5 (PixArt's lower-cased prompt) and Gemma (SANA's instruction prefix) from their tokenizer.json, as the manifest entry says. */
+@Suppress("UNCHECKED_CAST")
+private fun sentencePieceTests(t: TestHarness, fixtures: File) {
+    val doc = readJson(File(fixtures, "sentencepiece_tokens.json")) as Map<String, Map<String, Any?>>
+    for ((name, fixture) in doc) {
+        val e = fixture["entry"] as Map<String, Any?>
+        val spec = TokenizerSpec(e["name"] as String, e["type"] as String, "", null, null, (e["max_length"] as Long).toInt(),
+            (e["bos_token_id"] as Long?)?.toInt(), (e["eos_token_id"] as Long).toInt(), (e["pad_token_id"] as Long).toInt(),
+            e["output"] as String, fixture["tokenizer_json"] as String, e["prefix"] as String, e["lowercase"] as Boolean,
+            (e["prompt_length"] as Long).toInt(), e["mask_output"] as String?)
+        val tok = SentencePieceTokenizer.load(fixtures, spec)
+        for (case in fixture["cases"] as List<Map<String, Any?>>) {
+            t.test("sentencepiece $name ${case["name"]}") {
+                val got = tok.encode(case["prompt"] as String)
+                checkEqual((case["ids"] as List<Long>), got.ids.toList(), "ids")
+                checkEqual((case["attention_mask"] as List<Long>), got.mask.toList(), "attention mask")
+                checkEqual(case["truncated"], got.truncated, "truncated")
+            }
         }
     }
 }
@@ -107,8 +130,9 @@ private fun manifestTests(t: TestHarness, fixtures: File) {
             val raw = Manifest.readRaw(file.readText(), file.path)
             val m = Manifest.parse(raw, file.path)
             checkEqual(listOf("text_encoder", "denoiser", "vae_decoder"), m.wiring.order, "order")
-            checkEqual(m.tokenizers.size, m.components.getValue("text_encoder").inputs.size, "one token input per tokenizer")
-            check(m.wiring.problems(m.tokenizers.size).isEmpty()) { "wiring problems" }
+            checkEqual(m.tokenizers.sumOf { if (it.maskOutput != null) 2L else 1L }.toInt(),
+                m.components.getValue("text_encoder").inputs.size, "one token input per tokenizer output")
+            check(m.wiring.problems(m.tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toSet()).isEmpty()) { "wiring problems" }
             checkEqual(m.noise.shape.toList(), m.components.getValue("denoiser").inputs.first { it.name == "noise" }.shape.toList(), "noise shape")
             if (m.target == "coreml") check(m.computeUnits != null) { "Core ML bundle without compute units" }
         }
