@@ -42,18 +42,7 @@ public final class ClipTokenizer: Tokenizer {
     }
 
     public func encode(_ prompt: String) -> Tokens {
-        let units = Array(prompt.utf16)
-        var content: [Int] = []
-        var start = 0
-        var i = 0
-        while i < units.count {
-            guard let special = specials.first(where: { units[i...].starts(with: $0.token) }) else { i += 1; continue }
-            addWords(String(decoding: units[start..<i], as: UTF16.self), &content)
-            content.append(special.id)
-            i += special.token.count
-            start = i
-        }
-        addWords(String(decoding: units[start...], as: UTF16.self), &content)
+        let content = idsAroundSpecials(prompt, specials) { piece, out in addWords(piece, &out) }
         let kept = min(content.count, maxLength - 2)
         var ids = [Int64](repeating: Int64(padTokenId), count: maxLength)
         ids[0] = Int64(bosTokenId)

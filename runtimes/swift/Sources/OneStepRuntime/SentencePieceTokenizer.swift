@@ -38,18 +38,7 @@ public final class SentencePieceTokenizer: Tokenizer {
 
     public func encode(_ prompt: String) -> Tokens {
         let text = prefix + (lowercase ? SentencePieceTokenizer.pythonStrip(SentencePieceTokenizer.pythonLower(prompt)) : prompt)
-        let units = Array(text.utf16)
-        var content: [Int] = []
-        var start = 0
-        var i = 0
-        while i < units.count {
-            guard let match = added.first(where: { units[i...].starts(with: $0.token) }) else { i += 1; continue }
-            addPiece(String(decoding: units[start..<i], as: UTF16.self), &content)
-            content.append(match.id)
-            i += match.token.count
-            start = i
-        }
-        addPiece(String(decoding: units[start...], as: UTF16.self), &content)
+        let content = idsAroundSpecials(text, added) { piece, out in addPiece(piece, &out) }
         let specials = before.count + after.count
         let kept = min(content.count, maxLength - specials)
         let sequence = before + content[0..<kept] + after

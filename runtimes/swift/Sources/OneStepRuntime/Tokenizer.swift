@@ -24,3 +24,24 @@ public enum Tokenizers {
         return try SentencePieceTokenizer.load(bundle: bundle, spec: spec)
     }
 }
+
+/// The ids of `text` with `specials` (token code units -> id, longest first) found in the raw
+/// text first, leftmost-longest; `piece` adds the ids of each stretch between them.
+func idsAroundSpecials(_ text: String, _ specials: [(token: [UInt16], id: Int)], _ piece: (String, inout [Int]) -> Void) -> [Int] {
+    let units = Array(text.utf16)
+    var out: [Int] = []
+    var start = 0
+    var i = 0
+    while i < units.count {
+        guard let special = specials.first(where: { units[i...].starts(with: $0.token) }) else {
+            i += 1
+            continue
+        }
+        piece(String(decoding: units[start..<i], as: UTF16.self), &out)
+        out.append(special.id)
+        i += special.token.count
+        start = i
+    }
+    piece(String(decoding: units[start...], as: UTF16.self), &out)
+    return out
+}

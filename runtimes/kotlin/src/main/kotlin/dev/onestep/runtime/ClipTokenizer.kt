@@ -37,18 +37,7 @@ class ClipTokenizer(
 
     override fun encode(prompt: String): Tokens {
         val text = prompt
-        val content = ArrayList<Int>()
-        var start = 0
-        var i = 0
-        while (i < text.length) {
-            val special = specials.firstOrNull { text.startsWith(it.first, i) }
-            if (special == null) { i++; continue }
-            addWords(text.substring(start, i), content)
-            content.add(special.second)
-            i += special.first.length
-            start = i
-        }
-        addWords(text.substring(start), content)
+        val content = idsAroundSpecials(text, specials, ::addWords)
         val kept = minOf(content.size, maxLength - 2)
         val ids = LongArray(maxLength) { padTokenId.toLong() }
         ids[0] = bosTokenId.toLong()

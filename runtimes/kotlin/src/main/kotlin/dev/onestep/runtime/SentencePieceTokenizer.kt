@@ -28,18 +28,7 @@ class SentencePieceTokenizer private constructor(
 
     override fun encode(prompt: String): Tokens {
         val text = prefix + if (lowercase) pythonStrip(prompt.lowercase(Locale.ROOT)) else prompt
-        val content = ArrayList<Int>()
-        var start = 0
-        var i = 0
-        while (i < text.length) {
-            val match = added.firstOrNull { text.startsWith(it.first, i) }
-            if (match == null) { i++; continue }
-            addPiece(text.substring(start, i), content)
-            content.add(match.second)
-            i += match.first.length
-            start = i
-        }
-        addPiece(text.substring(start), content)
+        val content = idsAroundSpecials(text, added, ::addPiece)
         val specials = before.size + after.size
         val kept = minOf(content.size, maxLength - specials)
         val sequence = ArrayList<Int>(maxLength)
