@@ -20,6 +20,7 @@ from . import noise
 from .prompts import Tokens, tokenize
 from .quantization import CHECK_PROMPTS
 from .runtime import Chain
+from .verify import heldout_inputs
 from .wrap import COMPONENTS, Graph, Wrapped, graph_module
 
 
@@ -31,9 +32,8 @@ class Question:
 
 
 def heldout_questions(chain: Chain, prompts: list[str], seed: int) -> list[Question]:
-    """Held-out prompt i with noise seed `seed + i` (verify.heldout_inputs), through the whole chain."""
-    return [Question(tokenize(chain.tokenizers, p), noise.gaussian(seed + i, chain.latent_shape), len(COMPONENTS) - 1)
-            for i, p in enumerate(prompts)]
+    """Held-out prompt i with noise seed `seed + i`, through the whole chain."""
+    return [Question(tokens, z, len(COMPONENTS) - 1) for _, tokens, z in heldout_inputs(chain, prompts, seed)]
 
 
 def calibration_questions(chain: Chain, prompts: list[str], seed: int, precisions: dict[str, str]) -> list[Question]:
