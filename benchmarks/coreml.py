@@ -110,8 +110,8 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
     params = bench._parameters(component, wrapped.graphs[component])
     reference = torch_chain(wrapped, student)
     if component == "denoiser" and scheme != "fp16":
-        # as compile does before quantizing the denoiser: record what the checks will ask the torch
-        # UNet (held-out and check prompts), then release it
+        # as compile does: record what the later stages will ask the torch graphs (held-out and
+        # calibration prompts), then release them
         record_reference(student, recipe, wrapped, reference, compile_questions(
             reference, recipe, bench._heldout(recipe), calibration_prompts(recipe, bench._heldout_file(recipe)),
             precisions(recipe)))

@@ -195,7 +195,7 @@ def dry_run_estimate(work: Path, recipe: Path) -> dict:
     return json.loads(proc.stdout)["plan"]["peak_memory_estimate_gb"] if proc.returncode == 0 else {}
 
 
-def report(work: Path, code: int, lines, sampler: Sampler, total_s: float, estimate: dict, built: dict) -> bool:
+def report(work: Path, code: int, lines, sampler: Sampler, total_s: float, estimate: dict) -> bool:
     from compiler.memory import machine_memory
 
     gb = 1e9
@@ -299,11 +299,11 @@ def main() -> None:
         return
     args.work.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"machine": machine(), "versions": versions("torch", "diffusers", "transformers", "onnxruntime")}))
-    built = build(args.work, args.tiny)
+    build(args.work, args.tiny)
     recipe = write_recipe(args.work, args.tiny, args.calibration, args.heldout)
     estimate = dry_run_estimate(args.work, recipe)
     code, lines, sampler, total = run_compile(args.work, recipe)
-    ok = report(args.work, code, lines, sampler, total, estimate, built)
+    ok = report(args.work, code, lines, sampler, total, estimate)
     print("\nall goals met" if ok else "\nsome goals MISSED (see above)")
     sys.exit(0 if code == 0 else 1)
 

@@ -16,7 +16,7 @@ from .decoder_cost import DecoderCost, compare_decoders
 from .load import Student, load_recipe_student
 from .progress import Progress
 from .prompts import calibration_prompts, prompt_digests, read_prompts
-from .quantization import (CHECK_PROMPTS, WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
+from .quantization import (WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
                            calibration_feeds, quantize_component, scheme_of)
 from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded

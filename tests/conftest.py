@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -99,21 +100,26 @@ def onnx_recipe(path: Path, case: str) -> Path:
     return recipe
 
 
+def compiled_on_first_use(root: Path, recipe_and_model) -> Callable[[str], Path]:
+    """key -> an ONNX bundle compiled from `recipe_and_model(key)` on first use, then shared."""
+    built: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            code, err = compile_quietly("onnx", *recipe_and_model(key), root / key)
+            assert code == 0, err
+            built[key] = root / key
+        return built[key]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def bundles(students, tmp_path_factory):
     """case -> bundle directory, compiled on first use and shared by every test in the session."""
     root = tmp_path_factory.mktemp("bundles")
-    built: dict[str, Path] = {}
-
-    def get(case: str) -> Path:
-        if case not in built:
-            recipe = onnx_recipe(root / f"{case}.yaml", case)
-            code, err = compile_quietly("onnx", recipe, students[CASES[case][0]], root / case)
-            assert code == 0, err
-            built[case] = root / case
-        return built[case]
-
-    return get
+    return compiled_on_first_use(root, lambda case: (onnx_recipe(root / f"{case}.yaml", case),
+                                                     students[CASES[case][0]]))
 
 
 TRANSFORMER_TEXT = "text: {max_sequence_length: 16}\n"   # the tiny transformer students' prompt length
@@ -123,17 +129,8 @@ TRANSFORMER_TEXT = "text: {max_sequence_length: 16}\n"   # the tiny transformer 
 def transformer_bundles(students, tmp_path_factory):
     """Transformer family -> its fp32 ONNX bundle, compiled on first use and shared."""
     root = tmp_path_factory.mktemp("transformer-bundles")
-    built: dict[str, Path] = {}
-
-    def get(kind: str) -> Path:
-        if kind not in built:
-            recipe = write_recipe(root / f"{kind}.yaml", kind, extra=TRANSFORMER_TEXT)
-            code, err = compile_quietly("onnx", recipe, students[kind], root / kind)
-            assert code == 0, err
-            built[kind] = root / kind
-        return built[kind]
-
-    return get
+    return compiled_on_first_use(root, lambda kind: (write_recipe(root / f"{kind}.yaml", kind, extra=TRANSFORMER_TEXT),
+                                                     students[kind]))
 
 
 @pytest.fixture
