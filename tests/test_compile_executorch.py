@@ -103,6 +103,34 @@ def test_rewrites_keep_the_numbers_and_xnnpack_takes_the_whole_graph(tmp_path):
     assert before["delegated_segments"] > report["delegated_segments"]
 
 
+def test_upsampling_read_by_a_3x3_conv_becomes_one_phase_convolution(tmp_path):
+    """diffusers' Upsample2D: no upsampled image and no ones-kernel upsampling left, the same numbers,
+    and the layer still found by its module path with the weights it now ships."""
+    from diffusers.models.upsampling import Upsample2D
+
+    from compiler.targets.executorch import ExecuTorchOptions
+    from compiler.targets.executorch.export import exported_program
+    from compiler.targets.executorch.quantize import ExecuTorchQuantizer
+    from compiler.targets.executorch.run import program_runner
+
+    torch.manual_seed(0)
+    module = Upsample2D(8, use_conv=True, out_channels=6).eval()
+    source = module.conv.weight.detach().clone()
+    artifact, x = _lower(module, tmp_path, channels=8)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    np.testing.assert_allclose(program_runner(tmp_path / artifact.main)({"x": x.numpy()})[0], expected,
+                               rtol=1e-4, atol=1e-5)
+    report = artifact.facts["delegation"]
+    assert report["delegated_by_type"]["convolution"] == 1 and report["delegated_segments"] == 1, report
+    assert torch.equal(module.conv.weight, source)      # the torch reference keeps its own weights
+    program = exported_program(Graph("vae_decoder", module, (x,), ["x"], ["y"]), ExecuTorchOptions())
+    assert not [n for n in program.graph.nodes if "upsample" in str(n.target)]
+    layers = ExecuTorchQuantizer("vae_decoder", "w8a8", program.module(), (x,), ["x"], ["y"], tmp_path,
+                                 ExecuTorchOptions()).layers()
+    assert [(l.name, l.params) for l in layers] == [("conv", 4 * 6 * 8 * 2 * 2 + 4 * 6)]
+
+
 def test_delegation_report_names_a_non_delegable_op_and_the_minimum_is_enforced(tmp_path):
     artifact, _ = _lower(WithCumsum(), tmp_path / "ok", min_delegated_flop_share=0.5)
     report = artifact.facts["delegation"]
