@@ -22,6 +22,7 @@ Printed, never asserted:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -124,20 +125,44 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
     return result
 
 
-def child_ort(work: Path, tiny: bool, image: int, component: str) -> dict:
-    """The same component through the ONNX target, fp32: the program child_latency times beside."""
+def child_ort(work: Path, tiny: bool, image: int, component: str, int8: bool) -> dict:
+    """The same component through the ONNX target, fp32 and (when int8 is measured) quantized with
+    the same scheme and calibration: the programs child_latency times beside ExecuTorch's."""
+    import int8 as bench
+
+    from compiler.errors import ParityError
+    from compiler.pipeline import torch_chain
+    from compiler.prompts import calibration_prompts
+    from compiler.quantization import QuantJob, quantize_component
+    from compiler.recipe import Component, Quantization
     from compiler.targets.onnx import OnnxTarget
+    from compiler.verify import TOLERANCES
 
     recipe, student, wrapped = _setup(work, tiny, image)
-    out = work / "onnx"
-    out.mkdir(parents=True, exist_ok=True)
-    artifact = OnnxTarget().export(wrapped.graphs[component], out, recipe.target_options("onnx"))
-    return {"component": component, "path": str(out / artifact.main)}
+    target, options = OnnxTarget(), recipe.target_options("onnx")
+    paths = {}
+    for precision in ("fp32", "int8") if int8 else ("fp32",):
+        out = work / f"onnx-{precision}"
+        out.mkdir(parents=True, exist_ok=True)
+        if precision == "fp32":
+            artifact = target.export(wrapped.graphs[component], out, options)
+        else:
+            spec = Component("int8", Quantization(scheme=SCHEME[component]))
+            job = QuantJob(component, spec, torch_chain(wrapped, student),
+                           calibration_prompts(recipe, bench._heldout_file(recipe)), recipe.calibration.seed,
+                           TOLERANCES[(component, "int8")], bench._progress())
+            quantizer = target.quantizer(component, SCHEME[component], artifact, work / "onnx-fp32", out, options)
+            try:
+                quantize_component(job, quantizer)
+            except ParityError as exc:   # beyond the gate: still timed, reported as such
+                paths["int8 parity"] = exc.message
+        paths[precision] = str(out / artifact.main)
+    return {"component": component, "paths": paths}
 
 
-def child_latency(work: Path, tiny: bool, image: int, component: str, ort_path: str) -> dict:
-    """ExecuTorch fp32, ExecuTorch int8 and ONNX Runtime fp32 on the same feeds, one call of each per
-    round, so a machine that speeds up or slows down between minutes moves all three alike."""
+def child_latency(work: Path, tiny: bool, image: int, component: str, ort_paths: str) -> dict:
+    """ExecuTorch and ONNX Runtime, fp32 and int8, on the same feeds, one call of each per round, so
+    a machine that speeds up or slows down between minutes moves them all alike."""
     import statistics
 
     from compiler.pipeline import torch_chain
@@ -149,7 +174,9 @@ def child_latency(work: Path, tiny: bool, image: int, component: str, ort_path: 
     del wrapped, student
     programs = {p: work / p / f"{component}.pte" for p in PRECISIONS}
     runs = {f"executorch {p}": ExecuTorchTarget().runner(path) for p, path in programs.items() if path.exists()}
-    runs["onnxruntime fp32"] = OnnxTarget().runner(Path(ort_path))
+    for precision, path in json.loads(ort_paths).items():
+        if precision in PRECISIONS:
+            runs[f"onnxruntime {precision}"] = OnnxTarget().runner(Path(path))
     times: dict[str, list[float]] = {name: [] for name in runs}
     for run in runs.values():
         run(feeds)                                    # warm-up
@@ -163,7 +190,7 @@ def child_latency(work: Path, tiny: bool, image: int, component: str, ort_path: 
 def child(args) -> None:
     work = Path(args.work)
     if args.child == "ort":
-        child_result(lambda: child_ort(work, args.tiny, args.image, args.component))
+        child_result(lambda: child_ort(work, args.tiny, args.image, args.component, args.int8))
     elif args.child == "latency":
         child_result(lambda: child_latency(work, args.tiny, args.image, args.component, args.ort))
     else:
@@ -186,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--component", help=argparse.SUPPRESS)
     p.add_argument("--ort", help=argparse.SUPPRESS)
+    p.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.tiny:
         args.image = 32
@@ -228,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{verdict(fp32['run_peak_rss_bytes'] / fp32['pte_bytes'] <= GOAL_RUN_RSS)} <= {GOAL_RUN_RSS}x weights")
         if not (fp32 or int8):
             continue
-        ort = _run("ort", c, args)
-        timing = _run("latency", c, args, "--ort", ort["path"]) if "error" not in ort else ort
+        ort = _run("ort", c, args, *(["--int8"] if int8 else []))
+        timing = _run("latency", c, args, "--ort", json.dumps(ort["paths"])) if "error" not in ort else ort
         if "error" in timing:
             print(f"  {c}: latency comparison FAILED: {timing['error']}")
             continue
@@ -239,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             ratio = med["executorch fp32"] / med["onnxruntime fp32"]
             print(f"  {c}: ExecuTorch fp32 vs ONNX Runtime fp32 = {ratio:.2f}x "
                   f"({verdict(ratio <= GOAL_VS_ORT)} <= {GOAL_VS_ORT}x)")
-        if "executorch int8" in med:
-            vs_ort = med["executorch int8"] / med["onnxruntime fp32"]
-            print(f"  {c}: ExecuTorch int8 vs ONNX Runtime fp32 = {vs_ort:.2f}x")
+        if "executorch int8" in med and "onnxruntime int8" in med:
+            vs_ort = med["executorch int8"] / med["onnxruntime int8"]
+            print(f"  {c}: ExecuTorch int8 vs ONNX Runtime int8 = {vs_ort:.2f}x "
+                  f"({verdict(vs_ort <= GOAL_VS_ORT)} <= {GOAL_VS_ORT}x)"
+                  + (f"; the ONNX int8 file missed its gate: {ort['paths']['int8 parity']}"
+                     if "int8 parity" in ort["paths"] else ""))
         if "executorch fp32" in med and "executorch int8" in med:
             speedup = med["executorch fp32"] / med["executorch int8"]
             goal = f" ({verdict(speedup >= GOAL_DENOISER_SPEEDUP)} >= {GOAL_DENOISER_SPEEDUP}x)" if c == "denoiser" else ""
