@@ -12,7 +12,7 @@ Printed, never asserted:
     delegation          segments and FLOP share per component (from the .pte's own lowering)
     .pte bytes/param    int8 <= 1.05
     latency             int8 vs fp32 >= 1.5x on the denoiser; ExecuTorch <= 1.2x ONNX Runtime at fp32
-                        (one child runs all three programs in turn, a call of each per round)
+                        and at int8 (one child runs all four programs in turn, a call of each per round)
     running memory      RSS added by loading and running the program <= 1.5x its bytes
 
     python benchmarks/executorch_bench.py --work /tmp/bench/executorch                 # everything (hours on 2 cores)

@@ -28,9 +28,12 @@ COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 CALIBRATION = f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 5}}\n"
 SMALL = ("components: {vae_decoder: {precision: int8, subfolder: vae_tiny, quantization: {scheme: w8a8}}}\n"
          + CALIBRATION)
-INT8 = ("components: {{text_encoder: {{precision: int8, quantization: {{scheme: w8}}}}, "
-        "denoiser: {{precision: int8, quantization: {{scheme: w8a8, max_float_weight_fraction: 0.1}}}}, "
-        "vae_decoder: {{subfolder: {decoder}}}}}\n" + CALIBRATION)
+
+
+def _int8(decoder: str) -> str:
+    return ("components: {text_encoder: {precision: int8, quantization: {scheme: w8}}, "
+            "denoiser: {precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.1}}, "
+            f"vae_decoder: {{subfolder: {decoder}}}}}\n" + CALIBRATION)
 
 
 def _manifest(bundle: Path) -> dict:
@@ -124,6 +127,11 @@ def test_upsampling_read_by_a_3x3_conv_becomes_one_phase_convolution(tmp_path):
     report = artifact.facts["delegation"]
     assert report["delegated_by_type"]["convolution"] == 1 and report["delegated_segments"] == 1, report
     assert torch.equal(module.conv.weight, source)      # the torch reference keeps its own weights
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from etdump_profile import by_type, events
+
+    ran = {kind: count for kind, count, _ in by_type(events(tmp_path / artifact.main))}
+    assert ran.get("Convolution (NHWC, F32) IGEMM") == 1 and not [k for k in ran if "Deconvolution" in k], ran
     program = exported_program(Graph("vae_decoder", module, (x,), ["x"], ["y"]), ExecuTorchOptions())
     assert not [n for n in program.graph.nodes if "upsample" in str(n.target)]
     layers = ExecuTorchQuantizer("vae_decoder", "w8a8", program.module(), (x,), ["x"], ["y"], tmp_path,
@@ -324,7 +332,7 @@ def test_bad_target_option_is_a_recipe_error(students, tmp_path, run_cli):
 @pytest.mark.parametrize("case", CASES)
 def test_every_family_compiles_to_executorch_fp32_and_int8_within_tolerance(students, tmp_path, case):
     kind, decoder = CASES[case]
-    recipe = write_recipe(tmp_path / "r.yaml", family_of(kind), extra=INT8.format(decoder=decoder))
+    recipe = write_recipe(tmp_path / "r.yaml", family_of(kind), extra=_int8(decoder))
     code, err = compile_quietly("executorch", recipe, students[kind], tmp_path / "b")
     assert code == Exit.OK, err
     m = _manifest(tmp_path / "b")
@@ -336,7 +344,7 @@ def test_every_family_compiles_to_executorch_fp32_and_int8_within_tolerance(stud
 
 @pytest.mark.slow
 def test_bundle_rebuild_in_another_process_is_byte_identical(students, tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=INT8.format(decoder="vae"))
+    recipe = write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=_int8("vae"))
     outs = []
     for seed in ("1", "99"):
         out = tmp_path / f"b{seed}"
