@@ -15,6 +15,7 @@ import argparse
 import re
 import sys
 import tempfile
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def events(program: Path) -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         dump = Path(tmp) / "run.etdp"
         module.write_etdump_result_to_file(str(dump))
-        inspector = Inspector(etdump_path=str(dump))
+        with warnings.catch_warnings():     # no debug buffer was asked for: timings only
+            warnings.simplefilter("ignore")
+            inspector = Inspector(etdump_path=str(dump))
         return [(e.name, e.perf_data.avg) for block in inspector.event_blocks for e in block.events
                 if e.perf_data is not None and e.name not in FRAMEWORK_EVENTS]
 
