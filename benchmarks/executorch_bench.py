@@ -60,6 +60,20 @@ def _feeds(reference, recipe, component: str) -> dict:
     return next(calibration_feeds(component, reference, bench._heldout(recipe), recipe.parity.seed, "benchmark"))
 
 
+def _int8_job(component: str, reference, recipe):
+    """The quantization job both targets' int8 programs come from: same scheme, prompts and gate."""
+    import int8 as bench
+
+    from compiler.prompts import calibration_prompts
+    from compiler.quantization import QuantJob
+    from compiler.recipe import Component, Quantization
+    from compiler.verify import TOLERANCES
+
+    return QuantJob(component, Component("int8", Quantization(scheme=SCHEME[component])), reference,
+                    calibration_prompts(recipe, bench._heldout_file(recipe)), recipe.calibration.seed,
+                    TOLERANCES[(component, "int8")], bench._progress())
+
+
 def child_step(work: Path, tiny: bool, image: int, component: str, precision: str) -> dict:
     """Export (and quantize) one component as compile does, then run it: delegation, size,
     accuracy vs torch, latency, and the running process's peak RSS beyond the weights."""
@@ -67,10 +81,8 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
 
     from compiler.metrics import compare
     from compiler.pipeline import torch_chain
-    from compiler.quantization import QuantJob, quantize_component
-    from compiler.recipe import Component, Quantization
+    from compiler.quantization import quantize_component
     from compiler.targets.executorch import ExecuTorchTarget
-    from compiler.verify import TOLERANCES
 
     recipe, student, wrapped = _setup(work, tiny, image)
     graph = wrapped.graphs[component]
@@ -82,7 +94,6 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
     options = recipe.target_options("executorch")
     out = work / precision
     out.mkdir(parents=True, exist_ok=True)
-    spec = Component("int8", Quantization(scheme=SCHEME[component])) if precision == "int8" else Component("fp32")
     target._int8 = {component} if precision == "int8" else set()
     result = {"component": component, "precision": precision, "params": params, "weight_bytes": 4 * params}
     if precision == "fp32":
@@ -103,13 +114,9 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
         result["export_s"] = time.perf_counter() - t0
     result["export_peak_rss_bytes"] = rss.peak
     if precision == "int8":
-        from compiler.prompts import calibration_prompts
-
         quantizer = target.quantizer(component, SCHEME[component], artifact, export_dir, out, options)
-        job = QuantJob(component, spec, reference, calibration_prompts(recipe, bench._heldout_file(recipe)),
-                       recipe.calibration.seed, TOLERANCES[(component, "int8")], bench._progress())
         t0 = time.perf_counter()
-        q, artifact = quantize_component(job, quantizer)
+        q, artifact = quantize_component(_int8_job(component, reference, recipe), quantizer)
         result.update(quantize_s=time.perf_counter() - t0, coverage=q.coverage())
     result["delegation"] = artifact.facts["delegation"]
     result["pte_bytes"] = (out / artifact.main).stat().st_size
@@ -128,35 +135,25 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
 def child_ort(work: Path, tiny: bool, image: int, component: str, int8: bool) -> dict:
     """The same component through the ONNX target, fp32 and (when int8 is measured) quantized with
     the same scheme and calibration: the programs child_latency times beside ExecuTorch's."""
-    import int8 as bench
-
     from compiler.errors import ParityError
     from compiler.pipeline import torch_chain
-    from compiler.prompts import calibration_prompts
-    from compiler.quantization import QuantJob, quantize_component
-    from compiler.recipe import Component, Quantization
+    from compiler.quantization import quantize_component
     from compiler.targets.onnx import OnnxTarget
-    from compiler.verify import TOLERANCES
 
     recipe, student, wrapped = _setup(work, tiny, image)
     target, options = OnnxTarget(), recipe.target_options("onnx")
-    paths = {}
-    for precision in ("fp32", "int8") if int8 else ("fp32",):
-        out = work / f"onnx-{precision}"
-        out.mkdir(parents=True, exist_ok=True)
-        if precision == "fp32":
-            artifact = target.export(wrapped.graphs[component], out, options)
-        else:
-            spec = Component("int8", Quantization(scheme=SCHEME[component]))
-            job = QuantJob(component, spec, torch_chain(wrapped, student),
-                           calibration_prompts(recipe, bench._heldout_file(recipe)), recipe.calibration.seed,
-                           TOLERANCES[(component, "int8")], bench._progress())
-            quantizer = target.quantizer(component, SCHEME[component], artifact, work / "onnx-fp32", out, options)
-            try:
-                quantize_component(job, quantizer)
-            except ParityError as exc:   # beyond the gate: still timed, reported as such
-                paths["int8 parity"] = exc.message
-        paths[precision] = str(out / artifact.main)
+    fp32_dir, int8_dir = work / "onnx-fp32", work / "onnx-int8"
+    fp32_dir.mkdir(parents=True, exist_ok=True)
+    artifact = target.export(wrapped.graphs[component], fp32_dir, options)
+    paths = {"fp32": str(fp32_dir / artifact.main)}
+    if int8:
+        int8_dir.mkdir(parents=True, exist_ok=True)
+        quantizer = target.quantizer(component, SCHEME[component], artifact, fp32_dir, int8_dir, options)
+        try:
+            quantize_component(_int8_job(component, torch_chain(wrapped, student), recipe), quantizer)
+        except ParityError as exc:   # beyond the gate: still timed, reported as such
+            paths["int8 parity"] = exc.message
+        paths["int8"] = str(int8_dir / artifact.main)
     return {"component": component, "paths": paths}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import ModelError, first_line
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -36,7 +37,7 @@ class Student:
 
     def __post_init__(self):
         if not self.sources:    # built from modules in memory (the benchmarks' random students)
-            self._loaded = {"text_encoder", "denoiser", "vae_decoder"}
+            self._loaded = set(COMPONENTS)
 
     def loaded(self, component: str) -> bool:
         return component in self._loaded

@@ -14,12 +14,11 @@ import torch
 
 from .errors import RecipeError
 from .families import get_family
-from .load import Student
+from .load import COMPONENTS, Student
 from .recipe import Recipe
 from .tiling import TilePlan
 from .wiring import Wiring
 
-COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 
 
 class DecoderGraph(torch.nn.Module):

@@ -124,7 +124,7 @@ _PHASE_TAPS = torch.tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dty
 def _phase_weights(w: torch.Tensor) -> torch.Tensor:
     """[out, in, 3, 3] -> [4*out, in, 2, 2]: the four phases' kernels, phase (a, b) at block 2a+b."""
     k = torch.einsum("auk,oikl,bvl->aboiuv", _PHASE_TAPS, w.detach().double(), _PHASE_TAPS)
-    return k.reshape(4 * w.shape[0], *w.shape[1:2], 2, 2).to(w.dtype).contiguous()
+    return k.reshape(4 * w.shape[0], w.shape[1], 2, 2).to(w.dtype).contiguous()
 
 
 def _fusable(conv, params: dict) -> bool:
@@ -145,11 +145,8 @@ class _Emitter:
     """Adds ATen nodes before `anchor`, each with the anchor's metadata (module path: overrides,
     fallback and sensitivity find the layer by it) and its value computed on fake tensors."""
 
-    def __init__(self, graph, anchor):
-        from torch._guards import detect_fake_mode
-
-        self.graph, self.anchor = graph, anchor
-        self.fake = detect_fake_mode([n.meta["val"] for n in graph.nodes if "val" in n.meta])
+    def __init__(self, graph, anchor, fake):
+        self.graph, self.anchor, self.fake = graph, anchor, fake
 
     def __call__(self, op, *args, **kwargs):
         values = [a.meta["val"] if isinstance(a, torch.fx.Node) else
@@ -174,8 +171,11 @@ def fuse_upsampling_into_conv(program: torch.export.ExportedProgram) -> torch.ex
     """conv3x3(upsample_nearest2d(x, 2))  ==>  the four output phases as one 2x2 convolution of x
     (padding 1, 4x the output channels), each phase sliced from it, interleaved by view/permute.
     The convolution's weight and bias parameters keep their names and take the phase values."""
+    from torch._guards import detect_fake_mode
+
     params = program.graph_signature.inputs_to_parameters
     graph = program.graph
+    fake = detect_fake_mode([n.meta["val"] for n in graph.nodes if "val" in n.meta])
     for conv in [n for n in graph.nodes if n.target is aten.conv2d.default]:
         if not _fusable(conv, params):
             continue
@@ -187,7 +187,7 @@ def fuse_upsampling_into_conv(program: torch.export.ExportedProgram) -> torch.ex
         _set_param(program, weight, _phase_weights(program.state_dict[params[weight.name]]))
         if bias is not None:
             _set_param(program, bias, program.state_dict[params[bias.name]].detach().repeat(4))
-        emit = _Emitter(graph, conv)
+        emit = _Emitter(graph, conv, fake)
         phases = emit(aten.conv2d.default, x, weight, bias, [1, 1], [1, 1])        # [n, 4*out, h+1, w+1]
         blocks = []
         for a in range(2):
