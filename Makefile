@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes train-student evaluate-student
+.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,12 +21,18 @@ demo: $(STAMP)
 	$(BIN)/python -m compiler.demo
 
 test: $(STAMP)
-	$(MAKE) --no-print-directory test-kotlin
+	$(MAKE) --no-print-directory test-swift
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The Kotlin runtime's unit tests against runtimes/fixtures on the JVM (closing line: N passed, N failed).
+# Each runtime writes the names of the fixture cases it ran; test-swift checks Swift ran the same ones.
 test-kotlin:
-	java -cp "$$(runtimes/kotlin/build.sh)" dev.onestep.runtime.RuntimeTestsKt runtimes/fixtures
+	ONESTEP_CASE_LOG=build/kotlin-cases.txt java -cp "$$(runtimes/kotlin/build.sh)" dev.onestep.runtime.RuntimeTestsKt runtimes/fixtures
+
+# The Swift package built and tested on Linux (swift build + swift test, XCTest's closing lines), then
+# its fixture cases compared with Kotlin's (so the Kotlin tests run first).
+test-swift: test-kotlin
+	runtimes/swift/test.sh
 
 # Regenerate runtimes/fixtures from the Python reference: the pure fixtures, then the manifests
 # of the bundles the compile tests build (every family, every target).

@@ -8,6 +8,11 @@ import CoreML
 /// The pure runtime against runtimes/fixtures (written by runtimes/fixtures/generate.py from the
 /// Python reference): the same cases as the Kotlin runtime's RuntimeTests.kt.
 final class RuntimeTests: XCTestCase {
+    override class func tearDown() {
+        FixtureCases.finish()
+        super.tearDown()
+    }
+
     private static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../../fixtures").standardizedFileURL
 
@@ -33,11 +38,13 @@ final class RuntimeTests: XCTestCase {
             let c = item as! Json.Object
             let maxLength = int(c["max_length"])
             let name = "tokens \(c["name"] as! String) max_length=\(maxLength)"
-            let tokenizer = try ClipTokenizer(vocab: vocab, merges: merges, maxLength: maxLength, bosTokenId: bos,
-                                              eosTokenId: eos, padTokenId: int(c["pad_token_id"]))
-            let got = tokenizer.encode(c["prompt"] as! String)
-            XCTAssertEqual((c["ids"] as! [Any?]).map { $0 as! Int64 }, got.ids, "\(name): ids")
-            XCTAssertEqual(c["truncated"] as? Bool, got.truncated, "\(name): truncated")
+            fixtureCase(name) {
+                let tokenizer = try ClipTokenizer(vocab: vocab, merges: merges, maxLength: maxLength, bosTokenId: bos,
+                                                  eosTokenId: eos, padTokenId: int(c["pad_token_id"]))
+                let got = tokenizer.encode(c["prompt"] as! String)
+                XCTAssertEqual((c["ids"] as! [Any?]).map { $0 as! Int64 }, got.ids, "\(name): ids")
+                XCTAssertEqual(c["truncated"] as? Bool, got.truncated, "\(name): truncated")
+            }
         }
     }
 
@@ -61,10 +68,12 @@ final class RuntimeTests: XCTestCase {
             for item in fixtureDoc["cases"] as! [Any?] {
                 let c = item as! Json.Object
                 let label = "sentencepiece \(name) \(c["name"] as! String)"
-                let got = tokenizer.encode(c["prompt"] as! String)
-                XCTAssertEqual((c["ids"] as! [Any?]).map { $0 as! Int64 }, got.ids, "\(label): ids")
-                XCTAssertEqual((c["attention_mask"] as! [Any?]).map { $0 as! Int64 }, got.mask, "\(label): attention mask")
-                XCTAssertEqual(c["truncated"] as? Bool, got.truncated, "\(label): truncated")
+                fixtureCase(label) {
+                    let got = tokenizer.encode(c["prompt"] as! String)
+                    XCTAssertEqual((c["ids"] as! [Any?]).map { $0 as! Int64 }, got.ids, "\(label): ids")
+                    XCTAssertEqual((c["attention_mask"] as! [Any?]).map { $0 as! Int64 }, got.mask, "\(label): attention mask")
+                    XCTAssertEqual(c["truncated"] as? Bool, got.truncated, "\(label): truncated")
+                }
             }
         }
     }
@@ -87,22 +96,26 @@ final class RuntimeTests: XCTestCase {
             let c = item as! Json.Object
             let shape = (c["shape"] as! [Any?]).map { int($0) }
             let name = "noise seed \(c["seed"] as! String) shape \(shape)"
-            guard let seed = NoiseSource.parseSeed(c["seed"] as! String) else {
-                XCTFail("\(name): seed did not parse")
-                continue
+            fixtureCase(name) {
+                guard let seed = NoiseSource.parseSeed(c["seed"] as! String) else {
+                    XCTFail("\(name): seed did not parse")
+                    return
+                }
+                let values = NoiseSource.tensor(seed: seed, shape: shape).floats!
+                if let bits = c["bits"] as? [Any?] {
+                    XCTAssertEqual(bits.map { UInt32(truncatingIfNeeded: $0 as! Int64) }, values.map { $0.bitPattern }, "\(name): float32 bits")
+                }
+                XCTAssertEqual(c["sha256_f32le"] as? String, sha256(littleEndian(values)), "\(name): sha256 of float32 bytes")
             }
-            let values = NoiseSource.tensor(seed: seed, shape: shape).floats!
-            if let bits = c["bits"] as? [Any?] {
-                XCTAssertEqual(bits.map { UInt32(truncatingIfNeeded: $0 as! Int64) }, values.map { $0.bitPattern }, "\(name): float32 bits")
-            }
-            XCTAssertEqual(c["sha256_f32le"] as? String, sha256(littleEndian(values)), "\(name): sha256 of float32 bytes")
         }
     }
 
     func testSeedsOutsideTheRangeAreRefused() {
-        XCTAssertEqual(NoiseSource.parseSeed("18446744073709551615"), UInt64.max)
-        for bad in ["18446744073709551616", "-1", "", "1e3", "0x10", " "] {
-            XCTAssertNil(NoiseSource.parseSeed(bad), "accepted '\(bad)'")
+        fixtureCase("seeds outside [0, 2^64) are refused") {
+            XCTAssertEqual(NoiseSource.parseSeed("18446744073709551615"), UInt64.max)
+            for bad in ["18446744073709551616", "-1", "", "1e3", "0x10", " "] {
+                XCTAssertNil(NoiseSource.parseSeed(bad), "accepted '\(bad)'")
+            }
         }
     }
 
@@ -132,11 +145,16 @@ final class RuntimeTests: XCTestCase {
         for item in doc["origins"] as! [Any?] {
             let c = item as! Json.Object
             let length = int(c["length"]), tile = int(c["tile"]), overlap = int(c["overlap"])
-            XCTAssertEqual((c["origins"] as! [Any?]).map { int($0) }, TilePlan.origins(length, tile, overlap),
-                           "origins length=\(length) tile=\(tile) overlap=\(overlap)")
+            fixtureCase("tile origins length=\(length) tile=\(tile) overlap=\(overlap)") {
+                XCTAssertEqual((c["origins"] as! [Any?]).map { int($0) }, TilePlan.origins(length, tile, overlap), "origins")
+            }
         }
+        fixtureCase("tiles blend into the fixture's image") { try blendTiles(doc) }
+    }
+
+    private func blendTiles(_ doc: Json.Object) throws {
         let p = doc["plan"] as! Json.Object
-        let ints = { (key: String) in (p[key] as! [Any?]).map { int($0) } }
+        let ints = { (key: String) in (p[key] as! [Any?]).map { self.int($0) } }
         let plan = TilePlan(input: p["input"] as! String, latentShape: ints("latent_shape"), tileHeight: ints("tile")[0],
                             tileWidth: ints("tile")[1], overlap: int(p["overlap"]), scale: int(p["scale"]),
                             rows: ints("rows"), cols: ints("cols"))
@@ -164,19 +182,23 @@ final class RuntimeTests: XCTestCase {
 
     func testEightBitConversion() throws {
         let (doc, image) = try fixtureImage()
-        XCTAssertEqual((doc["pixels_hwc"] as! [Any?]).map { UInt8($0 as! Int64) }, image.rgb, "round half up, NaN, inf, out of range")
+        fixtureCase("8-bit conversion (round half up, NaN, inf, out of range)") {
+            XCTAssertEqual((doc["pixels_hwc"] as! [Any?]).map { UInt8($0 as! Int64) }, image.rgb, "pixels")
+        }
     }
 
     func testPngBytes() throws {
         let (doc, image) = try fixtureImage()
-        XCTAssertEqual(Png.encode(image), try Data(contentsOf: fixture(doc["png"] as! String)))
+        fixtureCase("PNG bytes") { XCTAssertEqual(Png.encode(image), try Data(contentsOf: fixture(doc["png"] as! String))) }
     }
 
     func testArgbPixels() throws {
         let (_, image) = try fixtureImage()
-        let argb = image.argb()
-        XCTAssertEqual(argb.count, image.width * image.height)
-        XCTAssertEqual(argb[0] & 0xffff_0000, 0xff00_0000 | (UInt32(image.rgb[0]) << 16))
+        fixtureCase("ARGB pixels") {
+            let argb = image.argb()
+            XCTAssertEqual(argb.count, image.width * image.height)
+            XCTAssertEqual(argb[0] & 0xffff_0000, 0xff00_0000 | (UInt32(image.rgb[0]) << 16))
+        }
     }
 
     // MARK: bundles
@@ -188,16 +210,18 @@ final class RuntimeTests: XCTestCase {
         for (name, value) in cases.entries {
             let verdict = value as! Json.Object
             let dir = root.appendingPathComponent(name)
-            var location: String? = nil
-            do {
-                _ = try BundleVerifier.verify(bundle: dir)
-            } catch let error as BundleError {
-                location = error.where.replacingOccurrences(of: dir.path, with: "BUNDLE")
-            }
-            if verdict["ok"] as? Bool == true {
-                XCTAssertNil(location, "bundle \(name): refused a valid bundle")
-            } else {
-                XCTAssertEqual(verdict["where"] as? String, location, "bundle \(name): where")
+            fixtureCase("bundle \(name)") {
+                var location: String? = nil
+                do {
+                    _ = try BundleVerifier.verify(bundle: dir)
+                } catch let error as BundleError {
+                    location = error.where.replacingOccurrences(of: dir.path, with: "BUNDLE")
+                }
+                if verdict["ok"] as? Bool == true {
+                    XCTAssertNil(location, "bundle \(name): refused a valid bundle")
+                } else {
+                    XCTAssertEqual(verdict["where"] as? String, location, "bundle \(name): where")
+                }
             }
         }
     }
@@ -207,23 +231,28 @@ final class RuntimeTests: XCTestCase {
     func testManifestsOfEveryTargetAndFamily() throws {
         let folder = fixture("manifests")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }.sorted()
-        XCTAssertGreaterThanOrEqual(files.count, 3, "only \(files.count) manifests")
-        for file in files {
-            let url = folder.appendingPathComponent(file)
-            let raw = try Manifest.readRaw(String(decoding: Data(contentsOf: url), as: UTF8.self), where: url.path)
-            let m = try Manifest.parse(raw, where: url.path)
-            XCTAssertEqual(m.wiring.order, ["text_encoder", "denoiser", "vae_decoder"], "\(file): order")
-            let outputs = m.tokenizers.map { $0.maskOutput == nil ? 1 : 2 }.reduce(0, +)
-            XCTAssertEqual(outputs, m.components["text_encoder"]!.inputs.count, "\(file): one token input per tokenizer output")
-            var sources = Set<String>()
-            for t in m.tokenizers {
-                sources.insert(t.output)
-                if let mask = t.maskOutput { sources.insert(mask) }
-            }
-            XCTAssertEqual(m.wiring.problems(sources), [], "\(file): wiring problems")
-            XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")
-            if m.target == "coreml" { XCTAssertNotNil(m.computeUnits, "\(file): Core ML bundle without compute units") }
+        fixtureCase("manifests of every target and family are present") {
+            XCTAssertGreaterThanOrEqual(files.count, 3, "only \(files.count) manifests")
         }
+        for file in files {
+            fixtureCase("manifest \(file)") { try checkManifest(folder.appendingPathComponent(file), file) }
+        }
+    }
+
+    private func checkManifest(_ url: URL, _ file: String) throws {
+        let raw = try Manifest.readRaw(String(decoding: Data(contentsOf: url), as: UTF8.self), where: url.path)
+        let m = try Manifest.parse(raw, where: url.path)
+        XCTAssertEqual(m.wiring.order, ["text_encoder", "denoiser", "vae_decoder"], "\(file): order")
+        let outputs = m.tokenizers.map { $0.maskOutput == nil ? 1 : 2 }.reduce(0, +)
+        XCTAssertEqual(outputs, m.components["text_encoder"]!.inputs.count, "\(file): one token input per tokenizer output")
+        var sources = Set<String>()
+        for t in m.tokenizers {
+            sources.insert(t.output)
+            if let mask = t.maskOutput { sources.insert(mask) }
+        }
+        XCTAssertEqual(m.wiring.problems(sources), [], "\(file): wiring problems")
+        XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")
+        if m.target == "coreml" { XCTAssertNotNil(m.computeUnits, "\(file): Core ML bundle without compute units") }
     }
 
     // MARK: pipeline
@@ -259,6 +288,10 @@ final class RuntimeTests: XCTestCase {
     }
 
     func testPipelineFeedsEachInputFromItsWiredSource() throws {
+        fixtureCase("pipeline feeds each input from its wired source") { try pipelineFeedsWiredSources() }
+    }
+
+    private func pipelineFeedsWiredSources() throws {
         let bundle = fixture("bundles/valid")
         let engine = RecordingEngine()
         let pipeline = try Pipeline.open(bundle: bundle, engine: engine)
@@ -274,23 +307,31 @@ final class RuntimeTests: XCTestCase {
     }
 
     func testTokenIdsBecomeInt32WhereTheManifestDeclaresInt32() throws {
-        let spec = TensorSpec(name: "input_ids", dtype: .int32, shape: [1, 2])
-        let out = try Pipeline.conform(Tensor.integer(.int64, shape: [1, 2], data: [5, 6]), spec, "x")
-        XCTAssertEqual(out.dtype, .int32)
-        XCTAssertEqual(out.longs, [5, 6])
+        fixtureCase("token ids become int32 where the manifest declares int32") {
+            let spec = TensorSpec(name: "input_ids", dtype: .int32, shape: [1, 2])
+            let out = try Pipeline.conform(Tensor.integer(.int64, shape: [1, 2], data: [5, 6]), spec, "x")
+            XCTAssertEqual(out.dtype, .int32)
+            XCTAssertEqual(out.longs, [5, 6])
+        }
     }
 
     func testARefusedBundleOpensNoComponent() {
-        let engine = RecordingEngine()
-        XCTAssertThrowsError(try Pipeline.open(bundle: fixture("bundles/flipped_byte_component"), engine: engine)) { error in
-            XCTAssertTrue(error is BundleError, "\(error)")
+        fixtureCase("a refused bundle opens no component") {
+            let engine = RecordingEngine()
+            XCTAssertThrowsError(try Pipeline.open(bundle: fixture("bundles/flipped_byte_component"), engine: engine)) { error in
+                XCTAssertTrue(error is BundleError, "\(error)")
+            }
+            XCTAssertEqual(engine.opened, 0, "components opened")
         }
-        XCTAssertEqual(engine.opened, 0, "components opened")
     }
 
     // MARK: JSON
 
     func testJsonIsStrict() throws {
+        fixtureCase("JSON: strict") { try jsonIsStrict() }
+    }
+
+    private func jsonIsStrict() throws {
         for bad in ["{\"a\":1,\"a\":2}", "[1,]", "01", "{\"a\":1} x", "\"\\x\"", "NaN", "{'a':1}", "\"\\u+041\""] {
             XCTAssertThrowsError(try Json.parse(bad), "accepted \(bad)")
         }
