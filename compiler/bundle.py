@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from . import bounded_json
 from .errors import BundleError, EnvironmentError_, RecipeError
 from .noise import ALGORITHM as NOISE_ALGORITHM
 from .tokenizers import CLIP, SENTENCEPIECE
@@ -187,8 +188,8 @@ def read_verified_manifest(bundle: Path) -> dict:
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(str(path), "missing; not a bundle directory")
-    data = path.read_bytes()
-    manifest = _parse(data, path)
+    data, manifest = bounded_json.read(path, bounded_json.MAX_MANIFEST_BYTES)
+    manifest = _schema(manifest, path)
     _check_digest(bundle, data, manifest)
     for key, kind in REQUIRED_KEYS.items():
         if not isinstance(manifest.get(key), kind):
@@ -212,11 +213,7 @@ def read_verified_manifest(bundle: Path) -> dict:
     return manifest
 
 
-def _parse(data: bytes, path: Path) -> dict:
-    try:
-        manifest = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(str(path), f"not valid JSON ({exc})") from None
+def _schema(manifest, path: Path) -> dict:
     if not isinstance(manifest, dict):
         raise BundleError(str(path), "manifest must be a JSON object")
     version = manifest.get("schema_version")
@@ -224,13 +221,6 @@ def _parse(data: bytes, path: Path) -> dict:
         raise BundleError(f"{path}: schema_version", f"is {version!r}, this loader reads {SCHEMA_VERSION}: the bundle "
                                                      f"was written by another compiler version; compile it again")
     return manifest
-
-
-def _unique_keys(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise json.JSONDecodeError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}", "", 0)
-    return dict(pairs)
 
 
 def _check_digest(bundle: Path, data: bytes, manifest: dict) -> None:

@@ -133,8 +133,8 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     manifest = read_verified_manifest(bundle)
     target = get_target(manifest["target"])
     options = _target_options(target, manifest, bundle / "manifest.json")
+    tokenizers = load_tokenizers(bundle, manifest["tokenizers"])   # cheap, and checked before any program opens
     runners = {name: _open(target, bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
-    tokenizers = load_tokenizers(bundle, manifest["tokenizers"])
     tiling = {name: plan_from_manifest(c["tiling"]) for name, c in manifest["components"].items() if "tiling" in c}
     chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest), tiling)
     return chain, manifest

@@ -11,6 +11,7 @@ import math
 import torch
 
 from .common import BakedStep, UNetFamily, reject_unused, run_pipeline
+from .schedules import exact
 
 
 def _scheduler(student, prediction_type):
@@ -19,7 +20,7 @@ def _scheduler(student, prediction_type):
     overrides = {"timestep_spacing": "trailing"}
     if prediction_type:
         overrides["prediction_type"] = prediction_type
-    sched = EulerDiscreteScheduler.from_config(student.scheduler_config, **overrides)
+    sched = exact(EulerDiscreteScheduler.from_config(student.scheduler_config, **overrides))
     sched.set_timesteps(1)
     return sched
 

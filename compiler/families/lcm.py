@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .common import BakedStep, UNetFamily, reject_unused, run_pipeline
+from .schedules import exact
 
 DEFAULT_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scale
 
@@ -12,7 +13,7 @@ DEFAULT_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scal
 def _scheduler(student):
     from diffusers import LCMScheduler
 
-    sched = LCMScheduler.from_config(student.scheduler_config)
+    sched = exact(LCMScheduler.from_config(student.scheduler_config))
     sched.set_timesteps(1)
     return sched
 

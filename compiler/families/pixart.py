@@ -17,6 +17,7 @@ import torch
 from ..errors import ModelError
 from . import Layout
 from .common import check_latent_channels, reject_unused, run_pipeline
+from .schedules import exact
 from .transformer_common import T5_SLOT, MaskedEncoderGraph, check_width, hidden_size, masked_format
 
 DEFAULT_SEQUENCE = 120     # PixArtAlphaPipeline's max_sequence_length
@@ -30,7 +31,7 @@ def _scheduler(student, recipe):
     if name not in SCHEDULERS:
         raise ModelError(f"{student.source}/scheduler/scheduler_config.json: _class_name",
                          f"{name}: a one-step PixArt student needs one of {', '.join(SCHEDULERS)} (their step returns x0)")
-    sched = getattr(diffusers, name).from_config(student.scheduler_config)
+    sched = exact(getattr(diffusers, name).from_config(student.scheduler_config))
     if recipe.sampler.timestep is None:
         sched.set_timesteps(1)
     else:

@@ -14,6 +14,10 @@ public enum BundleVerifier {
         let path = bundle.appendingPathComponent(MANIFEST)
         let location = path.path
         if !isFile(path) { throw BundleError(location, "missing; not a bundle directory") }
+        let size = try fileSize(path)
+        if size > Json.MAX_MANIFEST_BYTES {
+            throw BundleError(location, "\(size) bytes, more than the \(Json.MAX_MANIFEST_BYTES) this runtime reads")
+        }
         let data = try Data(contentsOf: path)
         // String(decoding:) turns malformed UTF-8 into U+FFFD; getting the same bytes back proves
         // there was none, as Kotlin's REPORTing decoder does.

@@ -138,7 +138,7 @@ public final class ClipTokenizer: Tokenizer {
 
     public static func load(bundle: URL, spec: TokenizerSpec) throws -> ClipTokenizer {
         let vocabFile = bundle.appendingPathComponent(spec.vocab!)
-        guard let raw = try Json.parse(String(decoding: Data(contentsOf: vocabFile), as: UTF8.self)) as? Json.Object else {
+        guard let raw = try Json.readFile(vocabFile, maxBytes: Json.MAX_TOKENIZER_BYTES) as? Json.Object else {
             throw BundleError(vocabFile.path, "vocabulary must be a JSON object")
         }
         var vocab: [String: Int] = [:]

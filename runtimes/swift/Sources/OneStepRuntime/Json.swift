@@ -4,8 +4,16 @@ import Foundation
 /// of the runtime need no library (JSONSerialization accepts duplicate keys and loses key order).
 /// Objects keep their key order; a duplicate key is an error (two readers could disagree on which
 /// value wins). Values are nil (null), Bool, Int64 (integers that fit), Double (other numbers),
-/// String, [Any?] and Json.Object.
+/// String, [Any?] and Json.Object. Nesting is bounded (MAX_DEPTH) and so are the files a bundle
+/// hands it (`readFile`): a hostile file is an error, never a stack overflow or an exhausted heap.
 public enum Json {
+    /// Deeper than any manifest or tokenizer.json (about 6 levels); the same limit in Python and Kotlin.
+    public static let MAX_DEPTH = 64
+    /// manifest.json: a few kB per component; the same limit in Python and Kotlin.
+    public static let MAX_MANIFEST_BYTES: Int64 = 16 << 20
+    /// tokenizer.json and vocab.json: Gemma-2's tokenizer.json is 17 MB.
+    public static let MAX_TOKENIZER_BYTES: Int64 = 64 << 20
+
     public struct Error: Swift.Error, CustomStringConvertible {
         public let message: String
         public var description: String { message }
@@ -41,6 +49,22 @@ public enum Json {
         }
     }
 
+    /// A bundle's JSON file: at most maxBytes, UTF-8, valid and bounded JSON; BundleError naming it otherwise.
+    public static func readFile(_ url: URL, maxBytes: Int64) throws -> Any? {
+        let location = url.path
+        let attributes = try? FileManager.default.attributesOfItem(atPath: location)
+        let size = (attributes?[.size] as? NSNumber)?.int64Value ?? 0
+        if size > maxBytes { throw BundleError(location, "\(size) bytes, more than the \(maxBytes) this runtime reads") }
+        let data = try Data(contentsOf: url)
+        let text = String(decoding: data, as: UTF8.self)
+        if !text.utf8.elementsEqual(data) { throw BundleError(location, "not valid JSON (not UTF-8)") }
+        do {
+            return try parse(text)
+        } catch let e as Error {
+            throw BundleError(location, "not valid JSON (\(e.message))")
+        }
+    }
+
     public static func parse(_ text: String) throws -> Any? {
         let reader = Reader(Array(text.utf16))
         let value = try reader.value()
@@ -54,6 +78,12 @@ public enum Json {
     private final class Reader {
         let s: [UInt16]
         var i = 0
+        private var depth = 0
+
+        private func enter() throws {
+            depth += 1
+            if depth > MAX_DEPTH { try fail("nested deeper than \(MAX_DEPTH) levels") }
+        }
 
         init(_ s: [UInt16]) { self.s = s }
 
@@ -91,9 +121,10 @@ public enum Json {
 
         private func obj() throws -> Object {
             i += 1
+            try enter()
             var out = Object()
             skipSpace()
-            if i < s.count && s[i] == unit("}") { i += 1; return out }
+            if i < s.count && s[i] == unit("}") { i += 1; depth -= 1; return out }
             while true {
                 skipSpace()
                 if i >= s.count || s[i] != unit("\"") { try fail("expected a key") }
@@ -107,21 +138,24 @@ public enum Json {
                 skipSpace()
                 if i < s.count && s[i] == unit(",") { i += 1; continue }
                 try expect("}")
+                depth -= 1
                 return out
             }
         }
 
         private func array() throws -> [Any?] {
             i += 1
+            try enter()
             var out: [Any?] = []
             skipSpace()
-            if i < s.count && s[i] == unit("]") { i += 1; return out }
+            if i < s.count && s[i] == unit("]") { i += 1; depth -= 1; return out }
             while true {
                 let item = try value()
                 out.append(item)
                 skipSpace()
                 if i < s.count && s[i] == unit(",") { i += 1; continue }
                 try expect("]")
+                depth -= 1
                 return out
             }
         }

@@ -342,7 +342,7 @@ public final class SentencePieceTokenizer: Tokenizer {
 
     public static func load(bundle: URL, spec: TokenizerSpec) throws -> SentencePieceTokenizer {
         let file = bundle.appendingPathComponent(spec.tokenizerJson!)
-        guard let root = try Json.parse(String(decoding: Data(contentsOf: file), as: UTF8.self)) as? Json.Object else {
+        guard let root = try Json.readFile(file, maxBytes: Json.MAX_TOKENIZER_BYTES) as? Json.Object else {
             throw BundleError(file.path, "must be a JSON object")
         }
         return try fromJson(root, file.path, spec)

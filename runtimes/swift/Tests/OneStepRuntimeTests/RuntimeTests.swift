@@ -212,8 +212,9 @@ final class RuntimeTests: XCTestCase {
             let dir = root.appendingPathComponent(name)
             fixtureCase("bundle \(name)") {
                 var location: String? = nil
+                var manifest: Manifest? = nil
                 do {
-                    _ = try BundleVerifier.verify(bundle: dir)
+                    manifest = try BundleVerifier.verify(bundle: dir)
                 } catch let error as BundleError {
                     location = error.where.replacingOccurrences(of: dir.path, with: "BUNDLE")
                 }
@@ -221,6 +222,15 @@ final class RuntimeTests: XCTestCase {
                     XCTAssertNil(location, "bundle \(name): refused a valid bundle")
                 } else {
                     XCTAssertEqual(verdict["where"] as? String, location, "bundle \(name): where")
+                }
+                if let manifest {   // a verified bundle may still hold a hostile tokenizer file
+                    var tokenizerLocation: String? = nil
+                    do {
+                        _ = try Tokenizers.load(bundle: dir, spec: manifest.tokenizers[0])
+                    } catch let error as BundleError {
+                        tokenizerLocation = error.where.replacingOccurrences(of: dir.path, with: "BUNDLE")
+                    }
+                    XCTAssertEqual(verdict["tokenizer_where"] as? String, tokenizerLocation, "bundle \(name): tokenizer where")
                 }
             }
         }
@@ -329,6 +339,27 @@ final class RuntimeTests: XCTestCase {
 
     func testJsonIsStrict() throws {
         fixtureCase("JSON: strict") { try jsonIsStrict() }
+    }
+
+    func testJsonIsBounded() throws {
+        fixtureCase("JSON: nesting and size bounded") {
+            let limit = Json.MAX_DEPTH
+            XCTAssertEqual((try Json.parse(String(repeating: "[", count: limit) + String(repeating: "]", count: limit)) as? [Any?])?.count, 1,
+                           "at the limit")
+            for deep in [limit + 1, 100_000] {
+                XCTAssertThrowsError(try Json.parse(String(repeating: "[", count: deep) + String(repeating: "]", count: deep))) { error in
+                    XCTAssertTrue("\(error)".contains("nested deeper than \(limit) levels"), "depth \(deep): \(error)")
+                }
+            }
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("bounded-\(UUID().uuidString).json")
+            try Data("{\"a\": [1, 2, 3]}".utf8).write(to: file)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let size = Int64(try Data(contentsOf: file).count)
+            XCTAssertEqual(((try Json.readFile(file, maxBytes: size) as? Json.Object)?["a"] as? [Any?])?.count, 3, "within the size limit")
+            XCTAssertThrowsError(try Json.readFile(file, maxBytes: size - 1)) { error in
+                XCTAssertEqual((error as? BundleError)?.where, file.path, "over the size limit")
+            }
+        }
     }
 
     private func jsonIsStrict() throws {

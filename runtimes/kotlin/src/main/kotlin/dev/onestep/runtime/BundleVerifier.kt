@@ -22,6 +22,9 @@ object BundleVerifier {
         val path = File(bundle, MANIFEST)
         val where = path.path
         if (!path.isFile) throw BundleError(where, "missing; not a bundle directory")
+        if (path.length() > Json.MAX_MANIFEST_BYTES) {
+            throw BundleError(where, "${path.length()} bytes, more than the ${Json.MAX_MANIFEST_BYTES} this runtime reads")
+        }
         val data = path.readBytes()
         val text = try {
             Charsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)

@@ -113,7 +113,7 @@ class ClipTokenizer(
         fun load(bundle: File, spec: TokenizerSpec): ClipTokenizer {
             @Suppress("UNCHECKED_CAST")
             val vocabFile = File(bundle, spec.vocab!!)
-            val raw = Json.parse(vocabFile.readText(Charsets.UTF_8)) as? Map<String, Any?>
+            val raw = Json.readFile(vocabFile, Json.MAX_TOKENIZER_BYTES) as? Map<String, Any?>
                 ?: throw BundleError(vocabFile.path, "vocabulary must be a JSON object")
             val vocab = raw.mapValues { (it.value as? Long)?.toInt() ?: throw BundleError(vocabFile.path, "id of ${it.key} is not an integer") }
             return ClipTokenizer(vocab, readMerges(File(bundle, spec.merges!!).readText(Charsets.UTF_8)), spec.maxLength,

@@ -4,10 +4,35 @@ package dev.onestep.runtime
  * A strict JSON reader (RFC 8259) for manifest.json and the golden fixtures, so the pure parts
  * of the runtime need no library. Objects keep their key order; a duplicate key is an error
  * (two readers could disagree on which value wins). Integers that fit a Long are Long, other
- * numbers Double.
+ * numbers Double. Nesting is bounded (MAX_DEPTH) and so are the files a bundle hands it
+ * (`readFile`): a hostile file is an error, never a stack overflow or an exhausted heap.
  */
 object Json {
     class Error(message: String) : Exception(message)
+
+    /** Deeper than any manifest or tokenizer.json (about 6 levels); the same limit in Python and Swift. */
+    const val MAX_DEPTH = 64
+    /** manifest.json: a few kB per component; the same limit in Python and Swift. */
+    const val MAX_MANIFEST_BYTES = 16L shl 20
+    /** tokenizer.json and vocab.json: Gemma-2's tokenizer.json is 17 MB. */
+    const val MAX_TOKENIZER_BYTES = 64L shl 20
+
+    /** A bundle's JSON file: at most maxBytes, UTF-8, valid and bounded JSON; BundleError naming it otherwise. */
+    fun readFile(file: java.io.File, maxBytes: Long): Any? {
+        val where = file.path
+        if (file.length() > maxBytes) throw BundleError(where, "${file.length()} bytes, more than the $maxBytes this runtime reads")
+        val text = try {
+            Charsets.UTF_8.newDecoder().onMalformedInput(java.nio.charset.CodingErrorAction.REPORT)
+                .decode(java.nio.ByteBuffer.wrap(file.readBytes())).toString()
+        } catch (e: java.nio.charset.CharacterCodingException) {
+            throw BundleError(where, "not valid JSON (not UTF-8)")
+        }
+        return try {
+            parse(text)
+        } catch (e: Error) {
+            throw BundleError(where, "not valid JSON (${e.message})")
+        }
+    }
 
     fun parse(text: String): Any? {
         val reader = Reader(text)
@@ -19,6 +44,11 @@ object Json {
 
     private class Reader(val s: String) {
         var i = 0
+        private var depth = 0
+
+        private fun enter() {
+            if (++depth > MAX_DEPTH) fail("nested deeper than $MAX_DEPTH levels")
+        }
 
         fun fail(message: String): Nothing = throw Error("$message at offset $i")
 
@@ -54,9 +84,10 @@ object Json {
 
         private fun obj(): Map<String, Any?> {
             i++
+            enter()
             val out = LinkedHashMap<String, Any?>()
             skipSpace()
-            if (i < s.length && s[i] == '}') { i++; return out }
+            if (i < s.length && s[i] == '}') { i++; depth--; return out }
             while (true) {
                 skipSpace()
                 if (i >= s.length || s[i] != '"') fail("expected a key")
@@ -67,20 +98,23 @@ object Json {
                 skipSpace()
                 if (i < s.length && s[i] == ',') { i++; continue }
                 expect('}')
+                depth--
                 return out
             }
         }
 
         private fun array(): List<Any?> {
             i++
+            enter()
             val out = ArrayList<Any?>()
             skipSpace()
-            if (i < s.length && s[i] == ']') { i++; return out }
+            if (i < s.length && s[i] == ']') { i++; depth--; return out }
             while (true) {
                 out.add(value())
                 skipSpace()
                 if (i < s.length && s[i] == ',') { i++; continue }
                 expect(']')
+                depth--
                 return out
             }
         }

@@ -342,7 +342,7 @@ class SentencePieceTokenizer private constructor(
         fun load(bundle: File, spec: TokenizerSpec): SentencePieceTokenizer {
             val file = File(bundle, spec.tokenizerJson!!)
             val where = file.path
-            val root = Json.parse(file.readText(Charsets.UTF_8)) as? Map<*, *> ?: throw BundleError(where, "must be a JSON object")
+            val root = Json.readFile(file, Json.MAX_TOKENIZER_BYTES) as? Map<*, *> ?: throw BundleError(where, "must be a JSON object")
             return fromJson(root, where, spec)
         }
 

@@ -109,14 +109,24 @@ private fun bundleTests(t: TestHarness, fixtures: File) {
     for ((name, verdict) in cases) {
         t.test("bundle $name") {
             val dir = File(root, name)
+            var manifest: Manifest? = null
             val where = try {
-                BundleVerifier.verify(dir)
+                manifest = BundleVerifier.verify(dir)
                 null
             } catch (e: BundleError) {
                 e.where.replace(dir.path, "BUNDLE")
             }
             if (verdict["ok"] == true) checkEqual(null, where, "refused a valid bundle")
             else checkEqual(verdict["where"], where, "where")
+            if (manifest != null) {   // a verified bundle may still hold a hostile tokenizer file
+                val tokenizerWhere = try {
+                    Tokenizers.load(dir, manifest.tokenizers[0])
+                    null
+                } catch (e: BundleError) {
+                    e.where.replace(dir.path, "BUNDLE")
+                }
+                checkEqual(verdict["tokenizer_where"], tokenizerWhere, "tokenizer where")
+            }
         }
     }
 }
@@ -191,6 +201,17 @@ private fun jsonTests(t: TestHarness) {
         }
         checkEqual(listOf(1L, -2.5, "é\n", true, null, 9.3e20), Json.parse("[1, -2.5, \"\\u00e9\\n\", true, null, 9.3e20]"), "values")
         checkEqual(18446744073709551615.0, Json.parse("18446744073709551615"), "integers past Long become Double")
+    }
+    t.test("JSON: nesting and size bounded") {
+        checkEqual(1, (Json.parse("[".repeat(Json.MAX_DEPTH) + "]".repeat(Json.MAX_DEPTH)) as List<*>).size, "at the limit")
+        for (deep in listOf(Json.MAX_DEPTH + 1, 100_000)) {
+            val e = runCatching { Json.parse("[".repeat(deep) + "]".repeat(deep)) }.exceptionOrNull()
+            check(e is Json.Error && "nested deeper than ${Json.MAX_DEPTH} levels" in e.message!!) { "depth $deep: $e" }
+        }
+        val file = File.createTempFile("bounded", ".json").apply { deleteOnExit(); writeText("{\"a\": [1, 2, 3]}") }
+        checkEqual(mapOf("a" to listOf(1L, 2L, 3L)), Json.readFile(file, file.length()), "within the size limit")
+        val e = runCatching { Json.readFile(file, file.length() - 1) }.exceptionOrNull()
+        check(e is BundleError && e.where == file.path) { "over the size limit: $e" }
     }
 }
 
