@@ -169,6 +169,28 @@ def run_cli(capsys):
     return run
 
 
+@pytest.fixture(scope="session")
+def generated_png(tmp_path_factory) -> Callable[[Path, str, str], bytes]:
+    """`generate`'s PNG for (bundle, prompt, seed), made once per session: the Kotlin and the Swift
+    pipelines are both compared with it."""
+    from compiler import cli
+    from compiler.errors import Exit
+
+    root = tmp_path_factory.mktemp("generated")
+    made: dict[tuple, bytes] = {}
+
+    def get(bundle: Path, prompt: str, seed: str) -> bytes:
+        key = (str(bundle), prompt, seed)
+        if key not in made:
+            out = root / f"{len(made)}.png"
+            code = cli.generate_main(["--bundle", str(bundle), "--prompt", prompt, "--seed", seed, "--out", str(out)])
+            assert code == Exit.OK, f"generate {bundle} seed {seed}: exit {code}"
+            made[key] = out.read_bytes()
+        return made[key]
+
+    return get
+
+
 def flip_byte(path: Path) -> None:
     """Corrupt one bit in the middle of a file, as a bad download or disk would."""
     data = bytearray(path.read_bytes())

@@ -30,43 +30,36 @@ def _kotlin_pngs(jar: str, bundle, prompt: str, prefix, *seeds: str) -> subproce
 
 
 @pytest.mark.parametrize("case", ["eps-turbo", "eps-turbo-xl"])
-def test_kotlin_pipeline_writes_the_same_png_as_generate(kotlin_jar, bundles, run_cli, tmp_path, case):
+def test_kotlin_pipeline_writes_the_same_png_as_generate(kotlin_jar, bundles, generated_png, tmp_path, case):
     bundle = bundles(case)
     seeds = ("7", str(2**64 - 1))
     done = _kotlin_pngs(kotlin_jar, bundle, PROMPT, tmp_path / "kotlin", *seeds)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "denoiser" in done.stdout and "ms" in done.stdout      # per-stage timings
     for seed in seeds:
-        expected = tmp_path / f"python-{seed}.png"
-        code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", PROMPT, "--seed", seed, "--out", expected)
-        assert code == Exit.OK, err
-        assert (tmp_path / f"kotlin-{seed}.png").read_bytes() == expected.read_bytes(), f"seed {seed}"
+        assert (tmp_path / f"kotlin-{seed}.png").read_bytes() == generated_png(bundle, PROMPT, seed), f"seed {seed}"
     # The check can fail: another seed is another image.
     assert (tmp_path / "kotlin-7.png").read_bytes() != (tmp_path / f"kotlin-{2**64 - 1}.png").read_bytes()
 
 
-def test_kotlin_pipeline_decodes_a_tiled_bundle_to_the_same_png_as_generate(kotlin_jar, tiled_bundle, run_cli, tmp_path):
+def test_kotlin_pipeline_decodes_a_tiled_bundle_to_the_same_png_as_generate(kotlin_jar, tiled_bundle, generated_png,
+                                                                           tmp_path):
     """The manifest's tile plan followed in Kotlin: 9 tiles blended in float32, byte for byte."""
     done = _kotlin_pngs(kotlin_jar, tiled_bundle, PROMPT, tmp_path / "kotlin", "11")
     assert done.returncode == 0, done.stderr[-2000:]
-    code, _, err = run_cli("generate", "--bundle", tiled_bundle, "--prompt", PROMPT, "--seed", "11",
-                           "--out", tmp_path / "python.png")
-    assert code == Exit.OK, err
-    assert (tmp_path / "kotlin-11.png").read_bytes() == (tmp_path / "python.png").read_bytes()
+    assert (tmp_path / "kotlin-11.png").read_bytes() == generated_png(tiled_bundle, PROMPT, "11")
 
 
 @pytest.mark.parametrize("kind", ["trigflow-scm", "pixart-onestep", "flow-match"])
-def test_kotlin_pipeline_runs_the_transformer_families_like_generate(kotlin_jar, transformer_bundles, run_cli, tmp_path,
-                                                                    kind):
+def test_kotlin_pipeline_runs_the_transformer_families_like_generate(kotlin_jar, transformer_bundles, generated_png,
+                                                                    tmp_path, kind):
     """SentencePiece tokenizers from tokenizer.json (Gemma with SANA's instruction prefix, T5 with
     PixArt's padding mask, CLIP + T5 for FLUX), the mask wired where the manifest says: the PNG
     is generate's, byte for byte."""
     bundle = transformer_bundles(kind)
     done = _kotlin_pngs(kotlin_jar, bundle, PROMPT, tmp_path / "kotlin", "5")
     assert done.returncode == 0, done.stderr[-2000:]
-    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", PROMPT, "--seed", "5", "--out", tmp_path / "py.png")
-    assert code == Exit.OK, err
-    assert (tmp_path / "kotlin-5.png").read_bytes() == (tmp_path / "py.png").read_bytes()
+    assert (tmp_path / "kotlin-5.png").read_bytes() == generated_png(bundle, PROMPT, "5")
 
 
 def test_kotlin_pipeline_refuses_a_corrupt_bundle_before_opening_it(kotlin_jar, bundles, tmp_path):

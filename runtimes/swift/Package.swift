@@ -1,6 +1,7 @@
 // swift-tools-version:5.9
-// The Swift mirror of runtimes/kotlin (runtimes/README.md): the pure runtime, the Core ML engine,
-// their tests against runtimes/fixtures, and a command-line generator for the macOS workflow.
+// The Swift mirror of runtimes/kotlin (runtimes/README.md): the pure runtime and the Core ML engine
+// (the library an app links), their tests against runtimes/fixtures, the Python reference engine
+// (tests only: Linux has no Core ML) and a command-line generator over either engine.
 import PackageDescription
 
 let package = Package(
@@ -12,7 +13,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "OneStepRuntime", path: "Sources/OneStepRuntime"),
-        .executableTarget(name: "onestep-generate", dependencies: ["OneStepRuntime"], path: "Sources/onestep-generate"),
+        .target(name: "OneStepReferenceEngine", dependencies: ["OneStepRuntime"], path: "Sources/OneStepReferenceEngine"),
+        .executableTarget(name: "onestep-generate", dependencies: ["OneStepRuntime", "OneStepReferenceEngine"],
+                          path: "Sources/onestep-generate"),
         .testTarget(name: "OneStepRuntimeTests", dependencies: ["OneStepRuntime"], path: "Tests/OneStepRuntimeTests"),
     ]
 )

@@ -1,9 +1,14 @@
-// prompt + seed -> PNG with the Swift Pipeline and Core ML (the macOS workflow compares its
-// pixels with `generate`'s); prints milliseconds per stage. Exit 7 for a refused bundle, as
-// `generate` and the Kotlin EndToEnd do.
+// prompt + seed -> PNG with the Swift Pipeline; prints milliseconds per stage. Exit 7 for a refused
+// bundle, as `generate` and the Kotlin EndToEnd do.
 //
-//     onestep-generate BUNDLE PROMPT SEED OUT.png
+//     onestep-generate BUNDLE PROMPT SEED OUT.png                          Core ML (macOS, iOS)
+//     onestep-generate --reference PYTHON REPO BUNDLE PROMPT SEED OUT.png  the Python reference engine
+//
+// With --reference each component runs in the project's Python reference runtime over a pipe
+// (PythonEngine): on Linux, where there is no Core ML, tests/test_runtime_swift.py compares this
+// PNG with `generate`'s byte for byte. The macOS workflow compares the Core ML one's pixels.
 import Foundation
+import OneStepReferenceEngine
 import OneStepRuntime
 
 func fail(_ message: String, _ code: Int32) -> Never {
@@ -11,21 +16,35 @@ func fail(_ message: String, _ code: Int32) -> Never {
     exit(code)
 }
 
-#if canImport(CoreML)
-let args = CommandLine.arguments
-if args.count != 5 { fail("usage: onestep-generate BUNDLE PROMPT SEED OUT.png", 2) }
-guard let seed = NoiseSource.parseSeed(args[3]) else { fail("seed: '\(args[3])' is not an integer in [0, 2^64)", 2) }
+let usage = "usage: onestep-generate [--reference PYTHON REPO] BUNDLE PROMPT SEED OUT.png"
+var args = Array(CommandLine.arguments.dropFirst())
+var engine: any Engine
+var reference: PythonEngine? = nil
+if args.first == "--reference" {
+    if args.count != 7 { fail(usage, 2) }
+    reference = PythonEngine(python: args[1], repo: URL(fileURLWithPath: args[2]))
+    engine = reference!
+    args.removeFirst(3)
+} else {
+    #if canImport(CoreML)
+    if args.count != 4 { fail(usage, 2) }
+    engine = CoreMLEngine()
+    #else
+    fail("onestep-generate: Core ML exists on macOS and iOS only; here pass --reference PYTHON REPO\n\(usage)", 2)
+    #endif
+}
+guard let seed = NoiseSource.parseSeed(args[2]) else { fail("seed: '\(args[2])' is not an integer in [0, 2^64)", 2) }
 do {
-    let pipeline = try Pipeline.open(bundle: URL(fileURLWithPath: args[1]), engine: CoreMLEngine())
-    defer { pipeline.close() }
-    let result = try pipeline.generate(prompt: args[2], seed: seed)
-    try Png.encode(result.image).write(to: URL(fileURLWithPath: args[4]))
+    let pipeline = try Pipeline.open(bundle: URL(fileURLWithPath: args[0]), engine: engine)
+    let result = try pipeline.generate(prompt: args[1], seed: seed)
+    pipeline.close()
+    reference?.close()
+    try Png.encode(result.image).write(to: URL(fileURLWithPath: args[3]))
     print(result.stages.map { "\($0.name) \(String(format: "%.1f", $0.millis)) ms" }.joined(separator: ", "))
 } catch let error as BundleError {
+    reference?.close()
     fail("\(error.where): \(error.reason)", 7)
 } catch {
+    reference?.close()
     fail("onestep-generate: \(error)", 1)
 }
-#else
-fail("onestep-generate: needs Core ML (macOS or iOS)", 2)
-#endif
