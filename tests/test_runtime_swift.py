@@ -27,6 +27,8 @@ SWIFT_ONLY_FILES = {
     "Sha256.swift": "SHA-256, CRC-32 and Adler-32: Kotlin takes them from the JDK (MessageDigest, java.util.zip) "
                     "and CryptoKit is Apple-only",
     "CoreMLEngine.swift": "the Core ML engine, as Kotlin's engines live in android/",
+    "CompiledModelCache.swift": "Core ML compiles an .mlpackage on the device; ONNX Runtime and ExecuTorch load "
+                                "the shipped file as it is",
 }
 
 # Swift declarations standing for what the JVM gives Kotlin, per file; a type's entry covers its members.

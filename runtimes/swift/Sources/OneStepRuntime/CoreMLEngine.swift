@@ -2,25 +2,30 @@
 import CoreML
 import Foundation
 
-/// Runs Core ML bundles: each component's .mlpackage is compiled on the device
-/// (MLModel.compileModel) and loaded with the compute units the compiler chose
-/// (manifest `targets.coreml.compute_units`). Token ids go in as int32, everything else as
-/// float32, as the manifest declares them. On the Neural Engine and the GPU Core ML computes in
-/// float16, so images match `generate`'s closely, not bit for bit.
+/// Runs Core ML bundles: each component's .mlpackage is compiled on the device once
+/// (MLModel.compileModel, kept across launches by CompiledModelCache, keyed by the package's
+/// hashes) and loaded with the compute units the compiler chose (manifest
+/// `targets.coreml.compute_units`). Token ids go in as int32, everything else as float32, as the
+/// manifest declares them. On the Neural Engine and the GPU Core ML computes in float16, so images
+/// match `generate`'s closely, not bit for bit.
 public final class CoreMLEngine: Engine {
-    public init() {}
+    public let cache: CompiledModelCache
+
+    /// `cacheDirectory` defaults to the app's Caches folder (the system may empty it; then the
+    /// next open compiles again).
+    public init(cacheDirectory: URL? = nil) {
+        let caches = FileManager.default.urls(for: .cachesDirectory, in: .userDomainMask)[0]
+        cache = CompiledModelCache(directory: cacheDirectory ?? caches.appendingPathComponent("OneStepRuntime/CompiledModels"))
+    }
 
     public func open(bundle: URL, component: ComponentSpec, manifest: Manifest) throws -> any Session {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = try CoreMLEngine.computeUnits(manifest.computeUnits)
-        let compiled = try MLModel.compileModel(at: bundle.appendingPathComponent(component.file))
-        do {
-            let model = try MLModel(contentsOf: compiled, configuration: configuration)
-            return CoreMLSession(component: component, model: model, compiled: compiled)
-        } catch {
-            try? FileManager.default.removeItem(at: compiled)
-            throw error
+        let compiled = try cache.compiled(component: CompiledModelCache.slot(manifest: manifest, component: component),
+                                          key: CompiledModelCache.key(component: component, manifest: manifest)) {
+            try MLModel.compileModel(at: bundle.appendingPathComponent(component.file))
         }
+        return CoreMLSession(component: component, model: try MLModel(contentsOf: compiled, configuration: configuration))
     }
 
     /// The compiler writes "all", "cpu_and_ne", "cpu_and_gpu" or "cpu_only"; MLComputeUnits'
@@ -36,16 +41,14 @@ public final class CoreMLEngine: Engine {
     }
 }
 
-/// One loaded Core ML model; close deletes the compiled copy compileModel left in a temporary folder.
+/// One loaded Core ML model (its compiled copy stays in the cache for the next launch).
 final class CoreMLSession: Session {
     private let component: ComponentSpec
     private let model: MLModel
-    private let compiled: URL
 
-    init(component: ComponentSpec, model: MLModel, compiled: URL) {
+    init(component: ComponentSpec, model: MLModel) {
         self.component = component
         self.model = model
-        self.compiled = compiled
     }
 
     func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
@@ -64,10 +67,6 @@ final class CoreMLSession: Session {
             out[spec.name] = tensor(array, spec)
         }
         return out
-    }
-
-    func close() {
-        try? FileManager.default.removeItem(at: compiled)
     }
 
     /// Core ML has no int64 arrays: integer inputs go in as int32 (Core ML bundles declare them so).

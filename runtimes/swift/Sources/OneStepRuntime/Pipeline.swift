@@ -3,16 +3,25 @@ import Foundation
 /// prompt + seed -> image for any bundle, by following its manifest: tokenizers and noise
 /// produce the first values, components run in `wiring.order`, each input taken from the source
 /// the wiring names, and `wiring.image` becomes 8-bit pixels. The same chain as `generate`.
+///
+/// `reduceMemory` opens each component when its turn comes and closes it right after (Apple's
+/// ml-stable-diffusion `reduceMemory`): the peak is the largest component plus activations instead
+/// of every component at once, and each call pays the components' load time (in its stage's time).
 public final class Pipeline {
     public let bundle: URL
     public let manifest: Manifest
     private let tokenizers: [any Tokenizer]
-    private let sessions: [String: any Session]
+    private let engine: any Engine
+    public let reduceMemory: Bool
+    private var sessions: [String: any Session]
 
-    private init(bundle: URL, manifest: Manifest, tokenizers: [any Tokenizer], sessions: [String: any Session]) {
+    private init(bundle: URL, manifest: Manifest, tokenizers: [any Tokenizer], engine: any Engine, reduceMemory: Bool,
+                 sessions: [String: any Session]) {
         self.bundle = bundle
         self.manifest = manifest
         self.tokenizers = tokenizers
+        self.engine = engine
+        self.reduceMemory = reduceMemory
         self.sessions = sessions
     }
 
@@ -55,8 +64,15 @@ public final class Pipeline {
                 feeds[spec.name] = try Pipeline.conform(values[source]!, plan?.wholeInput(spec) ?? spec,
                                                         "\(name) input \(spec.name) (from \(source))")
             }
-            let session = sessions[name]!
             let out = try Pipeline.timed(&stages, name) { () throws -> [String: Tensor] in
+                let session = try sessions[name] ?? engine.open(bundle: bundle, component: component, manifest: manifest)
+                sessions[name] = session
+                defer {
+                    if reduceMemory {
+                        session.close()
+                        sessions[name] = nil
+                    }
+                }
                 guard let plan = plan else { return try session.run(feeds) }
                 let output = component.outputs[0].name
                 return [output: try plan.run(session, feeds, output: output)]
@@ -73,23 +89,28 @@ public final class Pipeline {
 
     public func close() {
         for name in manifest.wiring.order { sessions[name]?.close() }
+        sessions = [:]
     }
 
-    /// Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component.
-    public static func open(bundle: URL, engine: any Engine) throws -> Pipeline {
+    /// Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component; opens
+    /// every component now unless `reduceMemory`.
+    public static func open(bundle: URL, engine: any Engine, reduceMemory: Bool = false) throws -> Pipeline {
         let manifest = try BundleVerifier.verify(bundle: bundle)
         var tokenizers: [any Tokenizer] = []
         for spec in manifest.tokenizers { tokenizers.append(try Tokenizers.load(bundle: bundle, spec: spec)) }
         var sessions: [String: any Session] = [:]
-        do {
-            for name in manifest.wiring.order {
-                sessions[name] = try engine.open(bundle: bundle, component: manifest.components[name]!, manifest: manifest)
+        if !reduceMemory {
+            do {
+                for name in manifest.wiring.order {
+                    sessions[name] = try engine.open(bundle: bundle, component: manifest.components[name]!, manifest: manifest)
+                }
+            } catch {
+                for session in sessions.values { session.close() }
+                throw error
             }
-        } catch {
-            for session in sessions.values { session.close() }
-            throw error
         }
-        return Pipeline(bundle: bundle, manifest: manifest, tokenizers: tokenizers, sessions: sessions)
+        return Pipeline(bundle: bundle, manifest: manifest, tokenizers: tokenizers, engine: engine, reduceMemory: reduceMemory,
+                        sessions: sessions)
     }
 
     /// The tensor in the dtype and shape the manifest declares (token ids become int32 for Core ML-style inputs).

@@ -1,10 +1,51 @@
 import Foundation
+#if canImport(CryptoKit)
+import CryptoKit
+#endif
 
-// Checksums the Kotlin runtime takes from the JDK (MessageDigest, java.util.zip): CryptoKit is
-// Apple-only and zlib's checksums have no Foundation API, so they are written out here.
+// Checksums the Kotlin runtime takes from the JDK (MessageDigest, java.util.zip). SHA-256 is
+// CryptoKit's on Apple platforms (what a phone runs at every bundle open) and the portable one
+// below elsewhere (Linux has no CryptoKit); zlib's checksums have no Foundation API at all.
 
-/// SHA-256 (FIPS 180-4), streaming: update with any number of chunks, then digest.
+/// SHA-256, streaming: update with any number of chunks, then digest. CryptoKit where it exists,
+/// PortableSha256 elsewhere; both are tested against the same vectors.
 public struct Sha256 {
+    #if canImport(CryptoKit)
+    private var hasher = CryptoKit.SHA256()
+    #else
+    private var hasher = PortableSha256()
+    #endif
+
+    public init() {}
+
+    public mutating func update(_ data: Data) {
+        #if canImport(CryptoKit)
+        hasher.update(data: data)
+        #else
+        hasher.update(data)
+        #endif
+    }
+
+    public mutating func update(_ bytes: [UInt8]) {
+        #if canImport(CryptoKit)
+        hasher.update(data: bytes)
+        #else
+        hasher.update(bytes)
+        #endif
+    }
+
+    /// The 32-byte digest of everything passed to update; the hasher itself is left as it was.
+    public func digest() -> [UInt8] {
+        #if canImport(CryptoKit)
+        return Array(hasher.finalize())
+        #else
+        return hasher.digest()
+        #endif
+    }
+}
+
+/// SHA-256 (FIPS 180-4) in plain Swift, streaming: update with any number of chunks, then digest.
+public struct PortableSha256 {
     private static let K: [UInt32] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
         0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -86,7 +127,7 @@ public struct Sha256 {
         for t in 0..<64 {
             let bigS1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
             let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ bigS1 &+ ch &+ Sha256.K[t] &+ w[t]
+            let t1 = hh &+ bigS1 &+ ch &+ PortableSha256.K[t] &+ w[t]
             let bigS0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
             let maj = (a & b) ^ (a & c) ^ (b & c)
             let t2 = bigS0 &+ maj

@@ -316,6 +316,55 @@ final class RuntimeTests: XCTestCase {
         XCTAssertEqual(result.stages.map { $0.name }, ["tokenize", "text_encoder", "denoiser", "vae_decoder", "image"], "stages")
     }
 
+    /// Counts the sessions open at once; every output a ramp.
+    private final class CountingEngine: Engine {
+        var live = 0, peak = 0, opened = 0
+
+        func open(bundle: URL, component: ComponentSpec, manifest: Manifest) throws -> any Session {
+            opened += 1
+            live += 1
+            peak = max(peak, live)
+            return CountingSession(engine: self, component: component)
+        }
+    }
+
+    private final class CountingSession: Session {
+        let engine: CountingEngine
+        let component: ComponentSpec
+
+        init(engine: CountingEngine, component: ComponentSpec) {
+            self.engine = engine
+            self.component = component
+        }
+
+        func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
+            var out: [String: Tensor] = [:]
+            for o in component.outputs { out[o.name] = Tensor.float32(shape: o.shape, data: ramp(o.shape.reduce(1, *))) }
+            return out
+        }
+
+        func close() { engine.live -= 1 }
+    }
+
+    func testReduceMemoryHoldsOneComponentAtATime() throws {
+        fixtureCase("reduceMemory holds one component at a time and makes the same image") {
+            let bundle = fixture("bundles/valid")
+            let engine = CountingEngine()
+            let lean = try Pipeline.open(bundle: bundle, engine: engine, reduceMemory: true)
+            XCTAssertEqual(engine.opened, 0, "components opened before generate")
+            let image = try lean.generate(prompt: "a red circle", seed: 7).image
+            _ = try lean.generate(prompt: "a red circle", seed: 8)
+            XCTAssertEqual(engine.opened, 6, "components opened by two calls")
+            XCTAssertEqual(engine.peak, 1, "components open at once")
+            XCTAssertEqual(engine.live, 0, "components left open")
+            let eager = try Pipeline.open(bundle: bundle, engine: engine)
+            XCTAssertEqual(engine.peak, 3, "components open at once without reduceMemory")
+            XCTAssertEqual(try eager.generate(prompt: "a red circle", seed: 7).image.rgb, image.rgb, "another image")
+            eager.close()
+            XCTAssertEqual(engine.live, 0, "components left open after close")
+        }
+    }
+
     func testTokenIdsBecomeInt32WhereTheManifestDeclaresInt32() throws {
         fixtureCase("token ids become int32 where the manifest declares int32") {
             let spec = TensorSpec(name: "input_ids", dtype: .int32, shape: [1, 2])
@@ -392,25 +441,56 @@ final class RuntimeTests: XCTestCase {
     }
     #endif
 
+    // MARK: compiled model cache (Swift only: Core ML compiles a package on the device)
+
+    func testCompiledModelCacheCompilesOncePerKeyAndDropsStaleEntries() throws {
+        let fm = FileManager.default
+        let root = fm.temporaryDirectory.appendingPathComponent("cache-\(UUID().uuidString)")
+        defer { try? fm.removeItem(at: root) }
+        let cache = CompiledModelCache(directory: root.appendingPathComponent("compiled"))
+        var compiles = 0
+        func compile(_ text: String) -> () throws -> URL {
+            return {
+                compiles += 1
+                let out = root.appendingPathComponent("tmp-\(compiles).mlmodelc")
+                try fm.createDirectory(at: out, withIntermediateDirectories: true)
+                try Data(text.utf8).write(to: out.appendingPathComponent("model.mil"))
+                return out
+            }
+        }
+        func contents(_ url: URL) throws -> String { String(decoding: try Data(contentsOf: url.appendingPathComponent("model.mil")), as: UTF8.self) }
+        func entries() throws -> [String] { try fm.contentsOfDirectory(atPath: cache.directory.path).sorted() }
+
+        let first = try cache.compiled(component: "b.unet", key: "k1", compile: compile("v1"))
+        let again = try cache.compiled(component: "b.unet", key: "k1", compile: compile("never"))
+        XCTAssertEqual(compiles, 1, "an unchanged package is compiled once, across opens")
+        XCTAssertEqual(first.path, again.path)
+        XCTAssertEqual(try contents(again), "v1")
+        _ = try cache.compiled(component: "b.unet_2", key: "k1", compile: compile("other component"))
+        // a crash mid-compile left a partial entry: never taken for a compiled model, removed
+        try fm.createDirectory(at: cache.directory.appendingPathComponent(".b.unet-k2.partial-x"), withIntermediateDirectories: true)
+        let changed = try cache.compiled(component: "b.unet", key: "k2", compile: compile("v2"))
+        XCTAssertEqual(compiles, 3)
+        XCTAssertEqual(try contents(changed), "v2")
+        XCTAssertEqual(try entries(), ["b.unet-k2.mlmodelc", "b.unet_2-k1.mlmodelc"], "the stale key and the partial entry are gone")
+        XCTAssertThrowsError(try cache.compiled(component: "b.vae", key: "k1") { throw RuntimeError("compile failed") })
+        XCTAssertEqual(try entries(), ["b.unet-k2.mlmodelc", "b.unet_2-k1.mlmodelc"], "a failed compile leaves nothing")
+
+        let manifest = try BundleVerifier.verify(bundle: fixture("bundles/valid"))
+        let denoiser = manifest.components["denoiser"]!, decoder = manifest.components["vae_decoder"]!
+        XCTAssertEqual(CompiledModelCache.key(component: denoiser, manifest: manifest),
+                       CompiledModelCache.key(component: denoiser, manifest: manifest))
+        XCTAssertNotEqual(CompiledModelCache.key(component: denoiser, manifest: manifest),
+                          CompiledModelCache.key(component: decoder, manifest: manifest), "keyed by the files' hashes")
+        XCTAssertEqual(CompiledModelCache.slot(manifest: manifest, component: denoiser), "fixture.denoiser")
+    }
+
     // MARK: checksums (Swift only: the Kotlin runtime takes them from the JDK)
 
+    /// FIPS 180-4's vectors for the SHA-256 the runtime uses (CryptoKit's on Apple platforms) and the portable one.
     func testChecksums() {
-        XCTAssertEqual(sha256(Array("".utf8)), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        XCTAssertEqual(sha256(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        XCTAssertEqual(sha256(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
-                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
-        // Fed in uneven chunks across block boundaries: the streaming path, as files are hashed.
-        var sha = Sha256()
-        let million = [UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)
-        var start = 0
-        var step = 1
-        while start < million.count {
-            let end = min(start + step, million.count)
-            sha.update(Array(million[start..<end]))
-            start = end
-            step = step * 3 % 1000 + 1
-        }
-        XCTAssertEqual(hex(sha.digest()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        checkSha256(Sha256.self)
+        checkSha256(PortableSha256.self)
         var crc = CRC32()
         crc.update(Array("123456789".utf8))
         XCTAssertEqual(crc.value, 0xCBF4_3926)
@@ -421,6 +501,39 @@ final class RuntimeTests: XCTestCase {
 }
 
 private func ramp(_ n: Int) -> [Float] { (0..<n).map { Float($0 % 7) / 6 } }
+
+protocol StreamingSha256 {
+    init()
+    mutating func update(_ bytes: [UInt8])
+    func digest() -> [UInt8]
+}
+
+extension Sha256: StreamingSha256 {}
+extension PortableSha256: StreamingSha256 {}
+
+private func checkSha256<H: StreamingSha256>(_ type: H.Type) {
+    func whole(_ text: String) -> String {
+        var h = H()
+        h.update(Array(text.utf8))
+        return hex(h.digest())
+    }
+    XCTAssertEqual(whole(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "\(type)")
+    XCTAssertEqual(whole("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "\(type)")
+    XCTAssertEqual(whole("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+                   "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1", "\(type)")
+    // Fed in uneven chunks across block boundaries: the streaming path, as files are hashed.
+    var sha = H()
+    let million = [UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)
+    var start = 0
+    var step = 1
+    while start < million.count {
+        let end = min(start + step, million.count)
+        sha.update(Array(million[start..<end]))
+        start = end
+        step = step * 3 % 1000 + 1
+    }
+    XCTAssertEqual(hex(sha.digest()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", "\(type) streamed")
+}
 
 private func littleEndian(_ values: [Float]) -> [UInt8] {
     var out: [UInt8] = []

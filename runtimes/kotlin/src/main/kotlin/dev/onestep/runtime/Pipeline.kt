@@ -6,12 +6,18 @@ import java.io.File
  * prompt + seed -> image for any bundle, by following its manifest: tokenizers and noise
  * produce the first values, components run in `wiring.order`, each input taken from the source
  * the wiring names, and `wiring.image` becomes 8-bit pixels. The same chain as `generate`.
+ *
+ * `reduceMemory` opens each component when its turn comes and closes it right after (Apple's
+ * ml-stable-diffusion `reduceMemory`): the peak is the largest component plus activations instead
+ * of every component at once, and each call pays the components' load time (in its stage's time).
  */
 class Pipeline private constructor(
     val bundle: File,
     val manifest: Manifest,
     private val tokenizers: List<Tokenizer>,
-    private val sessions: Map<String, Session>,
+    private val engine: Engine,
+    val reduceMemory: Boolean,
+    private val sessions: MutableMap<String, Session>,
 ) : AutoCloseable {
 
     /** Milliseconds one stage took: "tokenize" (with the noise), each component, "image". */
@@ -40,10 +46,14 @@ class Pipeline private constructor(
                 val source = manifest.wiring.inputs.getValue(name).getValue(spec.name)
                 spec.name to conform(values.getValue(source), plan?.wholeInput(spec) ?: spec, "$name input ${spec.name} (from $source)")
             }
-            val session = sessions.getValue(name)
             val out = timed(stages, name) {
-                if (plan == null) session.run(feeds)
-                else component.outputs.single().name.let { mapOf(it to plan.run(session, feeds, it)) }
+                val session = sessions.getOrPut(name) { engine.open(bundle, component, manifest) }
+                try {
+                    if (plan == null) session.run(feeds)
+                    else component.outputs.single().name.let { mapOf(it to plan.run(session, feeds, it)) }
+                } finally {
+                    if (reduceMemory) sessions.remove(name)?.close()
+                }
             }
             for (spec in component.outputs) {
                 val t = out[spec.name] ?: throw IllegalStateException("$name returned no output ${spec.name}")
@@ -54,21 +64,27 @@ class Pipeline private constructor(
         return Result(image, truncated, stages)
     }
 
-    override fun close() = sessions.values.forEach { it.close() }
+    override fun close() {
+        sessions.values.forEach { it.close() }
+        sessions.clear()
+    }
 
     companion object {
-        /** Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component. */
-        fun open(bundle: File, engine: Engine): Pipeline {
+        /** Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component; opens
+         *  every component now unless `reduceMemory`. */
+        fun open(bundle: File, engine: Engine, reduceMemory: Boolean = false): Pipeline {
             val manifest = BundleVerifier.verify(bundle)
             val tokenizers = manifest.tokenizers.map { Tokenizers.load(bundle, it) }
             val sessions = LinkedHashMap<String, Session>()
-            try {
-                for (name in manifest.wiring.order) sessions[name] = engine.open(bundle, manifest.components.getValue(name), manifest)
-            } catch (e: Exception) {
-                sessions.values.forEach { it.close() }
-                throw e
+            if (!reduceMemory) {
+                try {
+                    for (name in manifest.wiring.order) sessions[name] = engine.open(bundle, manifest.components.getValue(name), manifest)
+                } catch (e: Exception) {
+                    sessions.values.forEach { it.close() }
+                    throw e
+                }
             }
-            return Pipeline(bundle, manifest, tokenizers, sessions)
+            return Pipeline(bundle, manifest, tokenizers, engine, reduceMemory, sessions)
         }
 
         /** The tensor in the dtype and shape the manifest declares (token ids become int32 for Core ML-style inputs). */

@@ -175,6 +175,35 @@ private fun pipelineTests(t: TestHarness, fixtures: File) {
         checkEqual(16, result.image.width, "width")
         checkEqual(listOf("tokenize", "text_encoder", "denoiser", "vae_decoder", "image"), result.stages.map { it.name }, "stages")
     }
+    t.test("reduceMemory holds one component at a time and makes the same image") {
+        var live = 0
+        var peak = 0
+        var opened = 0
+        val engine = object : Engine {
+            override fun open(bundle: File, component: ComponentSpec, manifest: Manifest): Session {
+                opened++
+                peak = maxOf(peak, ++live)
+                return object : Session {
+                    override fun run(inputs: Map<String, Tensor>) = component.outputs.associate { o ->
+                        o.name to Tensor.float32(o.shape, FloatArray(o.shape.fold(1) { a, b -> a * b }) { (it % 7) / 6f })
+                    }
+                    override fun close() { live-- }
+                }
+            }
+        }
+        val lean = Pipeline.open(bundle, engine, reduceMemory = true)
+        checkEqual(0, opened, "components opened before generate")
+        val image = lean.generate("a red circle", 7uL).image
+        lean.generate("a red circle", 8uL)
+        checkEqual(6, opened, "components opened by two calls")
+        checkEqual(1, peak, "components open at once")
+        checkEqual(0, live, "components left open")
+        Pipeline.open(bundle, engine).use { eager ->
+            checkEqual(3, peak, "components open at once without reduceMemory")
+            check(eager.generate("a red circle", 7uL).image.rgb.contentEquals(image.rgb)) { "another image" }
+        }
+        checkEqual(0, live, "components left open after close")
+    }
     t.test("token ids become int32 where the manifest declares int32") {
         val spec = TensorSpec("input_ids", DType.INT32, intArrayOf(1, 2))
         val out = Pipeline.conform(Tensor.integer(DType.INT64, intArrayOf(1, 2), longArrayOf(5, 6)), spec, "x")
