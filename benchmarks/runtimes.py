@@ -1,8 +1,10 @@
 """The on-device runtimes, measured here (`make bench-runtimes`).
 
-1. Throughput, side by side in one run on the same inputs: the Kotlin ClipTokenizer and
-   NoiseSource on this JVM vs the Python reference (transformers' CLIPTokenizer, backed by the
-   Rust tokenizers library; compiler.noise on numpy).
+1. Throughput, side by side in one run on the same inputs: the Swift runtime (onestep-bench,
+   release build, Swift on Linux), the Kotlin runtime on this JVM and the Python reference
+   (transformers' CLIPTokenizer, backed by the Rust tokenizers library; compiler.noise on numpy;
+   hashlib; compiler.png): CLIP tokenizer prompts/s, noise values/s, SHA-256 MB/s (what opening a
+   bundle costs: every file is hashed), PNG encode MB/s of RGB.
 2. With --real WORK: an SD-Turbo-size fp32 ONNX bundle (random seeded weights, 512 px) is
    compiled into WORK (once; about 10 minutes and 10 GB of disk), then the Kotlin Pipeline runs
    it end to end with the Python reference engine, and the peak resident memory of the JVM (the
@@ -12,7 +14,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -40,11 +44,21 @@ def kotlin_throughput(jar: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def swift_throughput() -> dict:
+    swift = shutil.which("swift") or "/opt/swift/usr/bin/swift"
+    scratch = REPO / "build" / "swift"
+    subprocess.run([swift, "build", "--quiet", "-c", "release", "--scratch-path", str(scratch), "--product", "onestep-bench"],
+                   cwd=REPO / "runtimes" / "swift", check=True)
+    done = subprocess.run([str(scratch / "release" / "onestep-bench"), str(TOKENIZER), str(PROMPTS), str(TOKENS), str(SECONDS),
+                           *NOISE_SHAPES], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def python_throughput() -> dict:
     import numpy as np
     from transformers import CLIPTokenizer
 
-    from compiler import noise
+    from compiler import noise, png
     from compiler.prompts import read_prompts
 
     prompts = read_prompts(PROMPTS, "calibration")
@@ -63,6 +77,10 @@ def python_throughput() -> dict:
         shape = tuple(int(s) for s in spec.split("x"))
         n = int(np.prod(shape))
         out["noise_values_per_s"][spec] = _rate(lambda: (noise.gaussian(42, shape), n)[1])
+    chunk = (np.arange(16 << 20) % 256).astype(np.uint8).tobytes()
+    out["sha256_mb_per_s"] = _rate(lambda: (hashlib.sha256(chunk).digest(), len(chunk))[1]) / 1e6
+    pixels = png.to_pixels(noise.gaussian(42, (1, 3, 512, 512)) * np.float32(0.25) + np.float32(0.5))
+    out["png_encode_mb_per_s"] = _rate(lambda: (png.encode(pixels), pixels.size)[1]) / 1e6
     return out
 
 
@@ -168,15 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"machine: {json.dumps(machine())}")
     jar = kotlin_jar()
-    kt, py = kotlin_throughput(jar), python_throughput()
+    runs = {"Swift": swift_throughput(), "Kotlin (JVM)": kotlin_throughput(jar), "Python": python_throughput()}
+    py = runs["Python"]
     print(f"tokenizer ({TOKENIZER.relative_to(REPO)}, {PROMPTS.relative_to(REPO)}, max_length {TOKENS}, one call per prompt)")
-    print(f"  Kotlin (JVM)   {kt['prompts_per_s']:10.0f} prompts/s   load + first prompt {kt['load_and_first_prompt_ms']:7.1f} ms")
-    print(f"  Python (Rust)  {py['prompts_per_s']:10.0f} prompts/s   load + first prompt {py['load_and_first_prompt_ms']:7.1f} ms")
-    print(f"  Kotlin / Python: {kt['prompts_per_s'] / py['prompts_per_s']:.2f}x")
+    for name, r in runs.items():
+        print(f"  {name:<13} {r['prompts_per_s']:10.0f} prompts/s   load + first prompt {r['load_and_first_prompt_ms']:7.1f} ms"
+              f"   / Python {r['prompts_per_s'] / py['prompts_per_s']:.2f}x")
     print("noise (splitmix64-box-muller-v1, values/s)")
     for spec in NOISE_SHAPES:
-        k, p = kt["noise_values_per_s"][spec], py["noise_values_per_s"][spec]
-        print(f"  {spec:<12} Kotlin {k / 1e6:7.1f} M/s   Python (numpy) {p / 1e6:7.1f} M/s   Kotlin / Python {k / p:.2f}x")
+        print(f"  {spec:<12} " + "   ".join(f"{name} {r['noise_values_per_s'][spec] / 1e6:7.1f} M/s" for name, r in runs.items()))
+    for key, what in (("sha256_mb_per_s", "SHA-256 (16 MiB chunks; Python: hashlib/OpenSSL)"),
+                      ("png_encode_mb_per_s", "PNG encode (512 px of noise, MB/s of RGB)")):
+        print(what)
+        print("  " + "   ".join(f"{name} {r[key]:8.1f} MB/s" for name, r in runs.items()))
     if args.real:
         args.real.mkdir(parents=True, exist_ok=True)
         r = run_pipeline(jar, real_bundle(args.real), args.real)

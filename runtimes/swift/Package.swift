@@ -16,6 +16,7 @@ let package = Package(
         .target(name: "OneStepReferenceEngine", dependencies: ["OneStepRuntime"], path: "Sources/OneStepReferenceEngine"),
         .executableTarget(name: "onestep-generate", dependencies: ["OneStepRuntime", "OneStepReferenceEngine"],
                           path: "Sources/onestep-generate"),
+        .executableTarget(name: "onestep-bench", dependencies: ["OneStepRuntime"], path: "Sources/onestep-bench"),
         .testTarget(name: "OneStepRuntimeTests", dependencies: ["OneStepRuntime"], path: "Tests/OneStepRuntimeTests"),
     ]
 )

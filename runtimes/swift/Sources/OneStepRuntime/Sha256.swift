@@ -111,12 +111,20 @@ public struct PortableSha256 {
     }
 
     private mutating func compress(_ block: UnsafeRawBufferPointer) {
+        w.withUnsafeMutableBufferPointer { w in
+            h.withUnsafeMutableBufferPointer { h in
+                PortableSha256.K.withUnsafeBufferPointer { k in PortableSha256.rounds(block, w, h, k) }
+            }
+        }
+    }
+
+    /// The 64 rounds on unchecked buffers and locals (bounds checks, or variables a closure
+    /// captures, cost half the throughput).
+    private static func rounds(_ block: UnsafeRawBufferPointer, _ w: UnsafeMutableBufferPointer<UInt32>,
+                               _ h: UnsafeMutableBufferPointer<UInt32>, _ k: UnsafeBufferPointer<UInt32>) {
         for t in 0..<16 {
-            let b0 = UInt32(block[4 * t]) << 24
-            let b1 = UInt32(block[4 * t + 1]) << 16
-            let b2 = UInt32(block[4 * t + 2]) << 8
-            let b3 = UInt32(block[4 * t + 3])
-            w[t] = b0 | b1 | b2 | b3
+            w[t] = UInt32(block[4 * t]) << 24 | UInt32(block[4 * t + 1]) << 16 | UInt32(block[4 * t + 2]) << 8
+                | UInt32(block[4 * t + 3])
         }
         for t in 16..<64 {
             let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
@@ -127,7 +135,7 @@ public struct PortableSha256 {
         for t in 0..<64 {
             let bigS1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
             let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ bigS1 &+ ch &+ PortableSha256.K[t] &+ w[t]
+            let t1 = hh &+ bigS1 &+ ch &+ k[t] &+ w[t]
             let bigS0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
             let maj = (a & b) ^ (a & c) ^ (b & c)
             let t2 = bigS0 &+ maj

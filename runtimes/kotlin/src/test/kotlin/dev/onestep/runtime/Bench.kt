@@ -3,8 +3,9 @@ package dev.onestep.runtime
 import java.io.File
 
 /**
- * Tokenizer and noise throughput on this JVM, for benchmarks/runtimes.py (which times the
- * Python reference on the same inputs in the same run). Prints one JSON line.
+ * Tokenizer, noise, SHA-256 and PNG throughput on this JVM, for benchmarks/runtimes.py (which
+ * times Swift's onestep-bench and the Python reference on the same inputs in the same run).
+ * Prints one JSON line.
  *
  *     java -cp JAR dev.onestep.runtime.BenchKt TOKENIZER_DIR PROMPTS_FILE MAX_LENGTH SECONDS SHAPE...
  */
@@ -29,7 +30,15 @@ fun main(args: Array<String>) {
         val n = shape.fold(1) { a, b -> a * b }
         "\"$spec\": ${rate(seconds) { NoiseSource.gaussian(42uL, n); n }}"
     }
-    println("{\"load_and_first_prompt_ms\": $firstMs, \"prompts_per_s\": $tokenizerRate, \"noise_values_per_s\": {${noise.joinToString(", ")}}}")
+    // SHA-256 over 16 MiB chunks, as BundleVerifier hashes a file; MB/s of input.
+    val chunk = ByteArray(16 shl 20) { it.toByte() }
+    val shaRate = rate(seconds) { java.security.MessageDigest.getInstance("SHA-256").digest(chunk); chunk.size } / 1e6
+    // PNG of a 512 px image of noise (incompressible, the worst case); MB/s of RGB input.
+    val pixels = NoiseSource.gaussian(42uL, 3 * 512 * 512).map { it * 0.25f + 0.5f }.toFloatArray()
+    val image = Png.pixels(Tensor.float32(intArrayOf(1, 3, 512, 512), pixels))
+    val pngRate = rate(seconds) { Png.encode(image); image.rgb.size } / 1e6
+    println("{\"load_and_first_prompt_ms\": $firstMs, \"prompts_per_s\": $tokenizerRate, \"noise_values_per_s\": {${noise.joinToString(", ")}}, " +
+        "\"sha256_mb_per_s\": $shaRate, \"png_encode_mb_per_s\": $pngRate}")
 }
 
 /** Items per second, after a warm-up of the same length (the JIT compiles the hot loops). */
