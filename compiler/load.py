@@ -126,7 +126,7 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
     `lazy`: every file is checked now, but the modules are weightless skeletons (configs only)
     until `Student.load(component)`, so a compile holds one component's weights at a time."""
     from .families import get_family
-    from .tokenizers import runtime_files
+    from .tokenizers import source_problem
 
     fam = get_family(family)
     layout = fam.layout
@@ -137,12 +137,9 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
     for sub in [*(t.encoder for t in slots), layout.denoiser]:
         _check_weights(root, sub)
     _check_weights(vae_root, decoder_subfolder)
-    for slot in slots:
-        for name in runtime_files(slot.kind):
-            # The on-device tokenizers read these files (runtimes/README.md).
-            if not (root / slot.tokenizer / name).is_file():
-                raise ModelError(str(root / slot.tokenizer / name),
-                                 f"missing: a {slot.kind} tokenizer folder needs {' and '.join(runtime_files(slot.kind))}")
+    for slot in slots:   # what the on-device tokenizers read, or what they are made from (runtimes/README.md)
+        if problem := source_problem(root / slot.tokenizer, slot.kind):
+            raise ModelError(str(problem[0]), problem[1])
 
     import transformers
     import diffusers
@@ -222,6 +219,7 @@ def _check_weights(root: Path, sub: str) -> None:
             raise ModelError(str(pickles[0]), "pickle-based weights are refused (they can execute code); "
                                               "convert them to .safetensors")
         raise ModelError(str(folder), "no .safetensors weights found")
+    _weight_variant(folder)
     from safetensors import safe_open
 
     for p in safetensors:
@@ -247,14 +245,38 @@ def _check_lengths(path: Path, size: int) -> None:
         raise ModelError(str(path), f"truncated or padded: header says {8 + n + end} bytes, file has {size}")
 
 
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+PLAIN_WEIGHTS = ("model", "diffusion_pytorch_model")
+
+
+def _weight_variant(folder: Path) -> str | None:
+    """None when the folder has plain weights (model.safetensors, diffusion_pytorch_model.safetensors,
+    sharded or not); else the one variant its files carry, as a hub download with variant="fp16"
+    arrives (diffusion_pytorch_model.fp16.safetensors only). Several variants and no plain weights
+    are ambiguous: a ModelError."""
+    variants = set()
+    for p in folder.glob("*.safetensors"):
+        stem = _SHARD.sub("", p.name.removesuffix(".safetensors"))
+        base, _, variant = stem.partition(".")
+        if base in PLAIN_WEIGHTS:
+            if not variant:
+                return None
+            variants.add(variant)
+    if len(variants) > 1:
+        raise ModelError(str(folder), f"weights in several variants ({', '.join(sorted(variants))}) and none plain: "
+                                      "keep the one to compile")
+    return variants.pop() if variants else None
+
+
 def _load(root: Path, sub: str, cls: Any) -> Any:
     import torch
 
     # fp32 as each tensor is read: a bf16 checkpoint (as the hub ships most) loaded as stored and
     # cast afterwards would hold both copies at once (15 GB instead of 10 for a Gemma-2-2B)
     dtype = {"torch_dtype": torch.float32} if hasattr(cls, "load_config") else {"dtype": torch.float32}
+    variant = _weight_variant(root / sub)
     try:
-        model = cls.from_pretrained(str(root / sub), use_safetensors=True, **dtype)
+        model = cls.from_pretrained(str(root / sub), use_safetensors=True, variant=variant, **dtype)
     except Exception as exc:
         raise ModelError(str(root / sub), f"{cls.__name__} could not load it: {first_line(exc)}") from None
     model = model.eval().float()

@@ -97,6 +97,26 @@ def runtime_files(kind: str) -> tuple[str, ...]:
     return ("vocab.json", "merges.txt") if kind == CLIP else ("tokenizer.json",)
 
 
+def source_problem(folder: Path, kind: str) -> tuple[Path, str] | None:
+    """What a student's tokenizer folder lacks, as (file, reason). A CLIP folder is the hub's
+    vocab.json + merges.txt, or the tokenizer.json alone that transformers 5 saves (the bundle
+    then ships vocab.json + merges.txt made from it); a sentencepiece folder is a tokenizer.json."""
+    needed = runtime_files(kind)
+    if all((folder / f).is_file() for f in needed) or (kind == CLIP and (folder / "tokenizer.json").is_file()):
+        return None
+    missing = next(f for f in needed if not (folder / f).is_file())
+    also = ", or a tokenizer.json" if kind == CLIP else ""
+    return folder / missing, f"missing: a {kind} tokenizer folder needs {' and '.join(needed)}{also}"
+
+
+# Prompts that exercise what a CLIP tokenizer does around its BPE (case, accents, emoji, CJK,
+# whitespace and punctuation runs, its special tokens): vocab.json + merges.txt made from a
+# tokenizer.json must give the same ids as the tokenizer.json on every one.
+PROBE_PROMPTS = ("a photo of a cat", "A RED Fox\u00a0in the snow, caf\u00e9 \U0001f98a!!", "  two   spaces\tand\ttabs  ",
+                 "\u6771\u4eac\u306e\u591c", "na\u0131ve r\u00e9sum\u00e9 \u00c5ngstr\u00f6m", "...!!!???",
+                 "<|startoftext|> inside <|endoftext|>", "")
+
+
 def load(folder: Path, index: int, kind: str, fmt: PromptFormat = PromptFormat()):
     from transformers import AutoTokenizer, CLIPTokenizer
 
@@ -120,15 +140,55 @@ def save(tok: PromptTokenizer, source: Path, folder: Path) -> None:
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
-    if tok.kind == CLIP:   # the student's own files, byte for byte
-        for f in sorted(source.iterdir()):
+    if tok.kind == CLIP and all((source / f).is_file() for f in runtime_files(CLIP)):
+        for f in sorted(source.iterdir()):   # the student's own files, byte for byte
             if f.is_file() and f.suffix in (".json", ".txt"):
                 shutil.copyfile(f, folder / f.name)
+        return
+    if tok.kind == CLIP:
+        _clip_files_from_tokenizer_json(source, folder, tok.hf)
         return
     save_pretrained(tok.hf, folder)
     for f in sorted(folder.iterdir()):
         if f.name not in (*runtime_files(tok.kind), "tokenizer_config.json", "special_tokens_map.json"):
             f.unlink()
+
+
+def _clip_files_from_tokenizer_json(source: Path, folder: Path, hf) -> None:
+    """vocab.json + merges.txt (what the runtimes read) from a tokenizer.json's BPE model, written
+    as transformers writes them, plus the folder's config files; refused (ModelError) unless the
+    new folder tokenizes PROBE_PROMPTS exactly as the tokenizer.json does."""
+    import json
+    import shutil
+
+    from transformers import CLIPTokenizer
+
+    from .errors import ModelError
+
+    where = source / "tokenizer.json"
+    try:
+        model = json.loads(where.read_text(encoding="utf-8"))["model"]
+        vocab, merges = dict(model["vocab"]), list(model["merges"])
+        if model.get("type") != "BPE":
+            raise ValueError(f"model type {model.get('type')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{where}: model", f"not a CLIP BPE tokenizer.json ({exc})") from None
+    (folder / "vocab.json").write_text(json.dumps(vocab, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
+    lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+    made = CLIPTokenizer.from_pretrained(str(folder))
+    extra = sorted(set(hf.get_vocab()) - set(made.get_vocab()))
+    if extra:   # e.g. a textual-inversion token added to the tokenizer.json only
+        raise ModelError(f"{where}: added_tokens", f"{len(extra)} tokens outside the BPE vocabulary ({extra[0]!r}...): "
+                                                   "the runtimes read vocab.json + merges.txt and cannot reproduce them")
+    for prompt in PROBE_PROMPTS:
+        if made(prompt)["input_ids"] != hf(prompt)["input_ids"]:
+            raise ModelError(str(where), f"its vocab and merges as vocab.json + merges.txt tokenize {prompt!r} "
+                                         "differently: a customized tokenizer the runtimes cannot reproduce")
 
 
 # Arguments of the load that transformers 5 writes back into tokenizer_config.json: they depend on

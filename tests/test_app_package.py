@@ -50,3 +50,17 @@ def test_seeds_outside_the_runtimes_range_are_refused(bundles, run_cli, tmp_path
                                "--out", tmp_path / "x.png")
         assert code == Exit.RECIPE and "--seed" in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_android_module_links_the_onnx_runtime_parity_ran_with():
+    """Parity is checked with the pinned onnxruntime; an app must run that same version."""
+    import re
+    import tomllib
+
+    from compiler.targets.onnx import OnnxTarget
+
+    pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)", d).groups()
+                for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    coordinate = f"com.microsoft.onnxruntime:onnxruntime-android:{pins['onnxruntime']}"
+    assert OnnxTarget.app.dependency == coordinate
+    assert coordinate in (REPO / "runtimes/kotlin/build.gradle.kts").read_text()

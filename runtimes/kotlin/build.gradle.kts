@@ -37,5 +37,5 @@ dependencies {
     // compileOnly: each engine needs its framework, and an app ships only the one its bundles were compiled for
     // (the ExecuTorch version must be the one that exported the programs; the compiler pins executorch==1.5.1).
     compileOnly("org.pytorch:executorch-android:1.5.1")
-    compileOnly("com.microsoft.onnxruntime:onnxruntime-android:1.31.0")
+    compileOnly("com.microsoft.onnxruntime:onnxruntime-android:1.32.0")
 }
