@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from compiler.bundle import MANIFEST, TIMINGS, read_verified_manifest, sign_manifest
 from compiler.errors import BundleError, Exit, RecipeError
 from compiler.recipe import load_recipe
-from conftest import FUZZ_EXAMPLES, REPO, write_recipe
+from conftest import FUZZ_EXAMPLES, REPO, attack, write_recipe
 from test_bad_inputs import Unpickled
 
 FIXTURE_BUNDLES = REPO / "runtimes" / "fixtures" / "bundles"
@@ -39,29 +39,31 @@ def test_hostile_bundles_are_refused_before_anything_is_opened(case, run_cli, tm
     """The fixtures the Kotlin and Swift runtimes are tested against, through the CLI. The valid
     fixture's programs are placeholders: a bundle whose hashes hold but whose program does not
     load is refused too (exit 7)."""
-    bundle = tmp_path / "bundle"
-    shutil.copytree(FIXTURE_BUNDLES / case, bundle, symlinks=True)
-    before = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
-    code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "x", "--out", tmp_path / "x.png")
-    _one_line(err, code, Exit.BUNDLE)
-    assert ("does not load" in err) == (case == "valid")
-    if "tokenizer_where" in CASES.get(case, {}):   # hashes hold: refused when its tokenizer is read
-        assert CASES[case]["tokenizer_where"].replace("BUNDLE", str(bundle)) in err
-    elif case != "valid":   # package copies a bundle whose hashes hold; it never opens a program
-        code, _, err = run_cli("package", "--bundle", bundle, "--out", tmp_path / "app")
+    with attack("hostile inputs"):
+        bundle = tmp_path / "bundle"
+        shutil.copytree(FIXTURE_BUNDLES / case, bundle, symlinks=True)
+        before = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
+        code, _, err = run_cli("generate", "--bundle", bundle, "--prompt", "x", "--out", tmp_path / "x.png")
         _one_line(err, code, Exit.BUNDLE)
-    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")} == before
+        assert ("does not load" in err) == (case == "valid")
+        if "tokenizer_where" in CASES.get(case, {}):   # hashes hold: refused when its tokenizer is read
+            assert CASES[case]["tokenizer_where"].replace("BUNDLE", str(bundle)) in err
+        elif case != "valid":   # package copies a bundle whose hashes hold; it never opens a program
+            code, _, err = run_cli("package", "--bundle", bundle, "--out", tmp_path / "app")
+            _one_line(err, code, Exit.BUNDLE)
+        assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")} == before
 
 
 def test_a_symlink_leaving_the_bundle_is_refused(tmp_path):
-    bundle = tmp_path / "bundle"
-    shutil.copytree(FIXTURE_BUNDLES / "valid", bundle)
-    secret = tmp_path / "secret.txt"
-    secret.write_text("outside")
-    (bundle / "tokenizer" / "merges.txt").unlink()
-    (bundle / "tokenizer" / "merges.txt").symlink_to(secret)
-    with pytest.raises(BundleError, match="outside the bundle"):
-        read_verified_manifest(bundle)
+    with attack("hostile inputs"):
+        bundle = tmp_path / "bundle"
+        shutil.copytree(FIXTURE_BUNDLES / "valid", bundle)
+        secret = tmp_path / "secret.txt"
+        secret.write_text("outside")
+        (bundle / "tokenizer" / "merges.txt").unlink()
+        (bundle / "tokenizer" / "merges.txt").symlink_to(secret)
+        with pytest.raises(BundleError, match="outside the bundle"):
+            read_verified_manifest(bundle)
 
 
 # --- model folders: hostile safetensors headers ------------------------------------------------
@@ -82,16 +84,17 @@ HOSTILE_SAFETENSORS = {
 
 @pytest.mark.parametrize("what", sorted(HOSTILE_SAFETENSORS))
 def test_hostile_safetensors_headers_are_model_errors(what, student_copy, workdir, run_cli):
-    model = student_copy()
-    weights = next((model / "unet").glob("*.safetensors"))
-    weights.write_bytes(HOSTILE_SAFETENSORS[what])
-    canary = workdir.parent / "canary"
-    (model / "unet" / "evil.bin").write_bytes(pickle.dumps(Unpickled(canary)))
-    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", write_recipe(workdir.parent / "r.yaml"),
-                           "--model", model, "--out", workdir / "out", "--quiet")
-    _one_line(err, code, Exit.MODEL)
-    assert str(weights) in err
-    assert not canary.exists() and list(workdir.iterdir()) == []
+    with attack("hostile inputs"):
+        model = student_copy()
+        weights = next((model / "unet").glob("*.safetensors"))
+        weights.write_bytes(HOSTILE_SAFETENSORS[what])
+        canary = workdir.parent / "canary"
+        (model / "unet" / "evil.bin").write_bytes(pickle.dumps(Unpickled(canary)))
+        code, _, err = run_cli("compile", "--target", "onnx", "--recipe", write_recipe(workdir.parent / "r.yaml"),
+                               "--model", model, "--out", workdir / "out", "--quiet")
+        _one_line(err, code, Exit.MODEL)
+        assert str(weights) in err
+        assert not canary.exists() and list(workdir.iterdir()) == []
 
 
 # --- recipes: YAML that would construct objects, and fuzzing -----------------------------------
@@ -103,15 +106,16 @@ def test_hostile_safetensors_headers_are_model_errors(what, student_copy, workdi
     "{{version: 1, name: x, family: eps-turbo, image: {{height: 1e309, width: 512}}}}",
 ])
 def test_recipes_never_run_code(payload, tmp_path, run_cli):
-    canary = tmp_path / "canary"
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"version: 1\nname: {payload.format(canary=canary)}\nfamily: eps-turbo\n"
-                      if not payload.startswith("{") else payload.format(canary=canary))
-    code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", tmp_path, "--out",
-                           tmp_path / "out", "--dry-run")
-    assert code in (Exit.RECIPE, Exit.MODEL), err
-    _one_line(err, code, code)
-    assert not canary.exists() and not (tmp_path / "out").exists()
+    with attack("hostile inputs"):
+        canary = tmp_path / "canary"
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(f"version: 1\nname: {payload.format(canary=canary)}\nfamily: eps-turbo\n"
+                          if not payload.startswith("{") else payload.format(canary=canary))
+        code, _, err = run_cli("compile", "--target", "onnx", "--recipe", recipe, "--model", tmp_path, "--out",
+                               tmp_path / "out", "--dry-run")
+        assert code in (Exit.RECIPE, Exit.MODEL), err
+        _one_line(err, code, code)
+        assert not canary.exists() and not (tmp_path / "out").exists()
 
 
 YAML_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
@@ -126,25 +130,27 @@ RECIPE_KEYS = st.sampled_from(["version", "name", "family", "image", "components
 @FUZZ
 @given(st.dictionaries(RECIPE_KEYS, YAML_VALUES, max_size=8))
 def test_fuzzed_recipes_load_or_raise_a_recipe_error(tmp_path_factory, data):
-    import yaml
+    with attack("fuzz examples"):
+        import yaml
 
-    path = tmp_path_factory.mktemp("fuzz") / "r.yaml"
-    path.write_text(yaml.safe_dump({"version": 1, "name": "x", "family": "eps-turbo", **data}))
-    try:
-        load_recipe(path)
-    except RecipeError as exc:
-        assert str(path) in exc.where
+        path = tmp_path_factory.mktemp("fuzz") / "r.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, "name": "x", "family": "eps-turbo", **data}))
+        try:
+            load_recipe(path)
+        except RecipeError as exc:
+            assert str(path) in exc.where
 
 
 @FUZZ
 @given(st.binary(max_size=300))
 def test_fuzzed_recipe_bytes_load_or_raise_a_recipe_error(tmp_path_factory, raw):
-    path = tmp_path_factory.mktemp("fuzz") / "r.yaml"
-    path.write_bytes(raw)
-    try:
-        load_recipe(path)
-    except RecipeError:
-        pass
+    with attack("fuzz examples"):
+        path = tmp_path_factory.mktemp("fuzz") / "r.yaml"
+        path.write_bytes(raw)
+        try:
+            load_recipe(path)
+        except RecipeError:
+            pass
 
 
 # --- manifests and bundles: fuzzing the loader and the verifier --------------------------------
@@ -172,25 +178,26 @@ JSON_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**6
 @given(st.lists(st.tuples(st.sampled_from(PATHS), JSON_VALUES, st.booleans()), min_size=1, max_size=3))
 def test_fuzzed_manifests_verify_or_raise_a_bundle_error(tmp_path_factory, edits):
     """Deliberate edits (the digest rewritten too): any value anywhere replaced or deleted."""
-    bundle = tmp_path_factory.mktemp("fuzz") / "bundle"
-    shutil.copytree(FIXTURE_BUNDLES / "valid", bundle)
-    manifest = json.loads(json.dumps(VALID))
-    for path, value, delete in edits:
-        node = manifest
+    with attack("fuzz examples"):
+        bundle = tmp_path_factory.mktemp("fuzz") / "bundle"
+        shutil.copytree(FIXTURE_BUNDLES / "valid", bundle)
+        manifest = json.loads(json.dumps(VALID))
+        for path, value, delete in edits:
+            node = manifest
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                if delete:
+                    del node[path[-1]]
+                else:
+                    node[path[-1]] = value
+            except (KeyError, IndexError, TypeError):
+                continue
+        sign_manifest(bundle, manifest)
         try:
-            for key in path[:-1]:
-                node = node[key]
-            if delete:
-                del node[path[-1]]
-            else:
-                node[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue
-    sign_manifest(bundle, manifest)
-    try:
-        read_verified_manifest(bundle)
-    except BundleError:
-        pass
+            read_verified_manifest(bundle)
+        except BundleError:
+            pass
 
 
 # Every file but timings.txt, the measured latencies that are documented as outside the hashes.
@@ -201,10 +208,11 @@ BUNDLE_FILES = sorted(p.relative_to(FIXTURE_BUNDLES / "valid").as_posix()
 @FUZZ
 @given(st.sampled_from(BUNDLE_FILES), st.integers(0, 10**6), st.integers(1, 255))
 def test_any_changed_byte_anywhere_is_refused(tmp_path_factory, rel, position, xor):
-    bundle = tmp_path_factory.mktemp("fuzz") / "bundle"
-    shutil.copytree(FIXTURE_BUNDLES / "valid", bundle)
-    data = bytearray((bundle / rel).read_bytes())
-    data[position % len(data)] ^= xor
-    (bundle / rel).write_bytes(bytes(data))
-    with pytest.raises(BundleError):
-        read_verified_manifest(bundle)
+    with attack("fuzz examples"):
+        bundle = tmp_path_factory.mktemp("fuzz") / "bundle"
+        shutil.copytree(FIXTURE_BUNDLES / "valid", bundle)
+        data = bytearray((bundle / rel).read_bytes())
+        data[position % len(data)] ^= xor
+        (bundle / rel).write_bytes(bytes(data))
+        with pytest.raises(BundleError):
+            read_verified_manifest(bundle)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from compiler.bundle import read_verified_manifest, recover_interrupted
-from conftest import tree_snapshot, write_recipe
+from conftest import attack, tree_snapshot, write_recipe
 
 
 class Harness:
@@ -37,6 +37,10 @@ class Harness:
     def kill(self, when) -> str:
         """Start a compile of the new recipe, SIGKILL it once `when(proc)` says so (or it ends by
         itself), recover as the next compile would, and say what --out holds."""
+        with attack("kills"):
+            return self._kill(when)
+
+    def _kill(self, when) -> str:
         proc = self._run()
         while proc.poll() is None and not when(proc):
             time.sleep(0.01)

@@ -14,7 +14,7 @@ enum FixtureCases {
         print("Swift: \(results.count - failed) passed, \(failed) failed")
         guard let path = ProcessInfo.processInfo.environment["ONESTEP_CASE_LOG"], !path.isEmpty else { return }
         let lines = results.map { "\($0.passed ? "PASS" : "FAIL") \($0.name)\n" }.joined()
-        FileManager.default.createFile(atPath: path, contents: Data(lines.utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(lines.utf8))
     }
 }
 
