@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -181,15 +184,54 @@ def test_verify_subcommand_gates_an_existing_bundle(int8_bundle, students, run_c
     assert code == Exit.CALIBRATION and "was calibrated on" in err and str(CALIBRATION) in err
 
 
-@pytest.mark.slow   # make test's budget: the next test compiles the same outlier student with fallback allowed
 def test_bundle_without_permission_to_fall_back_fails_naming_the_layer(outlier_student, run_cli, tmp_path):
+    """A real compile that misses its parity gate: exit 6 with one line, and --out (a bundle the
+    user had, replaced only on success with --force) untouched."""
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("the previous bundle")
+    before = tree_snapshot(out)
     code, _, err = run_cli("compile", "--target", "onnx", "--recipe", int8_recipe(tmp_path / "r.yaml"),
-                           "--model", outlier_student, "--out", out, "--quiet")
+                           "--model", outlier_student, "--out", out, "--force", "--quiet")
     assert code == Exit.PARITY
     assert "unet.conv_out" in err and "max_float_weight_fraction" in err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert not out.exists()
+    assert tree_snapshot(out) == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]   # no staging left beside it
+
+
+def test_verify_fails_on_a_bundle_whose_program_weights_changed(bundles, students, run_cli, tmp_path):
+    """A bundle whose denoiser weights were changed and whose manifest was re-signed over them
+    (hashes hold, the source model matches): `verify` recomputes parity and fails with exit 6."""
+    from compiler.bundle import file_table, sign_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundles("eps-turbo"), bundle)
+    data = bundle / "denoiser.onnx.data"
+    weights = np.frombuffer(data.read_bytes(), dtype="<f4").copy()
+    weights[: weights.size // 4] *= 1.5
+    data.write_bytes(weights.tobytes())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    sign_manifest(bundle, {**manifest, "files": file_table(bundle)})
+    code, _, err = run_cli("verify", "--bundle", bundle, "--model", students["eps-turbo"], "--quiet")
+    assert code == Exit.PARITY, err
+    assert "denoiser" in err and "Traceback" not in err
+    code, _, err = run_cli("verify", "--bundle", bundles("eps-turbo"), "--model", students["eps-turbo"], "--quiet")
+    assert code == Exit.OK, err     # the same check passes on the bundle as compiled
+
+
+def test_int8_bundle_rebuilt_in_another_process_is_byte_identical(int8_bundle, students, tmp_path):
+    """Calibration, quantization, fallback, parity and report of the int8 ONNX bundle, run again in
+    a fresh process: every file the same bytes (timings.txt, the measured latencies, aside)."""
+    again = tmp_path / "again"
+    done = subprocess.run([sys.executable, "-m", "compiler.cli", "--target", "onnx", "--recipe",
+                           str(int8_bundle.parent / "r.yaml"), "--model", str(students["eps-turbo"]), "--out", str(again),
+                           "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = tree_snapshot(int8_bundle), tree_snapshot(again)
+    first.pop("timings.txt"), second.pop("timings.txt")
+    assert sorted(first) == sorted(second)
+    assert [name for name in first if first[name] != second[name]] == []
 
 
 def test_outlier_layer_and_only_it_falls_back_to_float(outlier_student, run_cli, tmp_path):
