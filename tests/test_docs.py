@@ -38,3 +38,29 @@ def test_runtime_and_demo_readmes_say_what_was_built_and_run_here():
     for folder in ("runtimes", "ios_demo", "android_demo"):
         text = (REPO / folder / "README.md").read_text(encoding="utf-8")
         assert "manifest" in text and re.search(r"(Nothing|not)[^.]{0,60}(built|compiled)", text), folder
+
+
+def test_readme_recipe_table_matches_the_shipped_recipes():
+    """Every recipe in recipes/ has its row, with its family, and the row claims 8-bit exactly for
+    the components the recipe quantizes (a stale row said sd-turbo-int8 shipped a w8 text encoder)."""
+    import yaml
+
+    rows = {}
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 5:
+            for name in re.findall(r"`([\w.-]+\.yaml)`", cells[0]):
+                rows[name] = cells
+    shipped = sorted(p.name for p in (REPO / "recipes").glob("*.yaml"))
+    assert sorted(rows) == shipped
+    labels = {"text_encoder": "text encoder", "denoiser": "denoiser", "vae_decoder": "decoder"}
+    for name in shipped:
+        recipe = yaml.safe_load((REPO / "recipes" / name).read_text())
+        assert rows[name][1] == f"`{recipe['family']}`", name
+        claims = " ".join(rows[name][2:]).lower()
+        for component, label in labels.items():
+            spec = (recipe.get("components") or {}).get(component) or {}
+            int8 = spec.get("precision") == "int8"
+            scheme = ((spec.get("quantization") or {}).get("scheme") or "w8a8") if int8 else None
+            said = re.search(rf"\b(w8a8|w8) {label}s?\b", claims)
+            assert (said.group(1) if said else None) == scheme, f"{name}: {label} is {scheme or 'fp32'}, the row says {claims}"
