@@ -23,13 +23,16 @@ MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 # report.html is for people and hashed like every file; the latencies it shows are
 # measurements of the compiling machine, which differ run to run, so they live in timings.txt,
-# plain text read by nothing, the one file outside the hashes and the byte-identical promise.
+# plain text read by nothing, outside the hashes and the byte-identical promise (as is the
+# signature of a signed bundle, which signs the manifest and so cannot be listed in it).
 REPORT = "report.html"
 TIMINGS = "timings.txt"
+# `compile --sign-key`: a signature over manifest.json (compiler/signing.py); it cannot hash itself.
+SIGNATURE = "manifest.sig"
 # CLIP byte-level BPE from vocab.json + merges.txt, as runtimes/README.md specifies it.
 # tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder)
 TOKENIZER_FILES = {CLIP: ("vocab", "merges"), SENTENCEPIECE: ("tokenizer_json",)}
-UNHASHED = (MANIFEST, MANIFEST_DIGEST, TIMINGS)
+UNHASHED = (MANIFEST, MANIFEST_DIGEST, TIMINGS, SIGNATURE)
 
 
 def package_versions(*names: str) -> dict:

@@ -118,6 +118,9 @@ def compile_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--skip-memory-check", action="store_true",
                    help="compile even when the estimated peak memory (printed by --dry-run) exceeds this machine's")
+    p.add_argument("--sign-key", metavar="KEY.pem",
+                   help="sign manifest.json with this elliptic-curve private key (OpenSSF model signing, offline) "
+                        "into manifest.sig; `verify` and `generate` check it with --public-key")
     p.add_argument("--emit-app-package", metavar="DIR", nargs="?", const="",
                    help="also write what an app adds in one step (see `package --help`); "
                         "default DIR: <out>-app")
@@ -130,6 +133,11 @@ def _compile(args) -> None:
 
     recipe = load_recipe(args.recipe)
     from .targets import target_class
+
+    if args.sign_key:
+        from .signing import check_private_key
+
+        check_private_key(args.sign_key)
 
     target = target_class(args.target)()
     options = recipe.target_options(args.target)
@@ -166,7 +174,8 @@ def _compile(args) -> None:
     from .pipeline import compile_bundle
     from .progress import Progress
 
-    result = compile_bundle(recipe, args.target, model, out, args.force, Progress(quiet=args.quiet))
+    result = compile_bundle(recipe, args.target, model, out, args.force, Progress(quiet=args.quiet),
+                            Path(args.sign_key) if args.sign_key else None)
     _print_summary(result)
     if args.emit_app_package is not None:
         _write_package(out, Path(args.emit_app_package or f"{out}-app"), args.force)
@@ -240,6 +249,8 @@ def generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--seed", type=seed, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
+                                                          "manifest.json with this public key")
     return p
 
 
@@ -251,6 +262,10 @@ def _generate(args) -> None:
     if not out.parent.is_dir():
         raise RecipeError(f"--out {out}", "its directory does not exist")
 
+    if args.public_key:
+        from .signing import check
+
+        check(args.bundle, args.public_key)
     chain, manifest = load_bundle(args.bundle)
     from .prompts import tokenize
 

@@ -55,7 +55,7 @@ class Result:
 
 
 def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, force: bool = False,
-                   progress: Progress | None = None) -> Result:
+                   progress: Progress | None = None, sign_key: Path | None = None) -> Result:
     progress = progress or Progress(len(STAGES))
     progress.total = len(STAGES)
     target = get_target(target_name)
@@ -86,6 +86,10 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
         with progress.stage("bundle", str(out)):
             manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency,
                               decoder_cost)
+            if sign_key:   # inside the staging folder: a signed bundle appears whole or not at all
+                from .signing import sign
+
+                sign(staging, sign_key)
     return Result(Path(out), manifest, parity, latency)
 
 

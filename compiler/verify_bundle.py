@@ -34,6 +34,8 @@ def verify_parser(make_parser):
                         "component: minutes at real size)")
     p.add_argument("--json", help="also write the parity results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
+                                                          "manifest.json with this public key")
     return p
 
 
@@ -52,6 +54,10 @@ def verify_command(args) -> None:
     from .verify import chain_precision, check_parity, require
     from .wrap import wrap
 
+    if args.public_key:
+        from .signing import check
+
+        check(args.bundle, args.public_key)
     manifest = read_verified_manifest(Path(args.bundle))
     recipe = recipe_from_data(manifest["recipe"], f"{args.bundle}/manifest.json recipe")
     if args.prompts:

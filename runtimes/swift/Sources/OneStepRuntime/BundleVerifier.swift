@@ -8,7 +8,9 @@ public enum BundleVerifier {
     public static let MANIFEST = "manifest.json"
     public static let MANIFEST_DIGEST = "manifest.sha256"
     public static let TIMINGS = "timings.txt"
-    private static let UNHASHED = [MANIFEST, MANIFEST_DIGEST, TIMINGS]
+    /// `compile --sign-key`'s signature over manifest.json: an app that pins a key checks it (runtimes/README.md).
+    public static let SIGNATURE = "manifest.sig"
+    private static let UNHASHED = [MANIFEST, MANIFEST_DIGEST, TIMINGS, SIGNATURE]
 
     public static func verify(bundle: URL) throws -> Manifest {
         let path = bundle.appendingPathComponent(MANIFEST)

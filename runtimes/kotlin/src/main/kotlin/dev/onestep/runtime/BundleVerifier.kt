@@ -16,7 +16,9 @@ object BundleVerifier {
     const val MANIFEST = "manifest.json"
     const val MANIFEST_DIGEST = "manifest.sha256"
     const val TIMINGS = "timings.txt"
-    private val UNHASHED = setOf(MANIFEST, MANIFEST_DIGEST, TIMINGS)
+    /** `compile --sign-key`'s signature over manifest.json: an app that pins a key checks it (runtimes/README.md). */
+    const val SIGNATURE = "manifest.sig"
+    private val UNHASHED = setOf(MANIFEST, MANIFEST_DIGEST, TIMINGS, SIGNATURE)
 
     fun verify(bundle: File): Manifest {
         val path = File(bundle, MANIFEST)
