@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .bundle import atomic_output, read_verified_manifest
+from .bundle import FOR_PEOPLE, atomic_output, read_verified_manifest
 from .errors import EnvironmentError_
 from .targets import target_class
 
@@ -85,11 +85,11 @@ def write_app_package(bundle: Path, out: Path, force: bool = False) -> dict:
             own.mkdir(parents=True)
             (own / f"{module}.swift").write_text(SWIFT_ACCESSOR.format(module=module, engine=app.engine,
                                                                        bundle=BUNDLE_DIR))
-            _copy_tree(bundle, own / BUNDLE_DIR)
+            _copy_bundle(bundle, own / BUNDLE_DIR)
         else:
             sources = _runtime(RUNTIMES / "kotlin" / KOTLIN_SOURCES)
             dst = staging / KOTLIN_SOURCES
-            _copy_tree(sources, dst, "*.kt", skip="android")
+            _copy_tree(sources, dst, "*.kt", skip=("android",))
             for f in sorted((sources / "android").glob("*.kt")):
                 if f.stem in (app.engine, "AssetBundles"):
                     (dst / "android").mkdir(parents=True, exist_ok=True)
@@ -97,9 +97,22 @@ def write_app_package(bundle: Path, out: Path, force: bool = False) -> dict:
             package = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "bundle"
             (staging / "build.gradle.kts").write_text(GRADLE.format(name=name, target=manifest["target"], module=module,
                                                                     package=package, dependency=app.dependency))
-            _copy_tree(bundle, staging / "src" / "main" / "assets" / BUNDLE_DIR)
+            _copy_bundle(bundle, staging / "src" / "main" / "assets" / BUNDLE_DIR)
     return {"kind": "Swift package" if app.platform == "swift" else "Android library module", "module": module,
-            "engine": app.engine, "out": out}
+            "engine": app.engine, "out": out, "bundle_bytes": _bytes(bundle),
+            "shipped_bytes": _bytes(bundle) - sum(_bytes(bundle / f) for f in FOR_PEOPLE)}
+
+
+def _copy_bundle(bundle: Path, dst: Path) -> None:
+    """What the runtime reads, no more: the report and timings stay beside the bundle (an int8
+    ExecuTorch report with its thumbnails is megabytes that every download and open would carry)."""
+    _copy_tree(bundle, dst, skip=FOR_PEOPLE)
+
+
+def _bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
 def _runtime(path: Path) -> Path:
@@ -109,10 +122,10 @@ def _runtime(path: Path) -> Path:
     return path
 
 
-def _copy_tree(src: Path, dst: Path, pattern: str = "*", skip: str | None = None) -> None:
+def _copy_tree(src: Path, dst: Path, pattern: str = "*", skip: tuple[str, ...] = ()) -> None:
     for f in sorted(src.rglob(pattern)):
         rel = f.relative_to(src)
-        if not f.is_file() or (skip and rel.parts[0] == skip):
+        if not f.is_file() or rel.parts[0] in skip:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, dst / rel)

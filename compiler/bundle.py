@@ -33,6 +33,9 @@ SIGNATURE = "manifest.sig"
 # tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder)
 TOKENIZER_FILES = {CLIP: ("vocab", "merges"), SENTENCEPIECE: ("tokenizer_json",)}
 UNHASHED = (MANIFEST, MANIFEST_DIGEST, TIMINGS, SIGNATURE)
+# What an app does not carry (`package`): the report and timings are for people and stay beside the
+# bundle. A runtime accepts a bundle without report.html; `verify` requires it (with its hash).
+FOR_PEOPLE = (REPORT, TIMINGS)
 
 
 def package_versions(*names: str) -> dict:
@@ -184,9 +187,10 @@ REQUIRED_KEYS = {"schema_version": int, "target": str, "family": str, "component
                  "tokenizers": list, "noise": dict, "wiring": dict, "sampler": dict, "image": dict}
 
 
-def read_verified_manifest(bundle: Path) -> dict:
+def read_verified_manifest(bundle: Path, with_report: bool = False) -> dict:
     """Load manifest.json and prove it and every file it names are what the compiler wrote;
-    BundleError (exit 7) otherwise, before any model or tokenizer is opened."""
+    BundleError (exit 7) otherwise, before any model or tokenizer is opened. report.html may be
+    absent, as in an app's copy, unless `with_report`; when present its hash is checked."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not path.is_file():
@@ -200,6 +204,8 @@ def read_verified_manifest(bundle: Path) -> dict:
     root = bundle.resolve()
     for rel, entry in sorted(manifest["files"].items()):
         file = _inside(root, rel, path)
+        if not file.is_file() and rel == REPORT and not with_report and not file.is_symlink():
+            continue
         if not file.is_file():
             raise BundleError(f"{path}: files.{rel}", "listed file is missing")
         size = entry.get("size") if isinstance(entry, dict) else None

@@ -58,7 +58,7 @@ def verify_command(args) -> None:
         from .signing import check
 
         check(args.bundle, args.public_key)
-    manifest = read_verified_manifest(Path(args.bundle))
+    manifest = read_verified_manifest(Path(args.bundle), with_report=True)
     recipe = recipe_from_data(manifest["recipe"], f"{args.bundle}/manifest.json recipe")
     if args.prompts:
         prompts_path = args.prompts
