@@ -82,7 +82,7 @@ def child(component: str, tiny: bool) -> None:
 
 
 def _measure(component: str, tiny: bool) -> dict:
-    from compiler.targets import get_target
+    from compiler.targets.registry import get_target
 
     t0 = time.perf_counter()
     graph, params = _graph(component, tiny)

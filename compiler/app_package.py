@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .bundle import FOR_PEOPLE, atomic_output, read_verified_manifest
 from .errors import EnvironmentError_
-from .targets import target_class
+from .targets.registry import target_class
 
 RUNTIMES = Path(__file__).resolve().parents[1] / "runtimes"
 KOTLIN_SOURCES = Path("src/main/kotlin/dev/onestep/runtime")

@@ -10,10 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
-
-MAX_DEPTH = 64                       # a manifest or tokenizer.json nests about 6 levels
-MAX_MANIFEST_BYTES = 16 << 20        # a few kB per component
-MAX_TOKENIZER_BYTES = 64 << 20       # Gemma-2's tokenizer.json is 17 MB
+from .limits import MAX_JSON_DEPTH as MAX_DEPTH
 
 
 def read(path: Path, max_bytes: int) -> tuple[bytes, Any]:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 from . import bounded_json
 from .errors import BundleError, EnvironmentError_, RecipeError
+from .limits import MAX_ELEMENTS, MAX_MANIFEST_BYTES
 from .noise import ALGORITHM as NOISE_ALGORITHM
 from .tokenizers import CLIP, SENTENCEPIECE
 
@@ -195,7 +196,7 @@ def read_verified_manifest(bundle: Path, with_report: bool = False) -> dict:
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(str(path), "missing; not a bundle directory")
-    data, manifest = bounded_json.read(path, bounded_json.MAX_MANIFEST_BYTES)
+    data, manifest = bounded_json.read(path, MAX_MANIFEST_BYTES)
     manifest = _schema(manifest, path)
     _check_digest(bundle, data, manifest)
     for key, kind in REQUIRED_KEYS.items():
@@ -306,10 +307,6 @@ def _check_references(manifest: dict, path: Path) -> None:
             problems.append(f"wiring.inputs.{name}: does not name a source for each input of the component")
     if problems:
         raise BundleError(f"{path}: {problems[0].split(':')[0]}", problems[0].split(": ", 1)[1])
-
-
-# A latent or image tensor larger than this is no phone's (2^31 elements is 8 GB of float32).
-MAX_ELEMENTS = 2**31 - 1
 
 
 def _count(v) -> bool:

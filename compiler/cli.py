@@ -132,7 +132,7 @@ def _compile(args) -> None:
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    from .targets import target_class
+    from .targets.registry import target_class
 
     if args.sign_key:
         from .signing import check_private_key
@@ -228,17 +228,6 @@ def compile_main(argv: list[str] | None = None) -> int:
     return _run("compile", argv, compile_parser(), _compile)
 
 
-def seed(text: str) -> int:
-    """Seeds are what the runtimes take: unsigned 64-bit, never wrapped."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2^64 - 1]")
-    return value
-
-
 def generate_parser() -> argparse.ArgumentParser:
     p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (the bundle's "
                             "target runtime on this machine: ONNX Runtime, the ML Program evaluator or Core ML, "
@@ -247,7 +236,9 @@ def generate_parser() -> argparse.ArgumentParser:
                             "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--seed", type=seed, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
+    from .noise import seed_argument
+
+    p.add_argument("--seed", type=seed_argument, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")
     p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
                                                           "manifest.json with this public key")

@@ -46,7 +46,7 @@ def component_parameters(model: Path, subfolders: list[str]) -> dict[str, int]:
 def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int]:
     """Peak resident bytes per stage. `factors`: the target's (export, quantize) multiples."""
     from .families import get_family
-    from .quantization import CALIBRATED, scheme_of
+    from .recipe import CALIBRATED, scheme_of
 
     layout = get_family(recipe.family).layout
     text = [t.encoder for t in layout.text if not t.optional or (model / t.encoder).is_dir()]

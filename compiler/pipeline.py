@@ -13,7 +13,8 @@ import torch
 from . import __version__, noise, report
 from .bundle import REPORT, TIMINGS, atomic_output, package_versions, sha256_file, write_manifest
 from .decoder_cost import DecoderCost, compare_decoders
-from .load import Student, load_recipe_student
+from .load import load_recipe_student
+from .student import COMPONENTS, Student
 from .progress import Progress
 from .prompts import calibration_prompts, prompt_digests, read_prompts
 from .quantization import (WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
@@ -21,11 +22,12 @@ from .quantization import (WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_
 from .recipe import Recipe
 from .runtime import Chain, Deferred, Recorded
 from .streaming import Question, compile_questions, one_at_a_time
-from .targets import Artifact, Target, get_target
+from .targets import Artifact, Target
+from .targets.registry import get_target
 from .verify import TOLERANCES, Parity, check_parity, require
 from .tokenizers import save as save_tokenizer
 from .wiring import NOISE_SOURCE
-from .wrap import COMPONENTS, Graph, Wrapped, wrap
+from .wrap import Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
 TOOLS = ("torch", "diffusers", "transformers", "numpy")

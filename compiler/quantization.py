@@ -27,13 +27,11 @@ from . import noise
 from .errors import CalibrationError, ParityError, RecipeError
 from .metrics import compare
 from .prompts import tokenize
-from .recipe import Component, Quantization
+from .recipe import DEFAULT_SCHEME, Component, Quantization, scheme_of
 from .verify import Check, Tolerance
 
-DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
 WEIGHT_PRECISION = {"w8a8": "int8", "w8": "int8", "palettize6": "lut6", "palettize4": "lut4"}
 CHECK_PROMPTS = 2          # calibration prompts used to decide on fallback
-CALIBRATED = ("w8a8",)     # schemes whose activations are calibrated (the others quantize weights only)
 
 
 @dataclass
@@ -101,10 +99,6 @@ class QuantJob:
     seed: int
     tolerance: Tolerance
     progress: object = None
-
-
-def scheme_of(component: str, spec: Component) -> str:
-    return (spec.quantization or Quantization(scheme=DEFAULT_SCHEME[component])).scheme
 
 
 def plan_layers(layers: list[Layer], op_types: tuple[str, ...], component: str, spec: Component) -> None:

@@ -39,6 +39,11 @@ class Quantization:
     max_float_weight_fraction: float = 0.0
 
 
+# The scheme vocabulary, the same on every target: a component's scheme unless the recipe names one.
+DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
+CALIBRATED = ("w8a8",)     # schemes whose activations are calibrated (the others quantize weights only)
+
+
 @dataclass(frozen=True)
 class Component:
     precision: Literal["fp32", "int8"] = "fp32"
@@ -53,6 +58,10 @@ class Tiling:
     # decoded) where 512 would take 3x3 (2.25x).
     tile: int = 576
     overlap: int = 64
+
+
+def scheme_of(component: str, spec: Component) -> str:
+    return (spec.quantization or Quantization(scheme=DEFAULT_SCHEME[component])).scheme
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,7 @@ class Recipe:
 
     def target_options(self, name: str) -> Any:
         """The recipe's `targets.<name>` block, or that target's defaults."""
-        from .targets import target_class
+        from .targets.registry import target_class
 
         return self.targets.get(name) or target_class(name).Options()
 
@@ -185,7 +194,7 @@ def recipe_from_data(data: Any, where: str) -> Recipe:
 
 
 def _target_blocks(blocks: Any, where: str) -> dict[str, Any]:
-    from .targets import TARGETS, target_class
+    from .targets.registry import TARGETS, target_class
 
     if not isinstance(blocks, dict):
         raise RecipeError(f"{where}: targets", f"expected a mapping, got {type(blocks).__name__}")

@@ -15,7 +15,8 @@ from . import noise, png
 from .bundle import read_verified_manifest
 from .errors import BundleError, CompileError, RecipeError, first_line
 from .prompts import Tokens, tokenize
-from .targets import Runner, get_target
+from .targets import Runner
+from .targets.registry import get_target
 from .tiling import TilePlan, plan_from_manifest
 from .wiring import NOISE_SOURCE, Wiring
 

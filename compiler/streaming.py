@@ -21,7 +21,8 @@ from .prompts import Tokens, tokenize
 from .quantization import CHECK_PROMPTS
 from .runtime import Chain
 from .verify import heldout_inputs
-from .wrap import COMPONENTS, Graph, Wrapped, graph_module
+from .student import COMPONENTS
+from .wrap import Graph, Wrapped, graph_module
 
 
 @dataclass(frozen=True)

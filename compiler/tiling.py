@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundle import MAX_ELEMENTS
+from .limits import MAX_ELEMENTS
 
 
 def origins(length: int, tile: int, overlap: int) -> list[int]:

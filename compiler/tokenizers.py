@@ -126,10 +126,11 @@ def load(folder: Path, index: int, kind: str, fmt: PromptFormat = PromptFormat()
 
 def from_manifest(bundle: Path, index: int, entry: dict) -> PromptTokenizer:
     from . import bounded_json
+    from .limits import MAX_TOKENIZER_BYTES
 
     # The runtimes' bounds before transformers parses them: a hostile file is exit 7 naming it.
     for f in sorted((bundle / entry["folder"]).glob("*.json")):
-        bounded_json.read(f, bounded_json.MAX_TOKENIZER_BYTES)
+        bounded_json.read(f, MAX_TOKENIZER_BYTES)
     fmt = PromptFormat(max_length=entry.get("prompt_length", entry["max_length"]), prefix=entry.get("prefix", ""),
                        lowercase=bool(entry.get("lowercase", False)), mask="mask_output" in entry)
     return load(bundle / entry["folder"], index, entry["type"], fmt)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cli import seed
+from .noise import seed_argument as seed
 from .errors import BundleError, ModelError
 
 
@@ -50,7 +50,7 @@ def verify_command(args) -> None:
     from .prompts import check_not_calibrated, read_prompts
     from .recipe import recipe_from_data
     from .runtime import load_bundle
-    from .targets import get_target
+    from .targets.registry import get_target
     from .verify import chain_precision, check_parity, require
     from .wrap import wrap
 

@@ -14,7 +14,7 @@ import torch
 
 from .errors import RecipeError
 from .families import get_family
-from .load import COMPONENTS, Student
+from .student import Student
 from .recipe import Recipe
 from .tiling import TilePlan
 from .wiring import Wiring

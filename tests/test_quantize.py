@@ -449,7 +449,8 @@ def test_one_component_at_a_time_frees_each_and_keeps_every_answer_later_stages_
     from compiler.quantization import calibration_feeds
     from compiler.recipe import load_recipe
     from compiler.streaming import compile_questions, one_at_a_time
-    from compiler.wrap import COMPONENTS, wrap
+    from compiler.student import COMPONENTS
+    from compiler.wrap import wrap
 
     recipe = load_recipe(str(int8_recipe(tmp_path / "r.yaml", decoder=DECODER_W8A8)))
     heldout = read_prompts(recipe.parity.prompts, "parity.prompts")[: recipe.parity.num_prompts]

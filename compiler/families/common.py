@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ModelError, RecipeError
 from ..tokenizers import CLIP, PromptFormat
-from . import Layout, TextSlot
+from .interface import Layout, TextSlot
 
 UNET_LAYOUT = Layout(
     denoiser="unet", denoiser_class="UNet2DConditionModel",

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import RecipeError
 from ..tokenizers import PromptFormat
-from . import Layout
+from .interface import Layout
 from .common import check_latent_channels, reject_unused, run_pipeline
 from .transformer_common import CLIP_SLOT, T5_SECOND_SLOT, check_width, hidden_size, sequence_length
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ModelError
-from . import Layout
+from .interface import Layout
 from .common import check_latent_channels, reject_unused, run_pipeline
 from .schedules import exact
 from .transformer_common import T5_SLOT, MaskedEncoderGraph, check_width, hidden_size, masked_format

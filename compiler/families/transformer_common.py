@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ModelError
 from ..tokenizers import CLIP, SENTENCEPIECE, PromptFormat
-from . import TextSlot
+from .interface import TextSlot
 
 T5_SLOT = TextSlot("tokenizer", "text_encoder", SENTENCEPIECE, ("T5EncoderModel",))
 CLIP_SLOT = TextSlot("tokenizer", "text_encoder", CLIP, ("CLIPTextModel",))

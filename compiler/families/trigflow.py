@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from . import Layout
+from .interface import Layout
 from .common import check_latent_channels, reject_unused, run_pipeline
 from .transformer_common import GEMMA_SLOT, check_width, hidden_size, masked_format
 

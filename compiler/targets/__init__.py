@@ -9,14 +9,13 @@ one package plus one line in TARGETS.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from ..errors import EnvironmentError_, RecipeError
+from ..errors import RecipeError
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -101,29 +100,6 @@ class Target(Protocol):
         """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""
 
 
-# name -> "module:class". Each module's top level imports nothing heavy.
-TARGETS: dict[str, str] = {
-    "onnx": "compiler.targets.onnx:OnnxTarget",
-    "coreml": "compiler.targets.coreml:CoreMLTarget",
-    "executorch": "compiler.targets.executorch:ExecuTorchTarget",
-}
-
-
-def target_class(name: str) -> Any:
-    if name not in TARGETS:
-        raise RecipeError("--target", f"unknown target {name!r}; available: {', '.join(sorted(TARGETS))}")
-    module, cls = TARGETS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def get_target(name: str) -> Target:
-    target = target_class(name)()
-    reason = target.unavailable_reason()
-    if reason:
-        raise EnvironmentError_(f"--target {name}", reason)
-    return target
-
-
 def toolkit_problem(packages: tuple[str, ...], modules: tuple[str, ...] = ()) -> str | None:
     """Why a target's toolkit cannot be used (exit 8): packages not installed, or modules that fail
     to import (a broken install), named."""
@@ -142,7 +118,7 @@ def toolkit_problem(packages: tuple[str, ...], modules: tuple[str, ...] = ()) ->
 
 def check_schemes(target, recipe) -> None:
     """Every int8 component's scheme must be one this target can ship (exit 2 before any work)."""
-    from ..quantization import scheme_of
+    from ..recipe import scheme_of
 
     for name, spec in recipe.component_specs().items():
         if spec.precision == "int8" and scheme_of(name, spec) not in target.schemes:

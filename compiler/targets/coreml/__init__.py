@@ -44,7 +44,7 @@ class CoreMLOptions:
 
 def resolved_deployment(recipe, options: CoreMLOptions) -> tuple[str, str]:
     """(deployment target, why): the recipe's, or iOS17 raised to what its schemes need."""
-    from ...quantization import scheme_of
+    from ...recipe import scheme_of
 
     needs = [(SCHEME_MINIMUM[scheme_of(n, s)], f"components.{n} scheme {scheme_of(n, s)}")
              for n, s in recipe.component_specs().items() if s.precision == "int8"]

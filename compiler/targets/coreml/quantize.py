@@ -27,7 +27,8 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import CalibrationError, ExportError
-from ...quantization import CALIBRATED, Layer
+from ...quantization import Layer
+from ...recipe import CALIBRATED
 from .. import Artifact
 from . import convert
 

@@ -19,7 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ...quantization import CALIBRATED, Layer, sqnr
+from ...quantization import Layer, sqnr
+from ...recipe import CALIBRATED
 from .. import Artifact
 from .export import lower_and_write, quiet
 from .run import program_runner

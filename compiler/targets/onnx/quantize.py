@@ -31,7 +31,8 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import CalibrationError, RecipeError
-from ...quantization import CALIBRATED, Layer, sqnr
+from ...quantization import Layer, sqnr
+from ...recipe import CALIBRATED
 from .. import Artifact, package_files
 from .run import session_runner
 
