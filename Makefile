@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m compiler.demo
+	$(BIN)/python -m students.demo
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory test-swift

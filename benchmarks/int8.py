@@ -99,7 +99,7 @@ def _student(tiny: bool, work: Path):
     compiler.load; the real-size one is rebuilt from SEED (3.5 GB would be slow to write and read)."""
     if tiny:
         from compiler.load import load_student
-        from compiler.seeded_students import TinySpec, build
+        from compiler.testing.seeded_students import TinySpec, build
 
         folder = work / "student"
         if not (folder / "model_index.json").exists():
@@ -114,7 +114,7 @@ def _random_sd_turbo(tokenizer_dir: Path):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from compiler.load import Student
-    from compiler.seeded_students import write_tokenizer
+    from compiler.testing.seeded_students import write_tokenizer
 
     # A small-vocabulary CLIP BPE tokenizer (offline); the text encoder keeps the real 49408-row
     # embedding so the parameter count and file sizes are SD-Turbo's.

@@ -115,7 +115,7 @@ def _write_student(folder: Path) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from compiler.seeded_students import write_tokenizer
+    from compiler.testing.seeded_students import write_tokenizer
 
     write_tokenizer(folder / "tokenizer", TOKENS)
     tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))

@@ -103,7 +103,7 @@ def child_build(work: Path, tiny: bool, component: str) -> dict:
 def build(work: Path, tiny: bool) -> dict:
     """The folder layout, tokenizer and scheduler of the seeded tiny SANA-Sprint student, each
     model replaced by one of real size (one child process each, so none holds two)."""
-    from compiler.seeded_students import TinySpec, build as build_tiny, write_sentencepiece_tokenizer
+    from compiler.testing.seeded_students import TinySpec, build as build_tiny, write_sentencepiece_tokenizer
 
     folder = _model_dir(work)
     if (folder / "model_index.json").exists() and (folder / "done.json").exists():

@@ -18,7 +18,7 @@ def main(students: Path) -> None:
     from compiler.families import get_family
     from compiler.load import load_recipe_student
     from compiler.recipe import recipe_from_data
-    from compiler.seeded_students import KINDS
+    from compiler.testing.seeded_students import KINDS
 
     layouts = {"eps-turbo-xl": "eps-turbo"}     # SDXL layout, eps-turbo sampler
     out = {}

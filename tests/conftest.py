@@ -29,7 +29,7 @@ FAMILY_LAYOUTS = {
 
 @pytest.fixture(scope="session")
 def students(tmp_path_factory) -> dict[str, Path]:
-    from compiler.seeded_students import KINDS, TinySpec, build
+    from compiler.testing.seeded_students import KINDS, TinySpec, build
 
     root = tmp_path_factory.mktemp("students")
     return {k: build(root / k, TinySpec(kind=k, tiny_vae=True)) for k in KINDS}

@@ -84,3 +84,21 @@ def test_the_circle_check_finds_circles(tmp_path):
     (package / "sub" / "__init__.py").write_text("from .c import y\n")
     (package / "sub" / "c.py").write_text("from .. import a\n")
     assert cycles(import_graph(package, "pkg")) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
+
+
+def test_the_installed_compiler_is_the_product():
+    """Test fixtures, the runtimes' reference engine and the demo are tooling: the product imports
+    neither compiler.testing nor the demo student's code in students/."""
+    graph = import_graph(REPO / "compiler", "compiler")
+    product = {m: deps for m, deps in graph.items() if not m.startswith("compiler.testing")}
+    assert {m for m, deps in product.items() if any(d.startswith("compiler.testing") for d in deps)} == set()
+    outside = []
+    for path in sorted((REPO / "compiler").rglob("*.py")):
+        if "testing" in path.relative_to(REPO / "compiler").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            outside += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] == "students"]
+    assert outside == []
+    assert {"compiler.testing.seeded_students", "compiler.testing.reference_engine"} <= set(graph)

@@ -231,7 +231,7 @@ def test_programs_are_byte_identical_across_processes(tmp_path):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> tuple[Path, Path]:
     """(student, bundle): one-block UNet, AutoencoderTiny decoder quantized w8a8, compiled once."""
-    from compiler.seeded_students import TinySpec, build
+    from compiler.testing.seeded_students import TinySpec, build
 
     root = tmp_path_factory.mktemp("executorch")
     student = build(root / "student", TinySpec(kind="eps-turbo", tiny_vae=True, unet_blocks=1))

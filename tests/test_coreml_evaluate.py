@@ -28,7 +28,7 @@ class Tiny:
 
         from compiler.load import load_student
         from compiler.recipe import recipe_from_data
-        from compiler.seeded_students import TinySpec, build
+        from compiler.testing.seeded_students import TinySpec, build
         from compiler.wrap import wrap
 
         student = build(root / "eps-turbo", TinySpec(kind="eps-turbo"))

@@ -1,6 +1,7 @@
-"""`make demo` fails loudly: any failing step makes compiler.demo exit non-zero. (The full demo
+"""`make demo` fails loudly: any failing step makes students.demo exit non-zero. (The full demo
 compiles a 64x64 student; it is run by `make demo`, not here.)"""
-from compiler import cli, demo
+from compiler import cli
+from students import demo
 from compiler.errors import Exit
 
 

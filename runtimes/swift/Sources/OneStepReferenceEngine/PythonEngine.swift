@@ -2,13 +2,13 @@ import Foundation
 import OneStepRuntime
 
 /// An Engine that runs each component in the project's Python reference runtime
-/// (`python -m compiler.reference_engine`, one helper process per bundle), so the real Pipeline
+/// (`python -m compiler.testing.reference_engine`, one helper process per bundle), so the real Pipeline
 /// runs real compiled programs on Linux, where there is no Core ML: `onestep-generate --reference`
 /// and tests/test_runtime_swift.py compare its PNG with `generate`'s byte for byte. The mirror of
 /// Kotlin's PythonEngine (src/test); not part of the OneStepRuntime library an app links.
 ///
 /// Frames on the helper's stdin/stdout: a 4-byte big-endian header length, a UTF-8 JSON header,
-/// then each tensor's little-endian bytes in header order (compiler/reference_engine.py).
+/// then each tensor's little-endian bytes in header order (compiler/testing/reference_engine.py).
 public final class PythonEngine: Engine {
     private let python: String
     private let repo: URL
@@ -25,7 +25,7 @@ public final class PythonEngine: Engine {
         if process == nil {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: python)
-            p.arguments = ["-m", "compiler.reference_engine", "--bundle", bundle.path]
+            p.arguments = ["-m", "compiler.testing.reference_engine", "--bundle", bundle.path]
             p.currentDirectoryURL = repo
             let stdin = Pipe(), stdout = Pipe()
             p.standardInput = stdin

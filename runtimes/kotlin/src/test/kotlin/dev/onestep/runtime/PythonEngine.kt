@@ -8,7 +8,7 @@ import java.nio.ByteOrder
 
 /**
  * An Engine that runs each component in the project's Python reference runtime
- * (`python -m compiler.reference_engine`, one helper process per bundle), so the JVM test
+ * (`python -m compiler.testing.reference_engine`, one helper process per bundle), so the JVM test
  * exercises the real Pipeline on real compiled programs without an Android device.
  */
 class PythonEngine(private val python: String, private val repo: File) : Engine, AutoCloseable {
@@ -18,7 +18,7 @@ class PythonEngine(private val python: String, private val repo: File) : Engine,
 
     override fun open(bundle: File, component: ComponentSpec, manifest: Manifest): Session {
         if (process == null) {
-            val p = ProcessBuilder(python, "-m", "compiler.reference_engine", "--bundle", bundle.path)
+            val p = ProcessBuilder(python, "-m", "compiler.testing.reference_engine", "--bundle", bundle.path)
                 .directory(repo).redirectError(ProcessBuilder.Redirect.INHERIT).start()
             input = DataInputStream(p.inputStream.buffered())
             output = DataOutputStream(p.outputStream.buffered())

@@ -8,7 +8,7 @@ header, then each tensor's little-endian bytes in header order.
     request:  {"component": "denoiser", "tensors": [{"name", "dtype", "shape"}, ...]}
     response: {"tensors": [...]}  or  {"error": "one line"}
 
-    python -m compiler.reference_engine --bundle BUNDLE
+    python -m compiler.testing.reference_engine --bundle BUNDLE
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from .errors import first_line
+from ..errors import first_line
 
 DTYPES = {"float32": "<f4", "int64": "<i8", "int32": "<i4"}
 
@@ -54,7 +54,7 @@ def _exactly(stream, n: int) -> bytes:
 
 
 def serve(bundle: str, stdin, stdout) -> None:
-    from .runtime import load_bundle
+    from ..runtime import load_bundle
 
     chain, manifest = load_bundle(bundle)
     while (frame := read_frame(stdin)) is not None:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a bundle's components over stdin/stdout (runtime tests).")
     parser.add_argument("--bundle", required=True)
     args = parser.parse_args(argv)
-    from .cli import _quiet_libraries
+    from ..cli import _quiet_libraries
 
     _quiet_libraries()
     # Frames own the real stdout; anything a library prints (also from C code) goes to stderr.

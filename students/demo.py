@@ -6,7 +6,7 @@ program XNNPACK runs.
 If the trained shapes student has shipped (students/shapes-rf/model_index.json), it is compiled
 with recipes/shapes-rf-int8.yaml (int8 denoiser; the report compares it with
 fp32), and each image's prompt-adherence score is printed. Otherwise a seeded random-weight student of the real classes
-(compiler/seeded_students.py, the same kind the tests use) is built into build/demo-student and
+(compiler/testing/seeded_students.py, the same kind the tests use) is built into build/demo-student and
 compiled with recipes/demo-seeded.yaml: it proves the toolchain end to end, but its images are
 noise-like patterns, not pictures. The Core ML bundle is checked on Linux by the ML Program
 evaluator (Core ML itself runs only on macOS); the demo says which check verified it.
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import Exit
+from compiler.errors import Exit
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED = Path("students/shapes-rf")
@@ -47,7 +47,7 @@ def _trained_prompts() -> list[str]:
 
 
 def _seeded_student() -> None:
-    from .seeded_students import TinySpec, build
+    from compiler.testing.seeded_students import TinySpec, build
 
     _say(f"demo: building a SEEDED RANDOM-WEIGHT student (eps-turbo layout, real diffusers/transformers classes) "
          f"into {SEEDED}")
@@ -76,14 +76,14 @@ def _psnr(a: Path, b: Path) -> float:
     import numpy as np
     from PIL import Image
 
-    from .metrics import compare
+    from compiler.metrics import compare
 
     x, y = (np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255.0 for p in (a, b))
     return compare(x, y, data_range=1.0).psnr_db
 
 
 def _recipe_name(recipe: Path) -> str:
-    from .recipe import load_recipe
+    from compiler.recipe import load_recipe
 
     return load_recipe(recipe).name
 
@@ -91,8 +91,8 @@ def _recipe_name(recipe: Path) -> str:
 def main() -> int:
     os.chdir(REPO)  # recipes name their prompt files and models relative to the repository root
     sys.path.insert(0, str(REPO))  # students/shapes (the shipped student's package) lives in the checkout
-    from .cli import _quiet_libraries, compile_main, generate_main
-    from .report import delegation_line
+    from compiler.cli import _quiet_libraries, compile_main, generate_main
+    from compiler.report import delegation_line
 
     _quiet_libraries()  # before the seeded student build imports diffusers
 
