@@ -17,7 +17,9 @@ SCRATCH="$ROOT/build/swift"
 cd "$ROOT/runtimes/swift"
 swift build --quiet --scratch-path "$SCRATCH"
 rm -f "$ROOT/build/swift-cases.txt"
-ONESTEP_CASE_LOG="$ROOT/build/swift-cases.txt" swift test --quiet --scratch-path "$SCRATCH"
+# XCTest prints two lines per test method; keep failures and the closing lines
+ONESTEP_CASE_LOG="$ROOT/build/swift-cases.txt" swift test --quiet --scratch-path "$SCRATCH" 2>&1 \
+    | grep -v -E "^Test Case '.*' (started|passed)"
 KOTLIN="$ROOT/build/kotlin-cases.txt"
 if [ ! -f "$KOTLIN" ]; then
     echo "runtimes/swift: $KOTLIN missing: run make test-kotlin first" >&2
