@@ -104,7 +104,7 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
     from compiler.recipe import Component, Quantization
     from compiler.targets.coreml.evaluate import evaluate_package
     from compiler.targets.coreml.quantize import CoreMLQuantizer
-    from compiler.verify import TOLERANCES, heldout_inputs
+    from compiler.parity import TOLERANCES, heldout_inputs
 
     recipe, student, wrapped = _setup(work, tiny, image)
     params = bench._parameters(component, wrapped.graphs[component])

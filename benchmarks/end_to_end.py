@@ -82,7 +82,7 @@ def child_decoder(work: Path, tiny: bool, image: int, prompts: int, float_fracti
     from compiler.recipe import Calibration, Components, Decoder, Image, Quantization, Recipe
     from compiler.targets.onnx import OnnxTarget
     from compiler.targets.onnx.quantize import OnnxQuantizer
-    from compiler.verify import TOLERANCES, heldout_inputs
+    from compiler.parity import TOLERANCES, heldout_inputs
     from compiler.wrap import DecoderGraph, Graph, wrap
 
     spec = Decoder("int8", Quantization(scheme="w8a8", max_float_weight_fraction=float_fraction))

@@ -67,7 +67,7 @@ def _int8_job(component: str, reference, recipe):
     from compiler.prompts import calibration_prompts
     from compiler.quantization import QuantJob
     from compiler.recipe import Component, Quantization
-    from compiler.verify import TOLERANCES
+    from compiler.parity import TOLERANCES
 
     return QuantJob(component, Component("int8", Quantization(scheme=SCHEME[component])), reference,
                     calibration_prompts(recipe, bench._heldout_file(recipe)), recipe.calibration.seed,

@@ -45,9 +45,9 @@ What is printed (measured side by side in one run; goals are printed, never asse
                 once what verify asks of it is recorded. Goal: <= 3x, and flat in the number of
                 prompts (the largest setting's peak within 10% of the smallest's).
   accuracy      int8 vs the torch fp32 reference on 2 held-out prompts (calibration/heldout.txt,
-                never calibrated on), each component fed the reference's inputs as compiler.verify
+                never calibrated on), each component fed the reference's inputs as compiler.parity
                 does: worst PSNR (dB, against the reference's peak-to-peak range) and cosine. The
-                compiler's own gate (compiler.verify.TOLERANCES) is shown beside it. "calib check"
+                compiler's own gate (compiler.parity.TOLERANCES) is shown beside it. "calib check"
                 is quantize_component's own check on 2 calibration prompts.
   machine       CPU model, cores, avx2 / avx512 / vnni / amx flags (VNNI gives int8 dot
                 products; without it ORT's int8 kernels lose much of their edge), and the
@@ -221,7 +221,7 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
     from compiler.quantization import QuantJob, quantize_component
     from compiler.targets.onnx import OnnxTarget
     from compiler.targets.onnx.quantize import OnnxQuantizer
-    from compiler.verify import TOLERANCES
+    from compiler.parity import TOLERANCES
     from compiler.wrap import wrap
 
     exported = json.loads((work / "export.json").read_text())
@@ -261,7 +261,7 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
 def _heldout_accuracy(reference, recipe, target, denoiser: Path, text_encoder: Path) -> dict:
     """int8 vs torch fp32 on the held-out prompts, each component fed the reference's inputs."""
     from compiler.metrics import compare
-    from compiler.verify import heldout_inputs
+    from compiler.parity import heldout_inputs
 
     run_denoiser, run_text = target.runner(denoiser), target.runner(text_encoder)
     rows = {"denoiser": [], "text_encoder": []}
@@ -386,7 +386,7 @@ def _num(v, width: int, fmt: str) -> str:
 
 
 def _calibration_table(calibs: list[dict], weight_bytes: int) -> list[str]:
-    from compiler.verify import TOLERANCES
+    from compiler.parity import TOLERANCES
 
     gate = TOLERANCES[("denoiser", "int8")]
     lines = [f"calibration (denoiser w8a8, one child process per setting; x = multiple of the denoiser's fp32 "

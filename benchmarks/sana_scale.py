@@ -169,7 +169,7 @@ class Sampler:
 def run_compile(work: Path, recipe: Path) -> tuple[int, list[tuple[float, str]], Sampler, float]:
     out = work / "bundle"
     # `-m` from the repository root: this checkout's compiler, whatever the venv has installed
-    cmd = [sys.executable, "-m", "compiler.cli", "--target", "onnx", "--recipe", str(recipe),
+    cmd = [sys.executable, "-m", "compiler.commands.compile", "--target", "onnx", "--recipe", str(recipe),
            "--model", str(_model_dir(work)), "--out", str(out), "--force"]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -189,7 +189,7 @@ def segments(lines: list[tuple[float, str]], end: float) -> list[tuple[float, fl
 
 
 def dry_run_estimate(work: Path, recipe: Path) -> dict:
-    cmd = [sys.executable, "-m", "compiler.cli", "--target", "onnx", "--recipe", str(recipe),
+    cmd = [sys.executable, "-m", "compiler.commands.compile", "--target", "onnx", "--recipe", str(recipe),
            "--model", str(_model_dir(work)), "--dry-run"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     return json.loads(proc.stdout)["plan"]["peak_memory_estimate_gb"] if proc.returncode == 0 else {}

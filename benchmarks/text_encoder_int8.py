@@ -13,7 +13,7 @@ OpenCLIP-H size, random seeded weights) and compares, side by side in one proces
 Printed per variant: median ORT CPU ms over --repeats runs after one warm-up (one session at a
 time), speed-up over fp32, bytes per parameter on disk, and the worst PSNR / cosine against the
 fp32 file on held-out prompts, next to the compiler's text encoder int8 gate
-(compiler.verify.TOLERANCES). Nothing is asserted.
+(compiler.parity.TOLERANCES). Nothing is asserted.
 
     python benchmarks/int8.py --work /tmp/int8 --prompts 8     # once: writes fp32/text_encoder.onnx
     python benchmarks/text_encoder_int8.py --work /tmp/int8
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from compiler.metrics import compare
     from compiler.prompts import read_prompts, tokenize
     from compiler.tokenizers import CLIP, load as load_tokenizer
-    from compiler.verify import TOLERANCES
+    from compiler.parity import TOLERANCES
 
     work = Path(args.work)
     src = work / "fp32" / "text_encoder.onnx"

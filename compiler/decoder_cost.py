@@ -39,7 +39,7 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
     import torch
 
     from .load import load_full_decoder
-    from .verify import heldout_inputs
+    from .parity import heldout_inputs
     from .wrap import DecoderGraph
 
     tiny = type(student.vae).__name__ == "AutoencoderTiny"

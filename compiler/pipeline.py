@@ -24,7 +24,7 @@ from .runtime import Chain, Deferred, Recorded
 from .streaming import Question, compile_questions, one_at_a_time
 from .targets import Artifact, Target
 from .targets.registry import get_target
-from .verify import TOLERANCES, Parity, check_parity, require
+from .parity import TOLERANCES, Parity, check_parity, require
 from .tokenizers import save as save_tokenizer
 from .wiring import NOISE_SOURCE
 from .wrap import Graph, Wrapped, wrap

@@ -28,7 +28,7 @@ from .errors import CalibrationError, ParityError, RecipeError
 from .metrics import compare
 from .prompts import tokenize
 from .recipe import DEFAULT_SCHEME, Component, Quantization, scheme_of
-from .verify import Check, Tolerance
+from .parity import Check, Tolerance
 
 WEIGHT_PRECISION = {"w8a8": "int8", "w8": "int8", "palettize6": "lut6", "palettize4": "lut4"}
 CHECK_PROMPTS = 2          # calibration prompts used to decide on fallback

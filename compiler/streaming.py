@@ -20,7 +20,7 @@ from . import noise
 from .prompts import Tokens, tokenize
 from .quantization import CHECK_PROMPTS
 from .runtime import Chain
-from .verify import heldout_inputs
+from .parity import heldout_inputs
 from .student import COMPONENTS
 from .wrap import Graph, Wrapped, graph_module
 

@@ -91,7 +91,9 @@ def _recipe_name(recipe: Path) -> str:
 def main() -> int:
     os.chdir(REPO)  # recipes name their prompt files and models relative to the repository root
     sys.path.insert(0, str(REPO))  # students/shapes (the shipped student's package) lives in the checkout
-    from compiler.cli import _quiet_libraries, compile_main, generate_main
+    from compiler.cli import _quiet_libraries
+    from compiler.commands import compile as compile_command
+    from compiler.commands import generate as generate_command
     from compiler.report import delegation_line
 
     _quiet_libraries()  # before the seeded student build imports diffusers
@@ -117,8 +119,8 @@ def main() -> int:
     for target in TARGETS:
         bundle = Path("build") / f"{_recipe_name(recipe)}-{target}"
         _say(f"demo: compile --target {target} --recipe {recipe} --model {model} --out {bundle} --force")
-        code = compile_main(["--target", target, "--recipe", str(recipe), "--model", str(model), "--out", str(bundle),
-                             "--force", "--emit-app-package"])
+        code = compile_command.main(["--target", target, "--recipe", str(recipe), "--model", str(model),
+                                     "--out", str(bundle), "--force", "--emit-app-package"])
         if code != Exit.OK:
             print(f"demo: compile failed (--target {target}) with exit code {code}", file=sys.stderr)
             return code
@@ -128,7 +130,8 @@ def main() -> int:
         for prompt in prompts:
             png = IMAGES / f"{_slug(prompt)}-{target}.png"
             _say(f"demo: generate --bundle {bundle} --prompt {prompt!r} --seed {SEED} --out {png}")
-            code = generate_main(["--bundle", str(bundle), "--prompt", prompt, "--seed", str(SEED), "--out", str(png)])
+            code = generate_command.main(["--bundle", str(bundle), "--prompt", prompt, "--seed", str(SEED),
+                                          "--out", str(png)])
             if code != Exit.OK:
                 print(f"demo: generate failed with exit code {code}", file=sys.stderr)
                 return code

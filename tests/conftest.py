@@ -62,12 +62,12 @@ def compile_quietly(target: str, recipe: Path, model: Path, out: Path, *extra: s
     import contextlib
     import io
 
-    from compiler import cli
+    from compiler.commands import compile as compile_command
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = cli.compile_main(["--target", target, "--recipe", str(recipe), "--model", str(model),
-                                 "--out", str(out), "--quiet", *extra])
+        code = compile_command.main(["--target", target, "--recipe", str(recipe), "--model", str(model),
+                                     "--out", str(out), "--quiet", *extra])
     return int(code), err.getvalue()
 
 
@@ -159,11 +159,11 @@ TILED_DECODER = ("components: {vae_decoder: {precision: int8, tiling: {tile: 16,
 
 @pytest.fixture
 def run_cli(capsys):
-    """Run an entry point in-process; returns (exit code, stdout, stderr)."""
-    from compiler import cli
+    """Run a console command in-process (compiler/commands/<entry>.py); returns (exit code, stdout, stderr)."""
+    import importlib
 
     def run(entry: str, *args: str):
-        code = getattr(cli, f"{entry}_main")(list(map(str, args)))
+        code = importlib.import_module(f"compiler.commands.{entry}").main(list(map(str, args)))
         out = capsys.readouterr()
         return int(code), out.out, out.err
 
@@ -174,7 +174,7 @@ def run_cli(capsys):
 def generated_png(tmp_path_factory) -> Callable[[Path, str, str], bytes]:
     """`generate`'s PNG for (bundle, prompt, seed), made once per session: the Kotlin and the Swift
     pipelines are both compared with it."""
-    from compiler import cli
+    from compiler.commands import generate as generate_command
     from compiler.errors import Exit
 
     root = tmp_path_factory.mktemp("generated")
@@ -184,7 +184,8 @@ def generated_png(tmp_path_factory) -> Callable[[Path, str, str], bytes]:
         key = (str(bundle), prompt, seed)
         if key not in made:
             out = root / f"{len(made)}.png"
-            code = cli.generate_main(["--bundle", str(bundle), "--prompt", prompt, "--seed", seed, "--out", str(out)])
+            code = generate_command.main(["--bundle", str(bundle), "--prompt", prompt, "--seed", seed,
+                                          "--out", str(out)])
             assert code == Exit.OK, f"generate {bundle} seed {seed}: exit {code}"
             made[key] = out.read_bytes()
         return made[key]

@@ -175,7 +175,7 @@ def test_rebuild_in_another_process_is_byte_identical(coreml_bundles, students, 
     recipe = write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=LOW_BIT + CALIBRATION)
     again = tmp_path / "again"
     env = {**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "compiler.cli", "--target", "coreml", "--recipe", str(recipe),
+    subprocess.run([sys.executable, "-m", "compiler.commands.compile", "--target", "coreml", "--recipe", str(recipe),
                     "--model", str(students["eps-turbo"]), "--out", str(again), "--quiet"],
                    check=True, cwd=tmp_path, env=env, capture_output=True)
     a, b = tree_snapshot(first), tree_snapshot(again)
@@ -256,7 +256,7 @@ def test_checker_catches_a_wrong_lowering_of_one_op(students, tmp_path, monkeypa
     from compiler.metrics import compare
     from compiler.recipe import load_recipe
     from compiler.targets.coreml import CoreMLTarget
-    from compiler.verify import TOLERANCES
+    from compiler.parity import TOLERANCES
     from compiler.wrap import wrap
 
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", "eps-turbo"))

@@ -348,7 +348,7 @@ def test_bundle_rebuild_in_another_process_is_byte_identical(students, tmp_path)
     outs = []
     for seed in ("1", "99"):
         out = tmp_path / f"b{seed}"
-        subprocess.run([sys.executable, "-m", "compiler.cli", "--target", "executorch", "--recipe", str(recipe),
+        subprocess.run([sys.executable, "-m", "compiler.commands.compile", "--target", "executorch", "--recipe", str(recipe),
                         "--model", str(students["eps-turbo"]), "--out", str(out), "--quiet"], check=True,
                        cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)},
                        capture_output=True)

@@ -1,6 +1,7 @@
 """`make demo` fails loudly: any failing step makes students.demo exit non-zero. (The full demo
 compiles a 64x64 student; it is run by `make demo`, not here.)"""
-from compiler import cli
+from compiler.commands import compile as compile_command
+from compiler.commands import generate as generate_command
 from students import demo
 from compiler.errors import Exit
 
@@ -12,7 +13,7 @@ def test_trained_student_without_its_recipe_is_an_error(tmp_path, monkeypatch, c
     (trained / "model_index.json").write_text("{}")
     monkeypatch.setattr(demo, "TRAINED", trained)
     monkeypatch.setattr(demo, "TRAINED_RECIPE", tmp_path / "missing.yaml")
-    monkeypatch.setattr(cli, "compile_main", lambda argv: (_ for _ in ()).throw(AssertionError("must not compile")))
+    monkeypatch.setattr(compile_command, "main", lambda argv: (_ for _ in ()).throw(AssertionError("must not compile")))
     assert demo.main() == Exit.RECIPE
     assert "missing.yaml" in capsys.readouterr().err
 
@@ -21,8 +22,8 @@ def test_a_failing_compile_fails_the_demo(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(demo, "TRAINED", tmp_path / "no-trained-student")
     monkeypatch.setattr(demo, "_seeded_student", lambda: None)
-    monkeypatch.setattr(cli, "compile_main", lambda argv: Exit.PARITY)
-    monkeypatch.setattr(cli, "generate_main", lambda argv: (_ for _ in ()).throw(AssertionError("must not run")))
+    monkeypatch.setattr(compile_command, "main", lambda argv: Exit.PARITY)
+    monkeypatch.setattr(generate_command, "main", lambda argv: (_ for _ in ()).throw(AssertionError("must not run")))
     assert demo.main() == Exit.PARITY
     assert "compile failed" in capsys.readouterr().err
 
@@ -32,7 +33,7 @@ def test_a_failing_generate_fails_the_demo(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "TRAINED", tmp_path / "no-trained-student")
     monkeypatch.setattr(demo, "IMAGES", tmp_path / "images")
     monkeypatch.setattr(demo, "_seeded_student", lambda: None)
-    monkeypatch.setattr(cli, "compile_main", lambda argv: Exit.OK)
-    monkeypatch.setattr(cli, "generate_main", lambda argv: Exit.BUNDLE)
+    monkeypatch.setattr(compile_command, "main", lambda argv: Exit.OK)
+    monkeypatch.setattr(generate_command, "main", lambda argv: Exit.BUNDLE)
     assert demo.main() == Exit.BUNDLE
     assert "generate failed" in capsys.readouterr().err

@@ -30,7 +30,7 @@ class Harness:
         self.previous = tree_snapshot(self.out)
 
     def _run(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "compiler.cli", "--target", "onnx", "--recipe",
+        return subprocess.Popen([sys.executable, "-m", "compiler.commands.compile", "--target", "onnx", "--recipe",
                                  str(self.recipe), "--model", str(self.model), "--out", str(self.out),
                                  "--force", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

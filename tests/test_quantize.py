@@ -44,7 +44,7 @@ parity: {{prompts: {prompts}, num_prompts: {num_prompts}, seed: 3}}
 
 @pytest.fixture(scope="session")
 def int8_bundle(students, tmp_path_factory):
-    from compiler.cli import compile_main
+    from compiler.commands.compile import main as compile_main
 
     tmp = tmp_path_factory.mktemp("int8")
     recipe = int8_recipe(tmp / "r.yaml", text_encoder="{precision: int8, quantization: {scheme: w8}}", num_prompts=3,
@@ -224,7 +224,7 @@ def test_int8_bundle_rebuilt_in_another_process_is_byte_identical(int8_bundle, s
     """Calibration, quantization, fallback, parity and report of the int8 ONNX bundle, run again in
     a fresh process: every file the same bytes (timings.txt, the measured latencies, aside)."""
     again = tmp_path / "again"
-    done = subprocess.run([sys.executable, "-m", "compiler.cli", "--target", "onnx", "--recipe",
+    done = subprocess.run([sys.executable, "-m", "compiler.commands.compile", "--target", "onnx", "--recipe",
                            str(int8_bundle.parent / "r.yaml"), "--model", str(students["eps-turbo"]), "--out", str(again),
                            "--quiet"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

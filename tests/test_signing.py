@@ -29,7 +29,7 @@ def _keys(folder):
 @pytest.fixture(scope="module")
 def signed(students, bundles, tmp_path_factory):
     """The eps-turbo bundle of the session, compiled again with --sign-key; (bundle, public key)."""
-    from compiler.cli import compile_main
+    from compiler.commands.compile import main as compile_main
 
     root = tmp_path_factory.mktemp("signed")
     key, pub = _keys(root / "keys")

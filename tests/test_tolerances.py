@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from compiler.metrics import Metrics
-from compiler.verify import END_TO_END, TOLERANCES, Check, Parity, Sample
+from compiler.parity import END_TO_END, TOLERANCES, Check, Parity, Sample
 
 
 def _parity(ssim: float) -> Parity:

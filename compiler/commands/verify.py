@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .noise import seed_argument as seed
-from .errors import BundleError, ModelError
+from ..cli import _parser, _run
+from ..errors import BundleError, ModelError
+from ..noise import seed_argument as seed
 
 
-def verify_parser(make_parser):
-    p = make_parser("verify", "Re-run the accuracy checks of a compiled bundle against its source model, both "
+def parser():
+    p = _parser("verify", "Re-run the accuracy checks of a compiled bundle against its source model, both "
                               "passes compile runs: for a quantized bundle the float export (re-exported into a "
                               "temporary folder) vs the torch fp32 reference, then the shipped bundle vs the "
                               "reference; every component and the end-to-end image, on held-out prompts, with the "
@@ -39,23 +40,23 @@ def verify_parser(make_parser):
     return p
 
 
-def verify_command(args) -> None:
+def _verify(args) -> None:
     import tempfile
 
-    from .bundle import read_verified_manifest
-    from .load import load_recipe_student
-    from .pipeline import export, source_fingerprint, torch_chain
-    from .streaming import heldout_questions, record_reference
-    from .progress import Progress
-    from .prompts import check_not_calibrated, read_prompts
-    from .recipe import recipe_from_data
-    from .runtime import load_bundle
-    from .targets.registry import get_target
-    from .verify import chain_precision, check_parity, require
-    from .wrap import wrap
+    from ..bundle import read_verified_manifest
+    from ..load import load_recipe_student
+    from ..pipeline import export, source_fingerprint, torch_chain
+    from ..streaming import heldout_questions, record_reference
+    from ..progress import Progress
+    from ..prompts import check_not_calibrated, read_prompts
+    from ..recipe import recipe_from_data
+    from ..runtime import load_bundle
+    from ..targets.registry import get_target
+    from ..parity import chain_precision, check_parity, require
+    from ..wrap import wrap
 
     if args.public_key:
-        from .signing import check
+        from ..signing import check
 
         check(args.bundle, args.public_key)
     manifest = read_verified_manifest(Path(args.bundle), with_report=True)
@@ -135,3 +136,7 @@ def calibration_digests(calibration, bundle) -> list[str]:
         raise BundleError(f"{bundle}/manifest.json: quantization.calibration.prompt_digests",
                           "missing or malformed (bundle written by an older compiler); compile it again")
     return digests
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _run("verify", argv, parser(), _verify)

@@ -1,4 +1,5 @@
-"""Stage 5, verify: parity of a candidate chain (exported / quantized) against the torch fp32
+"""Stage 5, verify (the `verify` command, which re-runs it on a bundle, is compiler/commands/verify.py):
+parity of a candidate chain (exported / quantized) against the torch fp32
 reference, per component and end to end, on held-out prompts. One tolerance table; a miss
 (NaN included) is a ParityError naming the component and by how much."""
 from __future__ import annotations

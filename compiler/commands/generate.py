@@ -1,0 +1,59 @@
+"""`generate`: one PNG from a bundle with the reference runtime, hashes (and a signature) first."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..cli import _parser, _run
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (the bundle's "
+                            "target runtime on this machine: ONNX Runtime, the ML Program evaluator or Core ML, "
+                            "ExecuTorch). "
+                            "The bundle's hashes are checked first; the noise comes from the documented portable "
+                            "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
+    p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
+    p.add_argument("--prompt", required=True)
+    from ..noise import seed_argument
+
+    p.add_argument("--seed", type=seed_argument, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
+    p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
+                                                          "manifest.json with this public key")
+    return p
+
+
+def _generate(args) -> None:
+    from ..errors import RecipeError
+    from ..runtime import load_bundle, to_png
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise RecipeError(f"--out {out}", "its directory does not exist")
+
+    if args.public_key:
+        from ..signing import check
+
+        check(args.bundle, args.public_key)
+    chain, manifest = load_bundle(args.bundle)
+    from ..prompts import tokenize
+
+    if tokenize(chain.tokenizers, args.prompt).truncated:
+        print(f"generate: warning: prompt truncated to {manifest['tokenizers'][0]['max_length']} tokens",
+              file=sys.stderr)
+    image = chain(args.prompt, args.seed)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        to_png(image, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _run("generate", argv, parser(), _generate)
