@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch 2.13 CPU comes from the machine's local wheel folder; it is installed first so
-	# nothing else pulls a CUDA build.
+	# torch 2.13 first, so nothing else pulls another build: the CPU wheel where the machine has one
+	# in pip's find-links folder (PIP_FIND_LINKS), else PyPI's (several GB, once per machine).
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
