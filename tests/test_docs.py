@@ -29,8 +29,32 @@ def test_cli_help_lists_every_exit_code():
     assert {int(code) for code in Exit} <= listed
 
 
-def test_placeholder_sections_exist_for_later_work():
-    assert "## Quantization (int8)" in README and "## Trained student" in README
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def test_every_link_of_the_readme_and_docs_resolves():
+    """The README is a front door (issue 26): details live in docs/, and every link from either,
+    file and anchor, leads somewhere."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and (file.suffix != ".md" or anchor not in _anchors(file.read_text(encoding="utf-8"))):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []
+    assert len(README.splitlines()) <= 260
+    for doc in ("targets", "families", "bundle", "quantization", "benchmarks", "student"):
+        assert f"](docs/{doc}.md)" in README, doc
 
 
 def test_runtime_and_demo_readmes_say_what_was_built_and_run_here():
