@@ -10,6 +10,7 @@ tolerance miss is exit 6.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from ..errors import BundleError, ModelError
 from ..noise import seed_argument as seed
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = _parser("verify", "Re-run the accuracy checks of a compiled bundle against its source model, both "
-                              "passes compile runs: for a quantized bundle the float export (re-exported into a "
-                              "temporary folder) vs the torch fp32 reference, then the shipped bundle vs the "
-                              "reference; every component and the end-to-end image, on held-out prompts, with the "
-                              "tolerance table the compiler used. Exit 0 only when every check passes.")
+                          "passes compile runs: for a quantized bundle the float export (re-exported into a "
+                          "temporary folder) vs the torch fp32 reference, then the shipped bundle vs the "
+                          "reference; every component and the end-to-end image, on held-out prompts, with the "
+                          "tolerance table the compiler used. Exit 0 only when every check passes.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--model", required=True, help="the diffusers folder the bundle was compiled from")
     p.add_argument("--prompts", help="held-out prompt file, relative to the working directory (default: the "

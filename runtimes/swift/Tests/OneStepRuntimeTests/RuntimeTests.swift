@@ -267,13 +267,16 @@ final class RuntimeTests: XCTestCase {
 
     // MARK: pipeline
 
-    /// An engine whose sessions record their inputs and answer every output with a known ramp.
+    /// An engine whose sessions record their inputs and answer every output with a known ramp; it
+    /// counts the sessions opened and open at once.
     private final class RecordingEngine: Engine {
         var seen: [String: [String: Tensor]] = [:]
-        var opened = 0
+        var opened = 0, live = 0, peak = 0
 
         func open(bundle: URL, component: ComponentSpec, manifest: Manifest) throws -> any Session {
             opened += 1
+            live += 1
+            peak = max(peak, live)
             return RecordingSession(engine: self, component: component)
         }
     }
@@ -295,6 +298,8 @@ final class RuntimeTests: XCTestCase {
             }
             return out
         }
+
+        func close() { engine.live -= 1 }
     }
 
     func testPipelineFeedsEachInputFromItsWiredSource() throws {
@@ -316,40 +321,10 @@ final class RuntimeTests: XCTestCase {
         XCTAssertEqual(result.stages.map { $0.name }, ["tokenize", "text_encoder", "denoiser", "vae_decoder", "image"], "stages")
     }
 
-    /// Counts the sessions open at once; every output a ramp.
-    private final class CountingEngine: Engine {
-        var live = 0, peak = 0, opened = 0
-
-        func open(bundle: URL, component: ComponentSpec, manifest: Manifest) throws -> any Session {
-            opened += 1
-            live += 1
-            peak = max(peak, live)
-            return CountingSession(engine: self, component: component)
-        }
-    }
-
-    private final class CountingSession: Session {
-        let engine: CountingEngine
-        let component: ComponentSpec
-
-        init(engine: CountingEngine, component: ComponentSpec) {
-            self.engine = engine
-            self.component = component
-        }
-
-        func run(_ inputs: [String: Tensor]) throws -> [String: Tensor] {
-            var out: [String: Tensor] = [:]
-            for o in component.outputs { out[o.name] = Tensor.float32(shape: o.shape, data: ramp(o.shape.reduce(1, *))) }
-            return out
-        }
-
-        func close() { engine.live -= 1 }
-    }
-
     func testReduceMemoryHoldsOneComponentAtATime() throws {
         fixtureCase("reduceMemory holds one component at a time and makes the same image") {
             let bundle = fixture("bundles/valid")
-            let engine = CountingEngine()
+            let engine = RecordingEngine()
             let lean = try Pipeline.open(bundle: bundle, engine: engine, reduceMemory: true)
             XCTAssertEqual(engine.opened, 0, "components opened before generate")
             let image = try lean.generate(prompt: "a red circle", seed: 7).image
