@@ -128,9 +128,9 @@ def child_chain(work: Path, files: list[str], repeats: int) -> dict:
     """One chain in this process: per-component medians, the image, and the peak RSS."""
     import numpy as np
 
-    from compiler import noise
+    from compiler.contract import noise
     from compiler.prompts import tokenize
-    from compiler.tokenizers import CLIP, load as load_tokenizer
+    from compiler.contract.tokenizers import CLIP, load as load_tokenizer
     from compiler.targets.onnx import OnnxTarget
 
     exported = json.loads((work / "export.json").read_text())

@@ -126,7 +126,7 @@ def _random_sd_turbo(tokenizer_dir: Path):
                                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)))
     unet = UNet2DConditionModel(**SD21_UNET)
     vae = AutoencoderKL(**SD_VAE)
-    from compiler.tokenizers import CLIP, PromptTokenizer
+    from compiler.contract.tokenizers import CLIP, PromptTokenizer
 
     return Student(source="(random seeded weights)", family="eps-turbo", tokenizers=[PromptTokenizer(0, CLIP, tok)],
                    tokenizer_dirs=[tokenizer_dir], text_encoders=[text.eval()], denoiser=unet.eval(), vae=vae.eval(),
@@ -275,9 +275,9 @@ def _heldout_accuracy(reference, recipe, target, denoiser: Path, text_encoder: P
 
 def child_latency(work: Path, image: int, repeats: int, denoiser: Path) -> dict:
     """Median ORT CPU seconds, fp32 vs int8, one session at a time (the fp32 UNet alone is 3.5 GB)."""
-    from compiler import noise
+    from compiler.contract import noise
     from compiler.prompts import tokenize
-    from compiler.tokenizers import CLIP, load as load_tokenizer
+    from compiler.contract.tokenizers import CLIP, load as load_tokenizer
 
     exported = json.loads((work / "export.json").read_text())
     recipe = _recipe(image)

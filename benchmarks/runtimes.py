@@ -2,8 +2,8 @@
 
 1. Throughput, side by side in one run on the same inputs: the Swift runtime (onestep-bench,
    release build, Swift on Linux), the Kotlin runtime on this JVM and the Python reference
-   (transformers' CLIPTokenizer, backed by the Rust tokenizers library; compiler.noise on numpy;
-   hashlib; compiler.png): CLIP tokenizer prompts/s, noise values/s, SHA-256 MB/s (what opening a
+   (transformers' CLIPTokenizer, backed by the Rust tokenizers library; compiler.contract.noise on numpy;
+   hashlib; compiler.contract.png): CLIP tokenizer prompts/s, noise values/s, SHA-256 MB/s (what opening a
    bundle costs: every file is hashed), PNG encode MB/s of RGB.
 2. With --real WORK: an SD-Turbo-size fp32 ONNX bundle (random seeded weights, 512 px) is
    compiled into WORK (once; about 10 minutes and 10 GB of disk), then the Kotlin Pipeline runs
@@ -58,7 +58,7 @@ def python_throughput() -> dict:
     import numpy as np
     from transformers import CLIPTokenizer
 
-    from compiler import noise, png
+    from compiler.contract import noise, png
     from compiler.prompts import read_prompts
 
     prompts = read_prompts(PROMPTS, "calibration")

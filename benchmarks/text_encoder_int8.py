@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from compiler.metrics import compare
     from compiler.prompts import read_prompts, tokenize
-    from compiler.tokenizers import CLIP, load as load_tokenizer
+    from compiler.contract.tokenizers import CLIP, load as load_tokenizer
     from compiler.parity import TOLERANCES
 
     work = Path(args.work)

@@ -7,7 +7,7 @@ ways a recipe can ship it, each in its own process so a peak RSS is its own:
 
     fp32              the whole latent at once (what an untiled recipe ships)
     fp32 tiled        components.vae_decoder.tiling {tile: 576, overlap: 64}: one 576 px tile
-                      program, 2x2 tiles blended by compiler.tiling (what the runtimes run)
+                      program, 2x2 tiles blended by compiler.contract.tiling (what the runtimes run)
     int8              W8A8 through the compiler's ONNX quantizer, calibrated on latents
     int8 tiled        the same, calibrated per tile
     tiny              a TAESD-size AutoencoderTiny, whole (speed and memory only: random weights)
@@ -81,14 +81,14 @@ def _graph(tiny: bool, side: int):
 
 
 def _plan(args):
-    from compiler.tiling import TilePlan
+    from compiler.contract.tiling import TilePlan
 
     latent = _latent(args.image)
     return TilePlan.for_latent((1, 4, latent, latent), args.tile // 8, args.overlap // 8, 8)
 
 
 def _latents(args, seed: int):
-    from compiler import noise
+    from compiler.contract import noise
 
     return noise.gaussian(seed, (1, 4, _latent(args.image), _latent(args.image)))
 

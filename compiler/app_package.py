@@ -11,7 +11,9 @@ import re
 import shutil
 from pathlib import Path
 
-from .bundle import FOR_PEOPLE, atomic_output, read_verified_manifest
+from .bundle import atomic_output
+from .contract.manifest import FOR_PEOPLE
+from .contract.verifier import read_verified_manifest
 from .errors import EnvironmentError_
 from .targets.registry import target_class
 

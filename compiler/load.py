@@ -44,7 +44,7 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
     `lazy`: every file is checked now, but the modules are weightless skeletons (configs only)
     until `Student.load(component)`, so a compile holds one component's weights at a time."""
     from .families import get_family
-    from .tokenizers import source_problem
+    from .contract.tokenizers import source_problem
 
     fam = get_family(family)
     layout = fam.layout
@@ -93,7 +93,7 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
 
 
 def _load_tokenizer(folder: Path, index: int, kind: str, fmt):
-    from .tokenizers import load
+    from .contract.tokenizers import load
 
     try:
         return load(folder, index, kind, fmt)

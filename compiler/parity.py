@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import noise
+from .contract import noise
 from .errors import ParityError
 from .metrics import Metrics, compare, ssim
 from .prompts import tokenize

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, noise, report
-from .bundle import REPORT, TIMINGS, atomic_output, package_versions, sha256_file, write_manifest
+from . import __version__, report
+from .contract import noise
+from .bundle import atomic_output, package_versions
+from .contract.manifest import REPORT, TIMINGS, sha256_file, write_manifest
 from .decoder_cost import DecoderCost, compare_decoders
 from .load import load_recipe_student
 from .student import COMPONENTS, Student
@@ -25,8 +27,8 @@ from .streaming import Question, compile_questions, one_at_a_time
 from .targets import Artifact, Target
 from .targets.registry import get_target
 from .parity import TOLERANCES, Parity, check_parity, require
-from .tokenizers import save as save_tokenizer
-from .wiring import NOISE_SOURCE
+from .contract.tokenizers import save as save_tokenizer
+from .contract.wiring import NOISE_SOURCE
 from .wrap import Graph, Wrapped, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")

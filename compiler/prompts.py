@@ -79,7 +79,7 @@ class Tokens:
 
 
 def tokenize(tokenizers, prompt: str) -> Tokens:
-    """Every tokenizer's graph inputs for `prompt` (compiler.tokenizers.PromptTokenizer)."""
+    """Every tokenizer's graph inputs for `prompt` (compiler.contract.tokenizers.PromptTokenizer)."""
     ids, truncated = {}, False
     for tok in tokenizers:
         out, cut = tok(prompt)

@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from . import noise
+from .contract import noise
 from .errors import CalibrationError, ParityError, RecipeError
 from .metrics import compare
 from .prompts import tokenize

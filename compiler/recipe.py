@@ -73,7 +73,7 @@ class Decoder(Component):
     # Where that VAE comes from when it is not the student's own: a diffusers folder or hub id
     # (e.g. madebyollin/taesd with subfolder "."), read with the same checks as the student.
     model: Optional[str] = None
-    # Decode tile by tile (compiler/tiling.py): activations of one tile at any image size.
+    # Decode tile by tile (compiler/contract/tiling.py): activations of one tile at any image size.
     tiling: Optional[Tiling] = None
 
 

@@ -11,7 +11,7 @@ import numpy as np
 def _png(image: np.ndarray) -> str:
     from PIL import Image
 
-    from .png import to_8bit
+    from .contract.png import to_8bit
 
     buf = io.BytesIO()
     Image.fromarray(to_8bit(image)).save(buf, format="PNG")
@@ -166,7 +166,7 @@ def latency_section() -> list[tuple[str, str]]:
     """Latencies are measurements of the compiling machine, not reproducible: they live in the
     bundle's unhashed timings.txt, which the (hashed, byte-identical) report shows in a frame.
     Plain text, so a tampered timings.txt cannot run anything in the report."""
-    from .bundle import TIMINGS
+    from .contract.manifest import TIMINGS
 
     return [("Latency on the compiling machine", f"<iframe src='{TIMINGS}' title='{TIMINGS}'></iframe>")]
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import noise, png
-from .bundle import read_verified_manifest
+from .contract import noise, png
+from .contract.verifier import read_verified_manifest
 from .errors import BundleError, CompileError, RecipeError, first_line
 from .prompts import Tokens, tokenize
 from .targets import Runner
 from .targets.registry import get_target
-from .tiling import TilePlan, plan_from_manifest
-from .wiring import NOISE_SOURCE, Wiring
+from .contract.tiling import TilePlan, plan_from_manifest
+from .contract.wiring import NOISE_SOURCE, Wiring
 
 
 class Deferred:
@@ -124,7 +124,7 @@ class Chain:
 
 
 def load_tokenizers(bundle: Path, entries: list[dict]) -> list:
-    from .tokenizers import from_manifest
+    from .contract.tokenizers import from_manifest
 
     return [from_manifest(bundle, i, entry) for i, entry in enumerate(entries)]
 
@@ -164,5 +164,5 @@ def _target_options(target, manifest: dict, where: Path):
 
 
 def to_png(image: np.ndarray, path: str | Path) -> None:
-    """[1, 3, H, W] float in [0, 1] -> the portable 8-bit PNG every runtime writes (compiler/png.py)."""
+    """[1, 3, H, W] float in [0, 1] -> the portable 8-bit PNG every runtime writes (compiler/contract/png.py)."""
     Path(path).write_bytes(png.encode(png.to_pixels(image)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bundle import MANIFEST, SIGNATURE
+from .contract.manifest import MANIFEST, SIGNATURE
 from .errors import BundleError, EnvironmentError_, RecipeError, first_line
 
 

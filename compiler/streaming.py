@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import noise
+from .contract import noise
 from .prompts import Tokens, tokenize
 from .quantization import CHECK_PROMPTS
 from .runtime import Chain

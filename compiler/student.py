@@ -19,7 +19,7 @@ COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 class Student:
     source: str                      # the folder it was read from
     family: str
-    tokenizers: list[Any]            # compiler.tokenizers.PromptTokenizer, one per text encoder
+    tokenizers: list[Any]            # compiler.contract.tokenizers.PromptTokenizer, one per text encoder
     tokenizer_dirs: list[Path]
     text_encoders: list[Any]
     denoiser: Any                     # UNet2DConditionModel or a transformer (the family's Layout)

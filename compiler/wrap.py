@@ -4,7 +4,7 @@
     denoiser:     prompt_embeds[, pooled_prompt_embeds], noise  -> latents   (family step baked in)
     vae_decoder:  latents                                       -> image     (float32 [1, 3, H, W] in [0, 1])
 
-`noise` is unit Gaussian noise from compiler.noise (the same on every platform).
+`noise` is unit Gaussian noise from compiler.contract.noise (the same on every platform).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from .errors import RecipeError
 from .families import get_family
 from .student import Student
 from .recipe import Recipe
-from .tiling import TilePlan
-from .wiring import Wiring
+from .contract.tiling import TilePlan
+from .contract.wiring import Wiring
 
 
 

@@ -145,7 +145,7 @@ def workdir(tmp_path):
 @pytest.fixture(scope="session")
 def tiled_bundle(students, tmp_path_factory) -> Path:
     """An eps-turbo bundle whose W8A8 decoder ships at one 16x16 px tile and decodes the 32x32
-    image in 3x3 tiles (compiler/tiling.py), shared by the Python and Kotlin tests."""
+    image in 3x3 tiles (compiler/contract/tiling.py), shared by the Python and Kotlin tests."""
     root = tmp_path_factory.mktemp("tiled")
     recipe = write_recipe(root / "tiled.yaml", extra=TILED_DECODER)
     code, err = compile_quietly("onnx", recipe, students["eps-turbo"], root / "bundle")
@@ -216,7 +216,8 @@ def check_runtime_manifest(bundle: Path, name: str) -> None:
     report's size are left out of the comparison: int8 weights may round differently on another CPU."""
     import json
 
-    from compiler.bundle import REPORT, read_verified_manifest, runtime_view
+    from compiler.contract.manifest import REPORT, runtime_view
+    from compiler.contract.verifier import read_verified_manifest
 
     view = runtime_view(read_verified_manifest(bundle))
     path = RUNTIME_MANIFESTS / f"{name}.json"

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from compiler.bundle import read_verified_manifest
+from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import BundleError, Exit
 from conftest import REPO, flip_byte, tree_snapshot
 

@@ -102,3 +102,14 @@ def test_the_installed_compiler_is_the_product():
             outside += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] == "students"]
     assert outside == []
     assert {"compiler.testing.seeded_students", "compiler.testing.reference_engine"} <= set(graph)
+
+
+def test_the_bundle_contract_stands_alone():
+    """compiler/contract/ (the mirror of runtimes/kotlin and runtimes/swift) builds on nothing of the
+    compiler but its errors: a reader can take the contract without the compiler's stages."""
+    graph = import_graph(REPO / "compiler", "compiler")
+    contract = {m: deps for m, deps in graph.items() if m.startswith("compiler.contract")}
+    assert {"compiler.contract.manifest", "compiler.contract.verifier", "compiler.contract.wiring",
+            "compiler.contract.tiling", "compiler.contract.noise", "compiler.contract.png"} <= set(contract)
+    outside = {d for deps in contract.values() for d in deps if not d.startswith("compiler.contract")}
+    assert outside <= {"compiler.errors"}, outside

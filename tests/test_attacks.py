@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.bundle import MANIFEST, TIMINGS, read_verified_manifest, sign_manifest
+from compiler.contract.manifest import MANIFEST, TIMINGS, sign_manifest
+from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import BundleError, Exit, RecipeError
 from compiler.recipe import load_recipe
 from conftest import FUZZ_EXAMPLES, REPO, attack, write_recipe

@@ -391,7 +391,7 @@ def test_a_bundle_whose_program_does_not_load_is_a_bundle_error(bundles, run_cli
     load is still a bad bundle (exit 7), not an export failure or an internal error."""
     import hashlib
 
-    from compiler.bundle import sign_manifest
+    from compiler.contract.manifest import sign_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)

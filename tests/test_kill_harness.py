@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.bundle import read_verified_manifest, recover_interrupted
+from compiler.bundle import recover_interrupted
+from compiler.contract.verifier import read_verified_manifest
 from conftest import attack, tree_snapshot, write_recipe
 
 

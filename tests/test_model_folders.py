@@ -65,7 +65,7 @@ def test_a_pipeline_saved_by_diffusers_compiles(students, tmp_path, run_cli, lay
     # the runtimes' files made from tokenizer.json give the student's own ids
     from transformers import CLIPTokenizer
 
-    from compiler.tokenizers import PROBE_PROMPTS
+    from compiler.contract.tokenizers import PROBE_PROMPTS
 
     assert not (bundle / "tokenizer" / "tokenizer.json").exists()
     made = CLIPTokenizer.from_pretrained(bundle / "tokenizer")

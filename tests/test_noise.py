@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from compiler import noise
+from compiler.contract import noise
 from conftest import REPO
 
 GOLDEN = REPO / "tests/fixtures/golden/noise.json"

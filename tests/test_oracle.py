@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compiler import noise
+from compiler.contract import noise
 from compiler.families import get_family
 from compiler.load import load_student
 from compiler.prompts import tokenize

@@ -203,7 +203,7 @@ def test_bundle_without_permission_to_fall_back_fails_naming_the_layer(outlier_s
 def test_verify_fails_on_a_bundle_whose_program_weights_changed(bundles, students, run_cli, tmp_path):
     """A bundle whose denoiser weights were changed and whose manifest was re-signed over them
     (hashes hold, the source model matches): `verify` recomputes parity and fails with exit 6."""
-    from compiler.bundle import file_table, sign_manifest
+    from compiler.contract.manifest import file_table, sign_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(bundles("eps-turbo"), bundle)
@@ -442,7 +442,7 @@ def test_one_component_at_a_time_frees_each_and_keeps_every_answer_later_stages_
     import gc
     import weakref
 
-    from compiler import noise
+    from compiler.contract import noise
     from compiler.load import load_student
     from compiler.pipeline import precisions, torch_chain
     from compiler.prompts import calibration_prompts, read_prompts, tokenize

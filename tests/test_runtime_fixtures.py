@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from compiler.bundle import read_verified_manifest
+from compiler.contract.verifier import read_verified_manifest
 from conftest import REPO
 
 FIXTURES = REPO / "runtimes" / "fixtures"
@@ -66,7 +66,7 @@ def test_the_python_loader_gives_every_bundle_fixture_its_recorded_verdict():
 def test_sentencepiece_fixtures_cover_masks_truncation_and_the_instruction_prefix():
     """The transformer families' tokenizer contract, as golden data for a device tokenizer: T5
     (no BOS, EOS, pad 0) and Gemma (BOS, SANA's instruction before the lower-cased prompt)."""
-    from compiler.tokenizers import PromptFormat, PromptTokenizer
+    from compiler.contract.tokenizers import PromptFormat, PromptTokenizer
     from transformers import AutoTokenizer
 
     fixtures = json.loads((FIXTURES / "sentencepiece_tokens.json").read_text(encoding="utf-8"))

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from compiler.bundle import read_verified_manifest, sign_manifest
+from compiler.contract.manifest import sign_manifest
+from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import Exit
 from conftest import onnx_recipe, tree_snapshot
 

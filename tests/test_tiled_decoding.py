@@ -1,4 +1,4 @@
-"""Tiled decoding (compiler/tiling.py, issue 13): the plan covers the latent with whole tiles,
+"""Tiled decoding (compiler/contract/tiling.py, issue 13): the plan covers the latent with whole tiles,
 the blend reproduces a decoder without cross-pixel context exactly (and not one with it), and a
 compiled bundle ships its decoder at one tile's shape, calibrated and checked per tile, with the
 plan in the manifest and tiling's cost in the report."""
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler.errors import Exit
-from compiler.tiling import TilePlan, axis_weights, origins
+from compiler.contract.tiling import TilePlan, axis_weights, origins
 from conftest import check_runtime_manifest, compile_quietly, write_recipe
 
 
@@ -96,7 +96,7 @@ def test_generate_decodes_a_tiled_bundle_to_the_whole_image(tiled_bundle, run_cl
 
 def test_a_tiling_plan_that_is_not_the_compilers_is_refused(tiled_bundle, run_cli, tmp_path):
     """A re-signed manifest whose rows skip a band of the latent: exit 7 naming the block."""
-    from compiler.bundle import sign_manifest
+    from compiler.contract.manifest import sign_manifest
 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiled_bundle, bundle)

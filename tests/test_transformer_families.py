@@ -122,7 +122,7 @@ def test_dcae_epsilon_survives_the_onnx_optimizer(students, tmp_path, monkeypatc
     """The exporter's optimizer rewrites `x + 1e-15` (DC-AE's linear attention) to `x`: 0/0 = NaN.
     Exported the compiler's way the decoder is finite and matches torch; without the guard the
     same graph computes NaN, so the guard is what this test checks."""
-    from compiler import noise
+    from compiler.contract import noise
     from compiler.load import load_student
     from compiler.recipe import load_recipe
     from compiler.targets.onnx import export as onnx_export

@@ -17,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
                             "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--prompt", required=True)
-    from ..noise import seed_argument
+    from ..contract.noise import seed_argument
 
     p.add_argument("--seed", type=seed_argument, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..cli import _parser, _run
 from ..errors import BundleError, ModelError
-from ..noise import seed_argument as seed
+from ..contract.noise import seed_argument as seed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
 def _verify(args) -> None:
     import tempfile
 
-    from ..bundle import read_verified_manifest
+    from ..contract.verifier import read_verified_manifest
     from ..load import load_recipe_student
     from ..pipeline import export, source_fingerprint, torch_chain
     from ..streaming import heldout_questions, record_reference

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError, RecipeError
-from ..tokenizers import CLIP, PromptFormat
+from ..contract.tokenizers import CLIP, PromptFormat
 from .interface import Layout, TextSlot
 
 UNET_LAYOUT = Layout(

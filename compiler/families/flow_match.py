@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import RecipeError
-from ..tokenizers import PromptFormat
+from ..contract.tokenizers import PromptFormat
 from .interface import Layout
 from .common import check_latent_channels, reject_unused, run_pipeline
 from .transformer_common import CLIP_SLOT, T5_SECOND_SLOT, check_width, hidden_size, sequence_length

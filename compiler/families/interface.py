@@ -11,14 +11,14 @@ if TYPE_CHECKING:
 
     from ..student import Student
     from ..recipe import Recipe
-    from ..tokenizers import PromptFormat
+    from ..contract.tokenizers import PromptFormat
 
 
 @dataclass(frozen=True)
 class TextSlot:
     tokenizer: str                  # subfolders of the model folder
     encoder: str
-    kind: str                       # compiler.tokenizers.CLIP or SENTENCEPIECE
+    kind: str                       # compiler.contract.tokenizers.CLIP or SENTENCEPIECE
     encoder_classes: tuple[str, ...]
     optional: bool = False          # present only when model_index.json names it (SDXL's second CLIP)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from ..tokenizers import CLIP, SENTENCEPIECE, PromptFormat
+from ..contract.tokenizers import CLIP, SENTENCEPIECE, PromptFormat
 from .interface import TextSlot
 
 T5_SLOT = TextSlot("tokenizer", "text_encoder", SENTENCEPIECE, ("T5EncoderModel",))

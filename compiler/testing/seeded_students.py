@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..clip_bytes import bytes_to_unicode
+from ..contract.clip_bytes import bytes_to_unicode
 
 WORDS = (
     "a an the of in on with and photo painting red green blue yellow purple orange black white "
@@ -95,7 +95,7 @@ def write_sentencepiece_tokenizer(folder: Path, kind: str, max_length: int, voca
     from transformers import GemmaTokenizer, T5Tokenizer
 
     from ..families.trigflow import _call_default
-    from ..tokenizers import save_pretrained
+    from ..contract.tokenizers import save_pretrained
 
     text = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] + list(_call_default("complex_human_instruction"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,7 @@ TEACHER_STEPS = 16
 def bundle_images(bundle: Path, prompts: list[str], seeds: list[int]) -> np.ndarray:
     from compiler.runtime import load_bundle
 
-    from compiler.png import to_pixels
+    from compiler.contract.png import to_pixels
 
     chain, _ = load_bundle(bundle)
     return np.stack([to_pixels(chain(p, s)) for p, s in zip(prompts, seeds)])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compiler.noise import gaussian
+from compiler.contract.noise import gaussian
 
 T_MAX = 1000.0
 LATENT_SHAPE = (4, 16, 16)
@@ -53,7 +53,7 @@ def encode_text(c: Components, prompts: list[str]) -> torch.Tensor:
 
 
 def noise(seeds: list[int], shape=LATENT_SHAPE) -> torch.Tensor:
-    """Portable seeded noise (compiler.noise), one latent per seed."""
+    """Portable seeded noise (compiler.contract.noise), one latent per seed."""
     return torch.from_numpy(np.stack([gaussian(s, shape) for s in seeds]))
 
 

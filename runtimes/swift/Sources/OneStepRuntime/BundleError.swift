@@ -1,7 +1,7 @@
 import Foundation
 
 /// A bundle that must not be run, with `where` naming the file and field at fault, in the same
-/// form as the Python loader's message (compiler/bundle.py), so the fixtures check both.
+/// form as the Python loader's message (compiler/contract/verifier.py), so the fixtures check both.
 public struct BundleError: Error, CustomStringConvertible, LocalizedError {
     public let `where`: String
     public let reason: String

@@ -3,7 +3,7 @@ import Foundation
 /// Proves a bundle is what the compiler wrote before anything in it is opened: manifest.json
 /// against manifest.sha256, then every file against its sha256 and size, every path inside the
 /// bundle, no unlisted file, and the manifest's references and wiring. Same rules, order and
-/// `where` as compiler/bundle.py's read_verified_manifest (fixtures/bundles/cases.json).
+/// `where` as compiler/contract/verifier.py's read_verified_manifest (fixtures/bundles/cases.json).
 public enum BundleVerifier {
     public static let MANIFEST = "manifest.json"
     public static let MANIFEST_DIGEST = "manifest.sha256"

@@ -211,7 +211,7 @@ public struct Manifest {
                              precision: c["precision"] as? String ?? "", inputs: inputs, outputs: outputs, tiling: tiling)
     }
 
-    /// The tile plan, checked as compiler/tiling.py manifest_problem checks it, with its messages.
+    /// The tile plan, checked as compiler/contract/tiling.py manifest_problem checks it, with its messages.
     private static func tiling(_ value: Any?, _ inputs: [TensorSpec], _ outputs: [TensorSpec], where location: String) throws -> TilePlan {
         guard let t = value as? Json.Object else { throw BundleError(location, "must be an object") }
         if (t["blend"] as? String) != TilePlan.BLEND {

@@ -25,7 +25,7 @@ public struct Image {
     }
 }
 
-/// Image conversion and PNG bytes exactly as compiler/png.py writes them: v = x * 255 + 0.5 in
+/// Image conversion and PNG bytes exactly as compiler/contract/png.py writes them: v = x * 255 + 0.5 in
 /// float, NaN -> 0, clamped to [0, 255], truncated; PNG with filter 0 rows and stored deflate
 /// blocks, so every platform writes the same bytes.
 public enum Png {

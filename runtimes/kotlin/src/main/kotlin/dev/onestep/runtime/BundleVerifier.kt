@@ -10,7 +10,7 @@ import java.security.MessageDigest
  * Proves a bundle is what the compiler wrote before anything in it is opened: manifest.json
  * against manifest.sha256, then every file against its sha256 and size, every path inside the
  * bundle, no unlisted file, and the manifest's references and wiring. Same rules, order and
- * `where` as compiler/bundle.py's read_verified_manifest (fixtures/bundles/cases.json).
+ * `where` as compiler/contract/verifier.py's read_verified_manifest (fixtures/bundles/cases.json).
  */
 object BundleVerifier {
     const val MANIFEST = "manifest.json"

@@ -144,7 +144,7 @@ class Manifest(
                 inputs, outputs, tiling)
         }
 
-        /** The tile plan, checked as compiler/tiling.py manifest_problem checks it, with its messages. */
+        /** The tile plan, checked as compiler/contract/tiling.py manifest_problem checks it, with its messages. */
         private fun tiling(value: Any?, inputs: List<TensorSpec>, outputs: List<TensorSpec>, where: String): TilePlan {
             val t = value as? Map<*, *> ?: throw BundleError(where, "must be an object")
             if (t["blend"] != TilePlan.BLEND) throw BundleError(where, "blend ${pyRepr(t["blend"])}: runtimes implement '${TilePlan.BLEND}'")

@@ -1,7 +1,7 @@
 package dev.onestep.runtime
 
 /**
- * Seeded standard-normal noise, "splitmix64-box-muller-v1" (compiler/noise.py), identical to
+ * Seeded standard-normal noise, "splitmix64-box-muller-v1" (compiler/contract/noise.py), identical to
  * the Python reference for every seed in [0, 2^64): for element i, pair k = i / 2,
  * a = splitmix64(seed, 2k), b = splitmix64(seed, 2k + 1), u1 = ((a >>> 11) + 1) 2^-53,
  * u2 = (b >>> 11) 2^-53, r = sqrt(-2 ln u1), element 2k = r cos(2 pi u2), 2k + 1 = r sin(2 pi u2),

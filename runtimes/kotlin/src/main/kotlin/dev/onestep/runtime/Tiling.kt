@@ -3,7 +3,7 @@ package dev.onestep.runtime
 /**
  * Tiled decoding (manifest `components.<name>.tiling`, runtimes/README.md): the component's
  * program takes one tile of the latent; the whole image is its tiles blended with linear ramps
- * over their overlaps, in float32 and in the order compiler/tiling.py computes it, so every
+ * over their overlaps, in float32 and in the order compiler/contract/tiling.py computes it, so every
  * runtime writes the same pixels.
  */
 class TilePlan(

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
+from ..errors import BundleError
 from .limits import MAX_JSON_DEPTH as MAX_DEPTH
 
 

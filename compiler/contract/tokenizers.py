@@ -164,7 +164,7 @@ def _clip_files_from_tokenizer_json(source: Path, folder: Path, hf) -> None:
 
     from transformers import CLIPTokenizer
 
-    from .errors import ModelError
+    from ..errors import ModelError
 
     where = source / "tokenizer.json"
     try:
