@@ -39,9 +39,9 @@ test-swift: test-kotlin
 fixtures: $(STAMP)
 	$(BIN)/python runtimes/fixtures/generate.py
 	UPDATE_RUNTIME_FIXTURES=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "slow or not slow" \
-		tests/test_compile_onnx.py::test_manifest_records_image_latent_noise_and_tokenizers \
-		tests/test_compile_coreml.py::test_every_family_compiles_to_coreml_fp16_and_w8_within_tolerance \
-		tests/test_compile_executorch.py::test_small_student_bundle_passes_parity_with_int8_decoder \
+		tests/targets/onnx/test_compile_onnx.py::test_manifest_records_image_latent_noise_and_tokenizers \
+		tests/targets/coreml/test_compile_coreml.py::test_every_family_compiles_to_coreml_fp16_and_w8_within_tolerance \
+		tests/targets/executorch/test_compile_executorch.py::test_small_student_bundle_passes_parity_with_int8_decoder \
 		tests/test_transformer_families.py::test_transformer_family_compiles_to_onnx_and_generates \
 		tests/test_tiled_decoding.py::test_a_tiled_bundle_ships_its_decoder_at_one_tile_with_the_plan_in_the_manifest
 

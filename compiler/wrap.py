@@ -73,7 +73,7 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
                                               f"factor {f} ({student.source})")
     latent_shape = student.latent_shape(recipe.image.height, recipe.image.width)
     # Every example input its own tensor: torch.export merges inputs that are one tensor, and the
-    # SDXL tokenizers pad differently, so input_ids would be ignored (tests/test_compile_onnx.py).
+    # SDXL tokenizers pad differently, so input_ids would be ignored (tests/targets/onnx/test_compile_onnx.py).
     tokens = {name: (torch.ones if name.startswith("attention_mask") else torch.zeros)(1, tok.max_length, dtype=torch.int64)
               for tok in student.tokenizers for name in tok.inputs}
     student.load("text_encoder")   # its example outputs are the denoiser's example inputs

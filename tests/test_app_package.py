@@ -8,7 +8,7 @@ import pytest
 
 from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import BundleError, Exit
-from conftest import REPO, flip_byte, tree_snapshot
+from support import REPO, flip_byte, tree_snapshot
 
 KOTLIN = REPO / "runtimes/kotlin/src/main/kotlin/dev/onestep/runtime"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import REPO
+from support import REPO
 
 
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:

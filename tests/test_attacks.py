@@ -17,7 +17,7 @@ from compiler.contract.manifest import MANIFEST, TIMINGS, sign_manifest
 from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import BundleError, Exit, RecipeError
 from compiler.recipe import load_recipe
-from conftest import FUZZ_EXAMPLES, REPO, attack, write_recipe
+from support import FUZZ_EXAMPLES, REPO, attack, write_recipe
 from test_bad_inputs import Unpickled
 
 FIXTURE_BUNDLES = REPO / "runtimes" / "fixtures" / "bundles"

@@ -14,7 +14,7 @@ import pytest
 
 from compiler.errors import Exit
 from compiler.load import load_student
-from conftest import REPO, tree_snapshot, write_recipe
+from support import REPO, tree_snapshot, write_recipe
 
 
 def compile_args(recipe: Path, model, out: Path, *extra) -> list:

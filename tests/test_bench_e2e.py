@@ -4,7 +4,7 @@ chain) on the tiny seeded student."""
 
 import pytest
 
-from conftest import run_benchmark
+from support import run_benchmark
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 
 import pytest
 
-from conftest import run_benchmark
+from support import run_benchmark
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ target, compiler.quantize.quantize_component) on the tiny seeded student."""
 
 import pytest
 
-from conftest import run_benchmark
+from support import run_benchmark
 
 
 @pytest.mark.slow

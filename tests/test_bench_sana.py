@@ -4,7 +4,7 @@ and its progress timestamped, and reads every number from that one compile."""
 
 import pytest
 
-from conftest import run_benchmark
+from support import run_benchmark
 
 
 @pytest.mark.slow

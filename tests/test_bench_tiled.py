@@ -4,7 +4,7 @@ SDXL-size memory estimate)."""
 
 import pytest
 
-from conftest import run_benchmark
+from support import run_benchmark
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import pytest
 
 from compiler.errors import CalibrationError, Exit
 from compiler.prompts import check_disjoint, normalize, read_prompts
-from conftest import REPO
+from support import REPO
 
 CALIBRATION = REPO / "calibration" / "calibration.txt"
 HELDOUT = REPO / "calibration" / "heldout.txt"

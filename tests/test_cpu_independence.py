@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO, RUNTIME_MANIFESTS
+from support import REPO, RUNTIME_MANIFESTS
 
 
 def _constants(students, capability: str | None) -> dict:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from compiler.bundle import atomic_output
-from conftest import tree_snapshot
+from support import tree_snapshot
 
 
 def _dead_pid() -> int:

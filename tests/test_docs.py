@@ -4,7 +4,7 @@ import re
 
 from compiler.cli import EXIT_CODES
 from compiler.errors import Exit
-from conftest import REPO
+from support import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 

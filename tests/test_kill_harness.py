@@ -16,7 +16,7 @@ import pytest
 
 from compiler.bundle import recover_interrupted
 from compiler.contract.verifier import read_verified_manifest
-from conftest import attack, tree_snapshot, write_recipe
+from support import attack, tree_snapshot, write_recipe
 
 
 class Harness:

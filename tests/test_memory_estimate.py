@@ -6,7 +6,7 @@ import json
 
 from compiler import memory
 from compiler.errors import Exit
-from conftest import write_recipe
+from support import write_recipe
 
 
 def test_estimate_reads_parameter_counts_from_the_headers(students):

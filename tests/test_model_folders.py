@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import Exit
-from conftest import compile_quietly, write_recipe
+from support import compile_quietly, write_recipe
 
 
 def _pipeline(student: Path, sdxl: bool):

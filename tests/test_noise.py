@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from compiler.contract import noise
-from conftest import REPO
+from support import REPO
 
 GOLDEN = REPO / "tests/fixtures/golden/noise.json"
 

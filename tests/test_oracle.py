@@ -13,7 +13,7 @@ from compiler.load import load_student
 from compiler.prompts import tokenize
 from compiler.recipe import load_recipe
 from compiler.wrap import wrap
-from conftest import family_of, write_recipe
+from support import family_of, write_recipe
 
 # fp32 round-off between two orderings of the same arithmetic: observed ~5e-7 on images in [0, 1].
 MAX_ABS_ROUNDOFF = 1e-4

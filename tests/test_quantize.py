@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from compiler.errors import Exit
-from conftest import REPO, tree_snapshot
+from support import REPO, tree_snapshot
 
 CALIBRATION = REPO / "calibration/calibration.txt"
 HELDOUT = REPO / "tests/fixtures/heldout-tiny.txt"

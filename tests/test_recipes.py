@@ -6,7 +6,7 @@ import pytest
 
 from compiler.errors import Exit, RecipeError
 from compiler.recipe import load_recipe
-from conftest import REPO, write_recipe
+from support import REPO, write_recipe
 
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
 

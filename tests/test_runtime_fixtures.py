@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from compiler.contract.verifier import read_verified_manifest
-from conftest import REPO
+from support import REPO
 
 FIXTURES = REPO / "runtimes" / "fixtures"
 

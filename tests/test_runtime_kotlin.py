@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from compiler.errors import Exit
-from conftest import REPO, flip_byte
+from support import REPO, flip_byte
 
 BUILD = REPO / "runtimes" / "kotlin" / "build.sh"
 PROMPT = "A RED fox\u00a0in the snow, caf\u00e9 \U0001f98a!!"

@@ -13,7 +13,7 @@ import tree_sitter
 import tree_sitter_kotlin
 import tree_sitter_swift
 
-from conftest import REPO
+from support import REPO
 
 SWIFT = REPO / "runtimes" / "swift"
 SWIFT_SOURCES = SWIFT / "Sources" / "OneStepRuntime"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import Exit
-from conftest import REPO, flip_byte
+from support import REPO, flip_byte
 
 PROMPT = "A RED fox\u00a0in the snow, caf\u00e9 \U0001f98a!!"
 SCRATCH = REPO / "build" / "swift"

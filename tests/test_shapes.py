@@ -11,7 +11,7 @@ import pytest
 
 from compiler.prompts import normalize, read_prompts
 from students.shapes import adherence, scenes
-from conftest import REPO
+from support import REPO
 
 STUDENT = REPO / "students/shapes-rf"
 

@@ -11,7 +11,7 @@ import pytest
 from compiler.contract.manifest import sign_manifest
 from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import Exit
-from conftest import onnx_recipe, tree_snapshot
+from support import onnx_recipe, tree_snapshot
 
 
 def _keys(folder):

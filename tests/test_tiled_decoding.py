@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from compiler.errors import Exit
 from compiler.contract.tiling import TilePlan, axis_weights, origins
-from conftest import check_runtime_manifest, compile_quietly, write_recipe
+from support import check_runtime_manifest, compile_quietly, write_recipe
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from compiler.errors import Exit
-from conftest import REPO, TRANSFORMER_TEXT as TEXT, check_runtime_manifest, compile_quietly, tree_snapshot, write_recipe
+from support import REPO, TRANSFORMER_TEXT as TEXT, check_runtime_manifest, compile_quietly, tree_snapshot, write_recipe
 
 KINDS = ("pixart-onestep", "flow-match", "trigflow-scm")
 

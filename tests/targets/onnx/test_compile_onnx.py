@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from compiler.errors import Exit
-from conftest import (CASES, LONG_PROMPT, LONG_PROMPT_CASE, REPO, check_runtime_manifest, compile_quietly, family_of,
+from support import (CASES, LONG_PROMPT, LONG_PROMPT_CASE, REPO, check_runtime_manifest, compile_quietly, family_of,
                       flip_byte, onnx_recipe, tree_snapshot)
 
 # SD and SDXL layouts in `make test`; the other families (same code paths, other samplers: their
@@ -332,7 +332,7 @@ def test_a_decoder_published_on_its_own_ships_in_place_of_the_students(students,
     """`vae_decoder.model`: a TAESD from its own folder (config at the root, as madebyollin/taesd
     publishes it) instead of the student's vae/; its weights are fingerprinted and its price is
     measured against the student's own full decoder."""
-    from conftest import write_recipe
+    from support import write_recipe
 
     taesd = tmp_path / "taesd"
     shutil.copytree(students["eps-turbo"] / "vae_tiny", taesd)

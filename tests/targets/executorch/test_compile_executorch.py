@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from compiler.errors import Exit, ExportError
 from compiler.wrap import Graph
-from conftest import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
+from support import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
                       write_recipe)
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")

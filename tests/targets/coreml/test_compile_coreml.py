@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from compiler.errors import Exit
-from conftest import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
+from support import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
                       write_recipe)
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")

@@ -1,0 +1,161 @@
+"""Helpers the tests import (`from support import ...`): tiny recipes, compiles in-process, the
+runtime-fixture check, byte snapshots, the attack tally. Fixtures live in conftest.py."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Family recipe name -> seeded student layout
+FAMILY_LAYOUTS = {
+    "eps-turbo": "eps-turbo",
+    "eps-turbo-xl": "eps-turbo-xl",
+    "sample-lightning": "sample-lightning",
+    "lcm": "lcm",
+    "rectified-flow": "rectified-flow",
+}
+
+
+# compile case -> (seeded student layout, decoder subfolder): every family, both decoder classes
+CASES = {
+    "eps-turbo": ("eps-turbo", "vae"),
+    "eps-turbo-xl": ("eps-turbo-xl", "vae_tiny"),
+    "sample-lightning": ("sample-lightning", "vae"),
+    "lcm": ("lcm", "vae_tiny"),
+    "rectified-flow": ("rectified-flow", "vae"),
+}
+
+
+def compile_quietly(target: str, recipe: Path, model: Path, out: Path, *extra: str) -> tuple[int, str]:
+    """`compile --quiet` in-process; (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from compiler.commands import compile as compile_command
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = compile_command.main(["--target", target, "--recipe", str(recipe), "--model", str(model),
+                                     "--out", str(out), "--quiet", *extra])
+    return int(code), err.getvalue()
+
+
+def family_of(kind: str) -> str:
+    return "eps-turbo" if kind == "eps-turbo-xl" else kind
+
+
+def write_recipe(path: Path, family: str = "eps-turbo", extra: str = "", num_prompts: int = 2) -> Path:
+    path.write_text(f"""version: 1
+name: tiny-{family}
+family: {family}
+image: {{height: 32, width: 32}}
+parity: {{prompts: {REPO / 'tests/fixtures/heldout-tiny.txt'}, num_prompts: {num_prompts}, seed: 3}}
+{extra}""")
+    return path
+
+
+# Longer than the tiny tokenizer's 16 tokens: compile truncates it and records a warning.
+LONG_PROMPT = ("a small red car and a large blue house with a green tree on the left and a yellow "
+               "mountain above them in the night sky")
+LONG_PROMPT_CASE = "lcm"
+
+
+def onnx_recipe(path: Path, case: str) -> Path:
+    kind, decoder = CASES[case]
+    recipe = write_recipe(path, family_of(kind), extra=f"components: {{vae_decoder: {{subfolder: {decoder}}}}}\n")
+    if case == LONG_PROMPT_CASE:
+        prompts = path.with_suffix(".prompts.txt")
+        prompts.write_text(f"a red fox in the snow\n{LONG_PROMPT}\n", encoding="utf-8")
+        recipe.write_text(recipe.read_text().replace(str(REPO / "tests/fixtures/heldout-tiny.txt"), str(prompts)))
+    return recipe
+
+
+def compiled_on_first_use(root: Path, recipe_and_model) -> Callable[[str], Path]:
+    """key -> an ONNX bundle compiled from `recipe_and_model(key)` on first use, then shared."""
+    built: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            code, err = compile_quietly("onnx", *recipe_and_model(key), root / key)
+            assert code == 0, err
+            built[key] = root / key
+        return built[key]
+
+    return get
+
+
+TRANSFORMER_TEXT = "text: {max_sequence_length: 16}\n"   # the tiny transformer students' prompt length
+
+
+TILED_DECODER = ("components: {vae_decoder: {precision: int8, tiling: {tile: 16, overlap: 4}}}\n"
+                 "calibration: {num_prompts: 2}\n")
+
+
+def flip_byte(path: Path) -> None:
+    """Corrupt one bit in the middle of a file, as a bad download or disk would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def tree_snapshot(path: Path) -> dict[str, bytes]:
+    if not path.exists():
+        return {}
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+RUNTIME_MANIFESTS = REPO / "runtimes" / "fixtures" / "manifests"
+
+
+def check_runtime_manifest(bundle: Path, name: str) -> None:
+    """The Kotlin and Swift runtimes parse runtimes/fixtures/manifests/<name>.json: the runtime view
+    of a bundle these tests compile. Compared here, so a manifest change cannot leave the runtimes'
+    fixtures stale; `make fixtures` (UPDATE_RUNTIME_FIXTURES=1) rewrites them. File hashes and the
+    report's size are left out of the comparison: int8 weights may round differently on another CPU."""
+    import json
+
+    from compiler.contract.manifest import REPORT, runtime_view
+    from compiler.contract.verifier import read_verified_manifest
+
+    view = runtime_view(read_verified_manifest(bundle))
+    path = RUNTIME_MANIFESTS / f"{name}.json"
+    if os.environ.get("UPDATE_RUNTIME_FIXTURES") == "1":
+        path.write_text(json.dumps(view, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
+    assert path.exists(), f"{path} missing: run `make fixtures`"
+
+    def stable(v):   # the report prints parity numbers, whose digits may differ on another CPU too
+        return {**v, "files": {k: e["size"] for k, e in v["files"].items() if k != REPORT}}
+
+    assert stable(json.loads(path.read_text(encoding="utf-8"))) == stable(view), f"{path} is stale: run `make fixtures`"
+
+
+# The attack suite's tally (issue 12): hostile inputs, fuzz examples and kills counted as they run
+# (each fuzz example, each kill), and how many failed their check (left something behind,
+# crashed, or took the wrong exit).
+ATTACKS = {"hostile inputs": [0, 0], "fuzz examples": [0, 0], "kills": [0, 0]}
+
+
+@contextlib.contextmanager
+def attack(kind: str):
+    """Count one attack of `kind` that ran; an exception out of it (a failed check) counts as failed."""
+    ATTACKS[kind][0] += 1
+    try:
+        yield
+    except BaseException:
+        ATTACKS[kind][1] += 1
+        raise
+
+
+FUZZ_EXAMPLES = 60   # tests/test_attacks.py FUZZ settings
+
+
+def run_benchmark(script: str, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """benchmarks/<script> in a fresh interpreter from the repository root, output captured."""
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=timeout)
