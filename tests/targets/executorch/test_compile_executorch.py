@@ -210,7 +210,7 @@ class Folded(torch.nn.Module):
 
 
 _REBUILD = """
-import sys; sys.path.insert(0, {tests!r}); sys.path.insert(0, {repo!r})
+import sys; sys.path[:0] = [{here!r}, {tests!r}, {repo!r}]
 from pathlib import Path
 from test_compile_executorch import Folded, _lower
 _lower(Folded(), Path(sys.argv[1]))
@@ -219,7 +219,7 @@ _lower(Folded(), Path(sys.argv[1]))
 
 def test_programs_are_byte_identical_across_processes(tmp_path):
     _lower(Folded(), tmp_path / "here")
-    script = _REBUILD.format(tests=str(REPO / "tests"), repo=str(REPO))
+    script = _REBUILD.format(here=str(Path(__file__).parent), tests=str(REPO / "tests"), repo=str(REPO))
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "there")], check=True, cwd=tmp_path,
                    env={**os.environ, "PYTHONHASHSEED": "777"}, capture_output=True)
     a, b = tree_snapshot(tmp_path / "here"), tree_snapshot(tmp_path / "there")
