@@ -100,9 +100,10 @@ def write_app_package(bundle: Path, out: Path, force: bool = False) -> dict:
             (staging / "build.gradle.kts").write_text(GRADLE.format(name=name, target=manifest["target"], module=module,
                                                                     package=package, dependency=app.dependency))
             _copy_bundle(bundle, staging / "src" / "main" / "assets" / BUNDLE_DIR)
+    total = _bytes(bundle)
     return {"kind": "Swift package" if app.platform == "swift" else "Android library module", "module": module,
-            "engine": app.engine, "out": out, "bundle_bytes": _bytes(bundle),
-            "shipped_bytes": _bytes(bundle) - sum(_bytes(bundle / f) for f in FOR_PEOPLE)}
+            "engine": app.engine, "out": out, "bundle_bytes": total,
+            "shipped_bytes": total - sum(_bytes(bundle / f) for f in FOR_PEOPLE)}
 
 
 def _copy_bundle(bundle: Path, dst: Path) -> None:

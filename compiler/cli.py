@@ -94,3 +94,20 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="print the traceback on errors")
     return p
+
+
+def seed_argument(text: str) -> int:
+    """A command line's seed, as the runtimes take it: unsigned 64-bit, never wrapped."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2^64 - 1]")
+    return value
+
+
+def add_public_key(p: argparse.ArgumentParser) -> None:
+    """`--public-key` of the commands that read a bundle (compiler/signing.py checks it)."""
+    p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
+                                                          "manifest.json with this public key")

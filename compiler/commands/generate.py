@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import _parser, _run
+from ..cli import _parser, _run, add_public_key, seed_argument
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,12 +17,9 @@ def parser() -> argparse.ArgumentParser:
                             "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--prompt", required=True)
-    from ..contract.noise import seed_argument
-
     p.add_argument("--seed", type=seed_argument, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")
-    p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
-                                                          "manifest.json with this public key")
+    add_public_key(p)
     return p
 
 

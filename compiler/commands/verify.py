@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli import _parser, _run
+from ..cli import _parser, _run, add_public_key
+from ..cli import seed_argument as seed
 from ..errors import BundleError, ModelError
-from ..contract.noise import seed_argument as seed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,8 +36,7 @@ def parser() -> argparse.ArgumentParser:
                         "component: minutes at real size)")
     p.add_argument("--json", help="also write the parity results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "
-                                                          "manifest.json with this public key")
+    add_public_key(p)
     return p
 
 

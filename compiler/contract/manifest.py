@@ -11,7 +11,9 @@ from pathlib import Path
 from ..errors import BundleError
 from .limits import MAX_ELEMENTS
 from .noise import ALGORITHM as NOISE_ALGORITHM
+from .tiling import manifest_problem as tiling_problem
 from .tokenizers import CLIP, SENTENCEPIECE
+from .wiring import Wiring
 
 # 2: wiring, tokenizer files and noise named in the manifest; manifest.sha256 protects the manifest.
 SCHEMA_VERSION = 2
@@ -97,9 +99,6 @@ def _check_references(manifest: dict, path: Path) -> None:
     """Every path the manifest names must be a checked file of the table (or the folder holding
     some), so nothing outside the bundle is ever opened; every value a runtime reads has its type;
     the wiring must be one a runtime can follow."""
-    from .tiling import manifest_problem as tiling_problem
-    from .wiring import Wiring
-
     files = manifest["files"]
     folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
     for name, comp in sorted(manifest["components"].items()):

@@ -17,8 +17,6 @@ the Swift/Kotlin runtimes implement it bit for bit:
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 ALGORITHM = "splitmix64-box-muller-v1"
@@ -51,14 +49,3 @@ def gaussian(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     out[0::2] = r * np.cos(theta)
     out[1::2] = r * np.sin(theta)
     return out[:count].astype(np.float32).reshape(shape)
-
-
-def seed_argument(text: str) -> int:
-    """A command line's seed, as the runtimes take it: unsigned 64-bit, never wrapped."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2^64 - 1]")
-    return value

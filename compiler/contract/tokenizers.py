@@ -141,13 +141,13 @@ def save(tok: PromptTokenizer, source: Path, folder: Path) -> None:
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
-    if tok.kind == CLIP and all((source / f).is_file() for f in runtime_files(CLIP)):
+    if tok.kind == CLIP:
+        if not all((source / f).is_file() for f in runtime_files(CLIP)):   # transformers 5's tokenizer.json only
+            _clip_files_from_tokenizer_json(source, folder, tok.hf)
+            return
         for f in sorted(source.iterdir()):   # the student's own files, byte for byte
             if f.is_file() and f.suffix in (".json", ".txt"):
                 shutil.copyfile(f, folder / f.name)
-        return
-    if tok.kind == CLIP:
-        _clip_files_from_tokenizer_json(source, folder, tok.hf)
         return
     save_pretrained(tok.hf, folder)
     for f in sorted(folder.iterdir()):
