@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes train-student evaluate-student
+.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# in pip's find-links folder (PIP_FIND_LINKS), else PyPI's (several GB, once per machine).
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# QNN's HTP backend (`--target qnn`) ships for Linux x86-64 (and Windows) only
+	if [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ]; then $(BIN)/pip install -q -e '.[qnn]'; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(MAKE) --no-print-directory test-swift
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # The Kotlin runtime's unit tests against runtimes/fixtures on the JVM (closing line: N passed, N failed).
 # Each runtime writes the names of the fixture cases it ran; test-swift checks Swift ran the same ones.
@@ -79,6 +81,11 @@ bench-coreml: $(STAMP)
 
 bench-runtimes: $(STAMP)
 	$(BIN)/python benchmarks/runtimes.py
+
+# The same bundle from every CPU: each target, fp32 and int8, compiled under ATEN_CPU_CAPABILITY=default
+# and this machine's own; hashed files compared, calibrated ranges counted before and after the grid.
+bench-cpus: $(STAMP)
+	$(BIN)/python benchmarks/cpu_independence.py
 
 bench-executorch: $(STAMP)
 	$(BIN)/python benchmarks/executorch_bench.py

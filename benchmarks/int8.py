@@ -199,7 +199,6 @@ def child_export(work: Path, tiny: bool, image: int) -> dict:
         out["components"][name] = {"params": _parameters(name, graph), "fp32_files": files,
                                    "fp32_bytes": _size(fp32, files), "export_s": time.perf_counter() - t0}
     progress.step("text_encoder: weight-only int8 (w8)")
-    spec = recipe.components.text_encoder
     quantizer = OnnxQuantizer("text_encoder", "w8", fp32 / "text_encoder.onnx", int8 / "text_encoder.onnx")
     layers = quantizer.layers()
     quantizer.build([l.node for l in layers if l.reason])   # w8 needs no calibration; accuracy is measured below

@@ -207,7 +207,9 @@ def report(work: Path, code: int, lines, sampler: Sampler, total_s: float, estim
     if code != 0:
         print("FAILED: " + next((t for _, t in reversed(lines) if t.strip()), "no output"))
         return False
-    manifest = json.loads((work / "bundle" / "manifest.json").read_text())
+    # the manifest, with what compile measured (report.json: parity, quantization) beside it
+    manifest = {**json.loads((work / "bundle" / "manifest.json").read_text()),
+                **json.loads((work / "bundle" / "report.json").read_text())}
     ok = True
     print(f"\n{'component':<14}{'params':>9}{'export s':>10}{'s/B':>8}{'peak GB':>9}{'x fp32':>8}  "
           f"(goals <= {GOALS['export_s_per_b']:.0f} s/B, <= {GOALS['export_rss_x']}x)")

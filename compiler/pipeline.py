@@ -13,7 +13,7 @@ import torch
 from . import __version__, report
 from .contract import noise
 from .bundle import atomic_output, package_versions
-from .contract.manifest import REPORT, TIMINGS, sha256_file, write_manifest
+from .contract.manifest import TIMINGS, sha256_file, write_manifest
 from .decoder_cost import DecoderCost, compare_decoders
 from .load import load_recipe_student
 from .student import COMPONENTS, Student
@@ -53,7 +53,7 @@ class Quantized:
 @dataclass
 class Result:
     out: Path
-    manifest: dict
+    manifest: dict         # manifest.json's content plus report.json's figures (parity, quantization, decoder_cost)
     parity: list[Parity]
     latency: dict          # component -> {"fp32", "shipped"} seconds; empty when the target times nothing
 
@@ -86,10 +86,12 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
             latency = {}
             if target.reports_latency:
                 latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed)
+            quantized, device_checks = for_device(recipe, target, options, reference, quantized, staging, heldout[0],
+                                                  progress)
             shutil.rmtree(staging / WORK_DIR)
         with progress.stage("bundle", str(out)):
             manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency,
-                              decoder_cost)
+                              decoder_cost, device_checks)
             if sign_key:   # inside the staging folder: a signed bundle appears whole or not at all
                 from .signing import sign
 
@@ -175,6 +177,18 @@ def verify(recipe: Recipe, target: Target, options, reference: Chain, quantized:
     return parity
 
 
+def for_device(recipe: Recipe, target: Target, options, reference: Chain, quantized: Quantized, staging: Path,
+               prompt: str, progress: Progress) -> tuple[Quantized, dict]:
+    """The checked artifacts made into what the device loads (the target's step: QNN compiles
+    context binaries per SoC and simulates them), and what checking those measured."""
+    def feeds(name: str) -> dict:   # computed only for a target that asks
+        return next(calibration_feeds(name, reference, [prompt], recipe.parity.seed, "device check"))
+
+    shipped, checks = target.for_device(quantized.artifacts, precisions(recipe, target.float_precision(options)),
+                                        staging, staging / WORK_DIR, options, feeds, progress)
+    return dataclasses.replace(quantized, artifacts=shipped), checks
+
+
 def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, repeats: int = 3) -> dict:
     """Median seconds of the target's checker per component, float export vs shipped (a component
     left float is timed once), on one held-out input. Timings are not reproducible: they go to the
@@ -231,7 +245,8 @@ def export(wrapped: Wrapped, student: Student, recipe: Recipe, reference: Chain,
 
 
 def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
-           quantized: Quantized, parity: list[Parity], latency: dict, decoder_cost: DecoderCost | None) -> dict:
+           quantized: Quantized, parity: list[Parity], latency: dict, decoder_cost: DecoderCost | None,
+           device_checks: dict) -> dict:
     for tok, folder in zip(student.tokenizers, student.tokenizer_dirs):
         save_tokenizer(tok, folder, staging / tok.name)
     tokenizers = [tok.manifest_entry() for tok in student.tokenizers]
@@ -248,6 +263,8 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         if name in wrapped.tiling:
             components[name]["tiling"] = wrapped.tiling[name].as_manifest()
     h, w = recipe.image.height, recipe.image.width
+    # what was measured (parity, layer SQNR, fallback, the decoder's cost) goes to report.json, not
+    # the manifest: figures differ in their last bits between CPUs, the manifest's bytes must not
     quantization = {name: q.as_dict() for name, q in quantized.components.items()}
     manifest = {
         "name": recipe.name,
@@ -263,28 +280,30 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "components": components,
         "wiring": wrapped.wiring.as_manifest(),
         "recipe": recipe.to_dict(),
-        "parity": [p.as_dict() for p in parity],
-        "quantization": {"calibration": quantized.calibration, "components": quantization} if quantization else None,
-        "decoder_cost": decoder_cost.as_dict() if decoder_cost else None,
+        "calibration": quantized.calibration or None,
         "warnings": warnings,
         "source": source_fingerprint(student),
         "targets": {target.name: target.manifest_block(options, quantized.artifacts, staging)},
         "tools": tool_versions(target.packages),
     }
+    figures = {"parity": [p.as_dict() for p in parity],
+               "quantization": {"components": quantization} if quantization else None,
+               "decoder_cost": decoder_cost.as_dict() if decoder_cost else None,
+               "device_checks": device_checks or None}
     summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
                "precision": ", ".join(f"{n} {p}" for n, p in shipped.items()),
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
     sections = report.quantization_sections(quantized.components)
     sections += report.delegation_section(manifest["targets"][target.name])
+    sections += report.device_section(manifest["targets"][target.name], device_checks)
     if decoder_cost:
-        sections += report.decoder_cost_section(decoder_cost, manifest["decoder_cost"])
+        sections += report.decoder_cost_section(decoder_cost, figures["decoder_cost"])
     if latency:
         sections += report.latency_section()
         (staging / TIMINGS).write_text(report.timings_text(latency, target.checker(options)), encoding="utf-8")
-    # Written before the manifest so its hash covers the report too (it holds no timings).
-    (staging / REPORT).write_text(report.render(f"{recipe.name} ({target.name})", summary, parity, sections),
-                                  encoding="utf-8")
-    return write_manifest(staging, manifest)
+    manifest = write_manifest(staging, manifest)
+    report.write_record(staging, figures, report.render(f"{recipe.name} ({target.name})", summary, parity, sections))
+    return {**manifest, **figures}
 
 
 def source_fingerprint(student: Student) -> dict:

@@ -31,9 +31,10 @@ class Quantization:
     """How one component is quantized (issue 4). Layered like coremltools.optimize:
     global scheme -> per op type -> per node name, where `null` keeps that op/node in float."""
 
-    # w8a8: int8 weights and activations; w8: int8 weights only; palettize6/4: k-means weight
-    # palettes (6 or 4 bits per weight, Core ML). Which a target can ship: its `schemes`.
-    scheme: Literal["w8a8", "w8", "palettize6", "palettize4"] = "w8a8"
+    # w8a8: int8 weights and activations; w8a16: int8 weights, 16-bit activations (what
+    # Snapdragon NPUs run, QNN); w8: int8 weights only; palettize6/4: k-means weight palettes (6
+    # or 4 bits per weight, Core ML). Which a target can ship: its `schemes` (exit 2 otherwise).
+    scheme: Literal["w8a8", "w8a16", "w8", "palettize6", "palettize4"] = "w8a8"
     op_types: Mapping[str, Optional[str]] = field(default_factory=dict)
     nodes: Mapping[str, Optional[str]] = field(default_factory=dict)
     max_float_weight_fraction: float = 0.0
@@ -41,7 +42,7 @@ class Quantization:
 
 # The scheme vocabulary, the same on every target: a component's scheme unless the recipe names one.
 DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
-CALIBRATED = ("w8a8",)     # schemes whose activations are calibrated (the others quantize weights only)
+CALIBRATED = ("w8a8", "w8a16")   # schemes whose activations are calibrated (the others quantize weights only)
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,10 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             raise RecipeError(f"{where}: {key}", f"expected a mapping, got {type(value).__name__}")
         _, vt = typing.get_args(tp)
         return {str(k): _coerce(vt, v, where, f"{key}.{k}") for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if origin is tuple:   # tuple[X, ...]: a YAML list, kept immutable
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: {key}", f"expected a list, got {type(value).__name__}")
+        return tuple(_coerce(typing.get_args(tp)[0], v, where, f"{key}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where, key)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):

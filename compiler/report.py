@@ -1,11 +1,62 @@
-"""report.html: one self-contained file (images inlined) a person can open from disk."""
+"""The report beside a bundle: report.html, one self-contained file (images inlined) a person can
+open from disk, and report.json, the figures compile measured (parity, quantization, the decoder's
+cost), which `verify` reads. Measurements differ in their last bits between CPUs, so they stay out
+of the manifest (whose bytes identify the bundle); report.sha256 hashes both, and report.json names
+the manifest's sha256, so a report cannot be moved to another bundle or edited unnoticed."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
+import json
+from pathlib import Path
 
 import numpy as np
+
+from .contract.manifest import MANIFEST, REPORT, REPORT_DATA, REPORT_DIGEST, TIMINGS, digest_line
+from .errors import BundleError
+
+RECORD_VERSION = 1
+
+
+def write_record(root: Path, figures: dict, page: str) -> None:
+    """report.json (the figures, bound to manifest.json by its sha256), report.html, report.sha256.
+    Written after the manifest."""
+    manifest_sha256 = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
+    record = {"record_version": RECORD_VERSION, "manifest_sha256": manifest_sha256, **figures}
+    data = (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    html_bytes = page.encode("utf-8")
+    (root / REPORT_DATA).write_bytes(data)
+    (root / REPORT).write_bytes(html_bytes)
+    (root / REPORT_DIGEST).write_text(digest_line(html_bytes, REPORT) + digest_line(data, REPORT_DATA),
+                                      encoding="ascii")
+
+
+def read_verified_record(bundle: Path) -> dict:
+    """report.json of a bundle whose manifest was verified: report.sha256 present and matching
+    both report files, report.json naming this manifest's sha256; BundleError (exit 7) otherwise."""
+    from .contract import bounded_json
+    from .contract.limits import MAX_MANIFEST_BYTES
+
+    bundle = Path(bundle)
+    digest = bundle / REPORT_DIGEST
+    files = [bundle / REPORT, bundle / REPORT_DATA]
+    for path in [digest, *files]:
+        if not path.is_file() or path.is_symlink():
+            raise BundleError(str(path), "missing: `verify` needs the report compile wrote beside the bundle (an "
+                                         "app's copy leaves it out; verify the bundle compile wrote)")
+    if digest.read_bytes() != "".join(digest_line(f.read_bytes(), f.name) for f in files).encode("ascii"):
+        raise BundleError(str(digest), "does not match report.html and report.json (report modified or corrupt)")
+    _, record = bounded_json.read(bundle / REPORT_DATA, MAX_MANIFEST_BYTES)
+    manifest_sha256 = hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()
+    if not isinstance(record, dict) or record.get("manifest_sha256") != manifest_sha256:
+        raise BundleError(f"{bundle / REPORT_DATA}: manifest_sha256", "is not this bundle's manifest (report "
+                                                                      "from another compile)")
+    if record.get("record_version") != RECORD_VERSION:
+        raise BundleError(f"{bundle / REPORT_DATA}: record_version",
+                          f"is {record.get('record_version')!r}, this compiler reads {RECORD_VERSION}")
+    return record
 
 
 def _png(image: np.ndarray) -> str:
@@ -166,8 +217,6 @@ def latency_section() -> list[tuple[str, str]]:
     """Latencies are measurements of the compiling machine, not reproducible: they live in the
     bundle's unhashed timings.txt, which the (hashed, byte-identical) report shows in a frame.
     Plain text, so a tampered timings.txt cannot run anything in the report."""
-    from .contract.manifest import TIMINGS
-
     return [("Latency on the compiling machine", f"<iframe src='{TIMINGS}' title='{TIMINGS}'></iframe>")]
 
 
@@ -208,3 +257,22 @@ def delegation_section(block: dict) -> list[tuple[str, str]]:
             f"Minimum delegated FLOP share: {block.get('min_delegated_flop_share')}.</p>")
     return [("Delegation", note + _table(["component", "delegated FLOP share", "delegated segments", "delegated ops",
                                           "portable ops", "left on portable kernels"], rows))]
+
+
+def device_section(block: dict, checks: dict | None) -> list[tuple[str, str]]:
+    """A target block's partition onto the device (QNN: nodes the HTP took, per SoC) and what the
+    device's simulator measured against the checked graphs, when it has them."""
+    partition = block.get("partition")
+    if not partition:
+        return []
+    rows = []
+    for name, socs in partition.items():
+        for soc, p in socs.items():
+            outputs = (checks or {}).get(name, {}).get(soc)
+            agreement = f"{min(o['psnr_db'] for o in outputs):.2f}" if outputs else "not simulated"
+            rows.append([name, soc, f"{p['htp_nodes']} / {p['nodes']}", agreement])
+    note = (f"<p>Every node on the {html.escape(block.get('backend', 'device'))}, CPU fallback off. The simulator "
+            f"runs the compiled program on the first held-out input; its worst output PSNR against the graph "
+            f"it was compiled from (ONNX Runtime CPU) is shown. Simulated arithmetic, not a phone's latency.</p>")
+    return [("On the device", note + _table(["component", "SoC", "nodes on the device", "simulator vs graph dB"],
+                                            rows))]

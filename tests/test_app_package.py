@@ -8,7 +8,8 @@ import pytest
 
 from compiler.contract.verifier import read_verified_manifest
 from compiler.errors import BundleError, Exit
-from support import REPO, flip_byte, tree_snapshot
+from compiler.report import read_verified_record
+from support import REPO, flip_byte, identity, tree_snapshot
 
 KOTLIN = REPO / "runtimes/kotlin/src/main/kotlin/dev/onestep/runtime"
 
@@ -19,18 +20,17 @@ def test_onnx_bundle_becomes_an_android_library_module(bundles, run_cli, tmp_pat
     code, stdout, err = run_cli("package", "--bundle", bundle, "--out", out)
     assert code == Exit.OK, err
     assert "Android library module" in stdout and "OnnxRuntimeEngine" in stdout
-    assert "report.html and timings.txt stay beside the bundle" in stdout
+    assert "the report (report.html, report.json) and timings.txt stay beside the bundle" in stdout
     gradle = (out / "build.gradle.kts").read_text()
     assert 'implementation("com.microsoft.onnxruntime:onnxruntime-android:' in gradle
     assert "executorch" not in gradle
     # The bundle in assets/ is what the runtime reads, byte for byte (the report and timings stay
     # beside the bundle), and still verifies where it lies.
     assets = out / "src/main/assets/bundle"
-    shipped = {k: v for k, v in tree_snapshot(bundle).items() if k not in ("report.html", "timings.txt")}
-    assert tree_snapshot(assets) == shipped and "report.html" in tree_snapshot(bundle)
+    assert tree_snapshot(assets) == identity(bundle) and "report.html" in tree_snapshot(bundle)
     assert read_verified_manifest(assets)["target"] == "onnx"
-    with pytest.raises(BundleError, match="report.html"):   # `verify` checks the whole bundle, report included
-        read_verified_manifest(assets, with_report=True)
+    with pytest.raises(BundleError, match="report.sha256"):   # `verify` needs the report beside the bundle
+        read_verified_record(assets)
     # The runtime: every pure source, and of the engines only this target's.
     sources = out / "src/main/kotlin/dev/onestep/runtime"
     for f in KOTLIN.glob("*.kt"):

@@ -86,5 +86,5 @@ def test_readme_recipe_table_matches_the_shipped_recipes():
             spec = (recipe.get("components") or {}).get(component) or {}
             int8 = spec.get("precision") == "int8"
             scheme = ((spec.get("quantization") or {}).get("scheme") or "w8a8") if int8 else None
-            said = re.search(rf"\b(w8a8|w8) {label}s?\b", claims)
+            said = re.search(rf"\b(w8a16|w8a8|w8) {label}s?\b", claims)
             assert (said.group(1) if said else None) == scheme, f"{name}: {label} is {scheme or 'fp32'}, the row says {claims}"

@@ -4,7 +4,6 @@ compiled bundle ships its decoder at one tile's shape, calibrated and checked pe
 plan in the manifest and tiling's cost in the report."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 
 from compiler.errors import Exit
 from compiler.contract.tiling import TilePlan, axis_weights, origins
-from support import check_runtime_manifest, compile_quietly, write_recipe
+from support import bundle_record, check_runtime_manifest, compile_quietly, write_recipe
 
 
 @settings(max_examples=200, deadline=None)
@@ -57,7 +56,7 @@ def test_a_decoder_without_context_decodes_the_same_in_tiles_as_whole():
 
 
 def _manifest(bundle) -> dict:
-    return json.loads((bundle / "manifest.json").read_text())
+    return bundle_record(bundle)
 
 
 def test_a_tiled_bundle_ships_its_decoder_at_one_tile_with_the_plan_in_the_manifest(tiled_bundle):

@@ -117,6 +117,9 @@ def _print_summary(result) -> None:
         print(f"  {name:<13} {c['precision']:<5} {size / 1e6:9.2f} MB  {c['file']}")
     for name, d in (m["targets"][m["target"]].get("delegation") or {}).items():
         print(f"  {name:<13} {delegation_line(d)}")
+    for name, socs in (m["targets"][m["target"]].get("partition") or {}).items():
+        nodes = next(iter(socs.values()))
+        print(f"  {name:<13} {nodes['htp_nodes']}/{nodes['nodes']} nodes on the HTP for {', '.join(socs)}")
     for p in result.parity:
         for name, c in p.as_dict()["checks"].items():
             w = c["worst"]

@@ -49,7 +49,8 @@ def _generate(args) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    print(f"wrote {out}")
+    block = manifest.get("targets", {}).get(manifest["target"], {})
+    print(f"wrote {out} (computed by {block.get('runs_here') or block.get('checker') or manifest['target']})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,8 @@ def write_package(bundle: Path, out: Path, force: bool) -> None:
 
     info = write_app_package(bundle, out, force)
     print(f"app package: {info['out']}  ({info['kind']} {info['module']}, engine {info['engine']}); it carries "
-          f"{info['shipped_bytes'] / 1e6:.2f} of the bundle's {info['bundle_bytes'] / 1e6:.2f} MB: report.html and "
-          f"timings.txt stay beside the bundle")
+          f"{info['shipped_bytes'] / 1e6:.2f} of the bundle's {info['bundle_bytes'] / 1e6:.2f} MB: the report "
+          f"(report.html, report.json) and timings.txt stay beside the bundle")
 
 
 def main(argv: list[str] | None = None) -> int:

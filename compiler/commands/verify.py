@@ -2,7 +2,8 @@
 
     verify --bundle build/sd-turbo-int8 --model /path/to/sd-turbo [--prompts more-heldout.txt]
 
-The bundle's hashes are checked first (exit 7); the model must be the one the bundle was
+The bundle's hashes and the report beside it (report.json holds the held-out prompts compile
+checked) are checked first (exit 7); the model must be the one the bundle was
 compiled from (its safetensors hashes are in the manifest; exit 3 otherwise); the prompts
 (by default the held-out prompts the bundle records, so it runs from any directory) must not
 be prompts the bundle was calibrated on (their digests are in the manifest; exit 4); a
@@ -44,6 +45,7 @@ def _verify(args) -> None:
     import tempfile
 
     from ..contract.verifier import read_verified_manifest
+    from ..report import read_verified_record
     from ..load import load_recipe_student
     from ..pipeline import export, source_fingerprint, torch_chain
     from ..streaming import heldout_questions, record_reference
@@ -59,19 +61,20 @@ def _verify(args) -> None:
         from ..signing import check
 
         check(args.bundle, args.public_key)
-    manifest = read_verified_manifest(Path(args.bundle), with_report=True)
+    manifest = read_verified_manifest(Path(args.bundle))
+    record = read_verified_record(Path(args.bundle))
     recipe = recipe_from_data(manifest["recipe"], f"{args.bundle}/manifest.json recipe")
     if args.prompts:
         prompts_path = args.prompts
         prompts = read_prompts(args.prompts, "--prompts")
     else:
         prompts_path = "the bundle's held-out prompts"
-        prompts = recorded_heldout(manifest, args.bundle)
+        prompts = recorded_heldout(record, args.bundle)
     prompts = prompts[: args.num_prompts or recipe.parity.num_prompts]
-    calibration = (manifest.get("quantization") or {}).get("calibration")
+    calibration = manifest.get("calibration")
     if calibration:
         check_not_calibrated(prompts, f"{prompts_path} (--prompts)", calibration_digests(calibration, args.bundle),
-                             f"{args.bundle}/manifest.json quantization.calibration.prompt_digests")
+                             f"{args.bundle}/manifest.json calibration.prompt_digests")
     target = get_target(manifest["target"])
     options = recipe.target_options(target.name)
     precisions = {name: c["precision"] for name, c in manifest["components"].items()}
@@ -119,10 +122,10 @@ def _verify(args) -> None:
     print(f"verify: {args.bundle} passes on {len(prompts)} prompts ({', '.join(p.label for p in runs)})")
 
 
-def recorded_heldout(manifest: dict, bundle) -> list[str]:
-    where = f"{bundle}/manifest.json: parity[0].prompts"
+def recorded_heldout(record: dict, bundle) -> list[str]:
+    where = f"{bundle}/report.json: parity[0].prompts"
     try:
-        prompts = [p["prompt"] for p in manifest["parity"][0]["prompts"]]
+        prompts = [p["prompt"] for p in record["parity"][0]["prompts"]]
     except (KeyError, IndexError, TypeError):
         raise BundleError(where, "missing or malformed; pass --prompts") from None
     if not prompts or not all(isinstance(p, str) for p in prompts):
@@ -133,7 +136,7 @@ def recorded_heldout(manifest: dict, bundle) -> list[str]:
 def calibration_digests(calibration, bundle) -> list[str]:
     digests = calibration.get("prompt_digests") if isinstance(calibration, dict) else None
     if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
-        raise BundleError(f"{bundle}/manifest.json: quantization.calibration.prompt_digests",
+        raise BundleError(f"{bundle}/manifest.json: calibration.prompt_digests",
                           "missing or malformed (bundle written by an older compiler); compile it again")
     return digests
 

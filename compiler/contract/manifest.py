@@ -20,21 +20,24 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 # sha256sum format ("<hex>  manifest.json"), so `sha256sum -c manifest.sha256` checks it too.
 MANIFEST_DIGEST = "manifest.sha256"
-# report.html is for people and hashed like every file; the latencies it shows are
-# measurements of the compiling machine, which differ run to run, so they live in timings.txt,
-# plain text read by nothing, outside the hashes and the byte-identical promise (as is the
-# signature of a signed bundle, which signs the manifest and so cannot be listed in it).
+# What a compile measured (parity PSNR, layer SQNR, the decoder's cost) differs in its last bits
+# from one CPU's kernels to another's, so it is kept out of the bytes that identify a bundle:
+# report.json (figures) and report.html (for people) sit beside the manifest, bound to it by its
+# sha256 and hashed in report.sha256, which `verify` checks (compiler/report.py). Latencies differ
+# run to run: timings.txt, read by nothing. manifest.sig signs the manifest, so it cannot be listed in it.
 REPORT = "report.html"
+REPORT_DATA = "report.json"
+REPORT_DIGEST = "report.sha256"
 TIMINGS = "timings.txt"
 # `compile --sign-key`: a signature over manifest.json (compiler/signing.py); it cannot hash itself.
 SIGNATURE = "manifest.sig"
 # CLIP byte-level BPE from vocab.json + merges.txt, as runtimes/README.md specifies it.
 # tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder)
 TOKENIZER_FILES = {CLIP: ("vocab", "merges"), SENTENCEPIECE: ("tokenizer_json",)}
-UNHASHED = (MANIFEST, MANIFEST_DIGEST, TIMINGS, SIGNATURE)
-# What an app does not carry (`package`): the report and timings are for people and stay beside the
-# bundle. A runtime accepts a bundle without report.html; `verify` requires it (with its hash).
-FOR_PEOPLE = (REPORT, TIMINGS)
+# What an app does not carry (`package`): the report and timings are for people and stay beside
+# the bundle; a runtime reads none of them.
+FOR_PEOPLE = (REPORT, REPORT_DATA, REPORT_DIGEST, TIMINGS)
+UNHASHED = (MANIFEST, MANIFEST_DIGEST, SIGNATURE, *FOR_PEOPLE)
 
 
 def sha256_file(path: Path) -> str:
@@ -46,7 +49,7 @@ def sha256_file(path: Path) -> str:
 
 
 def file_table(root: Path) -> dict[str, dict]:
-    """sha256 and size of every file in the bundle except the manifest and timings.txt."""
+    """sha256 and size of every file in the bundle except the manifest, its digest and signature, and the report."""
     table = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
@@ -65,11 +68,12 @@ def sign_manifest(root: Path, manifest: dict) -> None:
     """Write manifest.json and the manifest.sha256 that protects it (the loader checks it first)."""
     data = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
     (root / MANIFEST).write_bytes(data)
-    (root / MANIFEST_DIGEST).write_text(_digest_line(data), encoding="ascii")
+    (root / MANIFEST_DIGEST).write_text(digest_line(data, MANIFEST), encoding="ascii")
 
 
-def _digest_line(data: bytes) -> str:
-    return f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n"
+def digest_line(data: bytes, name: str) -> str:
+    """One line of sha256sum's format, so `sha256sum -c` checks the file too."""
+    return f"{hashlib.sha256(data).hexdigest()}  {name}\n"
 
 
 REQUIRED_KEYS = {"schema_version": int, "target": str, "family": str, "components": dict, "files": dict,
@@ -91,7 +95,7 @@ def _check_digest(bundle: Path, data: bytes, manifest: dict) -> None:
     if not digest.is_file():
         raise BundleError(str(digest), "missing; the manifest cannot be checked (bundle incomplete or edited)")
     expected = digest.read_bytes().decode("ascii", "replace")
-    if expected != _digest_line(data):
+    if expected != digest_line(data, MANIFEST):
         raise BundleError(str(bundle / MANIFEST), f"sha256 does not match {MANIFEST_DIGEST} (manifest modified or corrupt)")
 
 

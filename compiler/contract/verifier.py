@@ -8,13 +8,13 @@ from pathlib import Path
 from ..errors import BundleError
 from . import bounded_json
 from .limits import MAX_MANIFEST_BYTES
-from .manifest import (MANIFEST, REPORT, REQUIRED_KEYS, UNHASHED, _check_digest, _check_references, _schema,
+from .manifest import (MANIFEST, REQUIRED_KEYS, UNHASHED, _check_digest, _check_references, _schema,
                        sha256_file)
 
-def read_verified_manifest(bundle: Path, with_report: bool = False) -> dict:
+def read_verified_manifest(bundle: Path) -> dict:
     """Load manifest.json and prove it and every file it names are what the compiler wrote;
-    BundleError (exit 7) otherwise, before any model or tokenizer is opened. report.html may be
-    absent, as in an app's copy, unless `with_report`; when present its hash is checked."""
+    BundleError (exit 7) otherwise, before any model or tokenizer is opened. The report beside
+    it is for people and `verify` (compiler/report.py read_verified_record), not checked here."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not path.is_file():
@@ -28,8 +28,6 @@ def read_verified_manifest(bundle: Path, with_report: bool = False) -> dict:
     root = bundle.resolve()
     for rel, entry in sorted(manifest["files"].items()):
         file = _inside(root, rel, path)
-        if not file.is_file() and rel == REPORT and not with_report and not file.is_symlink():
-            continue
         if not file.is_file():
             raise BundleError(f"{path}: files.{rel}", "listed file is missing")
         size = entry.get("size") if isinstance(entry, dict) else None

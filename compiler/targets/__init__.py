@@ -96,6 +96,13 @@ class Target(Protocol):
 
     def describe_io(self, path: Path) -> dict: ...
 
+    def for_device(self, artifacts: dict[str, Artifact], precisions: dict[str, str], root: Path, work: Path,
+                   options, feeds: Callable[[str], dict], progress) -> tuple[dict[str, Artifact], dict]:
+        """The programs a device loads, made from the checked artifacts (under root; `work` holds
+        what the bundle does not ship; `feeds(component)`: its inputs on the first held-out
+        prompt), and what checking them measured (for the report). QNN
+        compiles each graph into a context binary per SoC; the others ship the artifacts as they are."""
+
     def manifest_block(self, options, artifacts: dict[str, Artifact], root: Path) -> dict:
         """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""
 

@@ -14,6 +14,7 @@ TARGETS: dict[str, str] = {
     "onnx": "compiler.targets.onnx:OnnxTarget",
     "coreml": "compiler.targets.coreml:CoreMLTarget",
     "executorch": "compiler.targets.executorch:ExecuTorchTarget",
+    "qnn": "compiler.targets.qnn:QnnTarget",
 }
 
 

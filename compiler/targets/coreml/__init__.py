@@ -128,6 +128,10 @@ class CoreMLTarget:
 
         return describe_io(path)
 
+    def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
+                   progress) -> tuple[dict, dict]:
+        return artifacts, {}     # the checked artifacts are what the device loads
+
     def manifest_block(self, options: CoreMLOptions, artifacts: dict, root: Path) -> dict:
         from .convert import float32_ops
 

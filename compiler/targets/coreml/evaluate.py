@@ -103,16 +103,16 @@ def _round_fp16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float16).to(torch.float32)
 
 
-def _conform(var, value):
-    """`value` held as `var`'s dtype says: fp16 vars are rounded to fp16 (the storage emulation),
-    integer / bool vars converted as numpy's astype would."""
+def _conform(var, value, fp16_storage: bool = True):
+    """`value` held as `var`'s dtype says: fp16 vars are rounded to fp16 (the storage emulation,
+    unless `fp16_storage` is off), integer / bool vars converted as numpy's astype would."""
     if not torch.is_tensor(value):
         return value
     dtype = var.dtype
     if types.is_float(dtype):
         if value.dtype != torch.float32:
             value = value.to(torch.float32)
-        return _round_fp16(value) if dtype == types.fp16 else value
+        return _round_fp16(value) if dtype == types.fp16 and fp16_storage else value
     target = _torch_dtype(dtype)
     if target is not None and value.dtype != target:
         value = value.to(target)
@@ -995,7 +995,11 @@ class ProgramEvaluator:
     program order; `input_dtypes` what each input is cast to (Core ML takes int32 token ids,
     feeds may be int64)."""
 
-    def __init__(self, prog):
+    def __init__(self, prog, fp16_storage: bool = True):
+        """`fp16_storage=False` computes an fp16 program in float32 throughout (calibration: a
+        last-bit difference between CPUs' kernels would otherwise flip fp16 roundings, moving
+        ranges by fp16's 1e-3 instead of float32's 1e-7)."""
+        self.fp16_storage = fp16_storage
         fn = prog.functions["main"]
         self.function = fn
         ops = list(fn.operations)
@@ -1103,7 +1107,7 @@ class ProgramEvaluator:
             raise ValueError(f"feed {name!r} has shape {array.shape}, the program input is {tuple(var.shape)}")
         # as Core ML receives it: an int64 token array becomes int32, an fp16 input fp16
         array = array.astype(self.input_dtypes[name], copy=False)
-        return _conform(var, torch.from_numpy(np.ascontiguousarray(array)))
+        return _conform(var, torch.from_numpy(np.ascontiguousarray(array)), self.fp16_storage)
 
     def _gather_inputs(self, op, env: dict, args: list) -> dict[str, Any]:
         inputs = {}
@@ -1132,7 +1136,7 @@ class ProgramEvaluator:
                                   f"the program declares {len(op.outputs)}")
         outputs = []
         for var, value in zip(op.outputs, result):
-            value = _conform(var, value)
+            value = _conform(var, value, self.fp16_storage)
             _check_shape(op, var, value)
             outputs.append(value)
         return outputs

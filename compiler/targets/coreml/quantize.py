@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import CalibrationError, ExportError
-from ...quantization import Layer
+from ...quantization import Layer, stable_range
 from ...recipe import CALIBRATED
 from .. import Artifact
 from . import convert
@@ -86,7 +86,8 @@ class CoreMLQuantizer:
         from .check import CheckedEvaluator
 
         # released when calibration ends: at SD-Turbo size it holds the UNet's weights in float32
-        evaluator = CheckedEvaluator(self.src).evaluator
+        # in float32 throughout: ranges every CPU agrees on (evaluate.ProgramEvaluator)
+        evaluator = CheckedEvaluator(self.src, fp16_storage=False).evaluator
         lo: dict[str, float] = {}
         hi: dict[str, float] = {}
 
@@ -109,7 +110,8 @@ class CoreMLQuantizer:
             evaluator.run(feed, observe=observe)
         if not lo:
             raise CalibrationError(f"calibration ({self.component})", "no calibration prompts")
-        self.stats = {v: {"rmin": lo[v], "rmax": hi[v]} for v in sorted(lo)}
+        # on the grid every CPU's kernels agree on (quantization.stable_range)
+        self.stats = {v: dict(zip(("rmin", "rmax"), stable_range(lo[v], hi[v]))) for v in sorted(lo)}
 
     def build(self, float_layers: list[str]) -> Artifact:
         import coremltools.optimize.coreml as cto

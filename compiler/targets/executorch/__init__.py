@@ -86,6 +86,10 @@ class ExecuTorchTarget:
 
         return describe_io(path)
 
+    def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
+                   progress) -> tuple[dict, dict]:
+        return artifacts, {}     # the checked artifacts are what the device loads
+
     def manifest_block(self, options: ExecuTorchOptions, artifacts: dict, root: Path) -> dict:
         return {"backend": "xnnpack", "checker": self.checker(options), "rewrites": options.rewrites,
                 "min_delegated_flop_share": options.min_delegated_flop_share,

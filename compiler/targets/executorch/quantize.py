@@ -1,7 +1,8 @@
 """PT2E quantization with ExecuTorch's XNNPACK quantizer, on the rewritten ATen program.
 
 - `w8a8` (denoiser, decoder): static, per-channel symmetric int8 weights, int8 activations with
-  ranges observed on the shared calibration stream (`prepare_pt2e` -> calibrate -> `convert_pt2e`).
+  ranges observed on the shared calibration stream (`prepare_pt2e` -> calibrate -> `convert_pt2e`):
+  each activation's min/max put on the grid every CPU agrees on (quantization.stable_range).
 - `w8` (text encoder): int8 per-channel weights with activations quantized per call (XNNPACK's
   dynamic quantization). XNNPACK has no weight-only int8 kernels; this is its 8-bit-weights
   scheme (shared/PITFALLS.md), and like every scheme it must pass the component's gate.
@@ -19,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...quantization import Layer, sqnr
+from ...quantization import Layer, sqnr, stable_range
 from ...recipe import CALIBRATED
 from .. import Artifact
 from .export import lower_and_write, quiet
@@ -29,7 +30,8 @@ WEIGHT_OPS = ("conv", "linear")
 _ATEN = {"conv2d": "conv", "conv1d": "conv", "linear": "linear"}
 TOOLS = {
     "w8a8": "torchao.quantization.pt2e prepare_pt2e/convert_pt2e with executorch XNNPACKQuantizer("
-            "get_symmetric_quantization_config(is_per_channel=True)): int8 per-channel weights, int8 activations",
+            "get_symmetric_quantization_config(is_per_channel=True)): int8 per-channel weights, int8 activations "
+            "(MinMax ranges on a 6-bit grid)",
     "w8": "torchao.quantization.pt2e prepare_pt2e/convert_pt2e with executorch XNNPACKQuantizer("
           "get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)): int8 per-channel weights, "
           "activations quantized per call",
@@ -128,6 +130,7 @@ class ExecuTorchQuantizer:
             prepared = prepare_pt2e(_fresh(self.module), self._quantizer(float_layers))
             for feeds in self._feeds or [None]:
                 prepared(*(self._inputs(feeds) if feeds else example))
+            _stable_activation_ranges(prepared)
             self._converted = convert_pt2e(prepared)
             quantized = torch.export.export(self._converted, example)
         self._artifact = lower_and_write(quantized, self.component, self.input_names, self.output_names,
@@ -144,6 +147,27 @@ class ExecuTorchQuantizer:
             return
         _LocalError(self._converted, dict(self.module.named_parameters()),
                     {l.node: l for l in layers if l.precision != "fp32"}).run(*self._inputs(feeds))
+
+
+def _stable_activation_ranges(prepared) -> None:
+    """Each calibrated activation observer (per tensor; weights are per channel, computed from the
+    weights alone) gives the qparams of its observed min/max widened onto the grid every CPU's
+    kernels agree on (quantization.stable_range), with its own formula: MinMax ranges, as the
+    other targets calibrate. HistogramObserver's own search picks a range by histogram bins,
+    which another CPU's last bits move by a bin (measured: 2 of 866 ranges flipped on the grid)."""
+    import torch
+    from torchao.quantization.pt2e.observer import UniformQuantizationObserverBase
+
+    for observer in prepared.modules():
+        if not isinstance(observer, UniformQuantizationObserverBase) or observer.qscheme not in (
+                torch.per_tensor_affine, torch.per_tensor_symmetric) or observer.is_dynamic:
+            continue
+        lo, hi = float(observer.min_val.reshape(-1)[0]), float(observer.max_val.reshape(-1)[0])
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            continue   # never observed: its own default qparams
+        lo, hi = stable_range(lo, hi)
+        qparams = observer._calculate_qparams(torch.tensor([lo]), torch.tensor([hi]))
+        observer.calculate_qparams = lambda qparams=qparams: qparams
 
 
 def _float_input(node):

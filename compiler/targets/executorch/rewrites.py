@@ -23,6 +23,9 @@ SD decoder's time. A dense 4x4 stride-2 transposed convolution is the same arith
 XNNPACK's deconvolution ran it 2-4x slower than the phases.
 Then constants are folded (`constant_prop_pass`): masks, position ids, the baked timestep's
 embedding input and the ones kernels become constants instead of portable-kernel subgraphs.
+Folding evaluates in float64 and rounds once to the graph's dtype: torch's float32 kernels
+(sin, exp, the time MLP's matmuls) differ in their last bits between vector units
+(ATEN_CPU_CAPABILITY), and the folded bytes must be the same on every build machine.
 Folded constants are stored contiguous: one keeps the strides of the permute it came from (T5's
 relative position bias, dim order 0,2,3,1), and portable kernels that take several tensors
 (`where`) refuse inputs of mixed dim orders at run time.
@@ -238,11 +241,56 @@ TABLE = {
 
 
 def for_xnnpack(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """The rewrites above, then constant folding."""
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    """The rewrites above, then constant folding (in float64)."""
+    from unittest import mock
 
-    program = fuse_upsampling_into_conv(program)
-    return contiguous_constants(constant_prop_pass(program.run_decompositions(TABLE)))
+    from executorch.exir.passes import constant_prop_pass as folding
+
+    program = fuse_upsampling_into_conv(program).run_decompositions(TABLE)
+    exact = _folded_in_float64(folding)
+    # ExecuTorch's pass with its evaluation step replaced: it has no hook for the precision
+    with mock.patch.object(folding, "get_propagated_const_tensor_dict", exact):
+        program = folding.constant_prop_pass(program)
+    return contiguous_constants(program)
+
+
+def _folded_in_float64(folding):
+    """ExecuTorch's get_propagated_const_tensor_dict, evaluating every foldable node with float
+    tensors (and float32 dtype arguments) in float64, each result rounded once to its own dtype."""
+    from collections import OrderedDict
+
+    from torch.utils import _pytree as pytree
+
+    def wide(x):
+        if isinstance(x, torch.Tensor) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return x.double()
+        return torch.float64 if x in (torch.float32, torch.float16, torch.bfloat16) else x
+
+    def propagate(program, custom_skip_targets=None) -> OrderedDict:
+        exact = folding.get_constant_placeholder_dict(program)   # node -> value, float64 once computed
+        rounded = OrderedDict(exact)
+        skip = custom_skip_targets if custom_skip_targets is not None else folding._DEFAULT_SKIP_TARGETS
+        for node in program.graph.nodes:
+            if (node.op != "call_function" or node.target is folding.memory.alloc or node.target in skip
+                    or node.is_impure() or not folding.is_const(node.args, program, exact)
+                    or not folding.is_const(node.kwargs, program, exact)):
+                continue
+            args, kwargs = pytree.tree_map(lambda x: folding.get_data(x, program, exact), (node.args, node.kwargs))
+            args, kwargs = pytree.tree_map(wide, (args, kwargs))
+            with torch.no_grad():
+                value = node.target(*args, **kwargs)
+            expected = node.meta.get("val")
+            if isinstance(value, torch.Tensor) and isinstance(expected, torch.Tensor):
+                exact[node] = value
+                value = value.to(expected.dtype)
+                if 0 in value.stride():
+                    value = value.contiguous()
+            else:
+                exact[node] = value
+            rounded[node] = value
+        return rounded
+
+    return propagate
 
 
 def contiguous_constants(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:

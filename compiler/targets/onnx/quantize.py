@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import CalibrationError, RecipeError
-from ...quantization import Layer, sqnr
+from ...quantization import Layer, sqnr, stable_range
 from ...recipe import CALIBRATED
 from .. import Artifact, package_files
 from .run import session_runner
@@ -42,6 +42,9 @@ TOOLS = {
     "w8a8": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, reduce_range=True, weight QInt8 symmetric, "
             "activation QUInt8, MinMax)",
     "w8": "onnxruntime.quantization.MatMulNBitsQuantizer(bits=8, symmetric)",
+    # QNN's HTP: full-range weights, 16-bit activations (quantize_static raises the graph to opset 21)
+    "w8a16": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, weight QInt8 symmetric, "
+             "activation QUInt16, MinMax)",
 }
 
 
@@ -49,11 +52,14 @@ class OnnxQuantizer:
     """One component: `src` (fp32 .onnx in the work dir) -> `dst` (in the bundle)."""
     op_types = WEIGHT_OPS
 
-    def __init__(self, component: str, scheme: str, src: Path, dst: Path):
+    def __init__(self, component: str, scheme: str, src: Path, dst: Path, reduce_range: bool = True):
+        """`reduce_range`: 7-bit weights for ONNX Runtime's x86 kernels (above); an NPU takes all 8."""
         import onnx
 
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
-        self.tool = TOOLS[scheme]
+        self.reduce_range = reduce_range and scheme == "w8a8"
+        self.tool = TOOLS[scheme] if self.reduce_range or scheme != "w8a8" else TOOLS[scheme].replace(
+            "reduce_range=True", "reduce_range=False")
         self.needs_calibration = scheme in CALIBRATED
         self.graph = onnx.load(str(src), load_external_data=False)
         self.cache = self.src.with_name(f"{component}.calibration.json")
@@ -76,14 +82,15 @@ class OnnxQuantizer:
         if self.scheme == "w8":
             _weight_only(self.src, self.dst, float_layers)
         else:
-            _static(self.src, self.dst, self.cache, float_layers, [l.node for l in self._layers])
+            _static(self.src, self.dst, self.cache, float_layers, [l.node for l in self._layers],
+                    sixteen_bit=self.scheme == "w8a16", reduce_range=self.reduce_range)
         return Artifact(self.component, self.dst.name, package_files(self.dst.parent, self.dst.name))
 
     def runner(self):
         return session_runner(self.dst)
 
     def measure_sensitivity(self, layers: list[Layer], feeds: dict) -> None:
-        if self.scheme == "w8a8":
+        if self.needs_calibration:
             _measure_sqnr(layers, self.src, self.dst, feeds)
 
 
@@ -214,10 +221,15 @@ def _calibrate(graph, src: Path, cache: Path, feeds: Iterator[dict]) -> None:
         augmented.unlink(missing_ok=True)
     if not lo:
         raise CalibrationError("calibration", "no calibration prompts")
-    save_tensors_data(TensorsData(CalibrationMethod.MinMax, {t: (lo[t], hi[t]) for t in sorted(tensors)}), cache)
+    ranges = {}
+    for t in sorted(tensors):   # on the grid every CPU's kernels agree on (quantization.stable_range)
+        stable = stable_range(float(lo[t].reshape(-1)[0]), float(hi[t].reshape(-1)[0]))
+        ranges[t] = tuple(np.array([v], dtype=np.float32) for v in stable)
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
 
 
-def _static(src: Path, dst: Path, cache: Path, exclude: list[str], candidates: list[str]) -> None:
+def _static(src: Path, dst: Path, cache: Path, exclude: list[str], candidates: list[str], sixteen_bit: bool = False,
+            reduce_range: bool = True) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     _remove_model(dst)
@@ -227,7 +239,8 @@ def _static(src: Path, dst: Path, cache: Path, exclude: list[str], candidates: l
     with _quiet_ort_logging():
         quantize_static(
             str(src), str(dst), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(WEIGHT_OPS),
-            per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt16 if sixteen_bit else QuantType.QUInt8,
             nodes_to_quantize=chosen, nodes_to_exclude=exclude or None, use_external_data_format=_needs_external(src),
             calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(cache),
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})

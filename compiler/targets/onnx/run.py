@@ -25,6 +25,11 @@ def session_runner(path: Path):
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(str(path), f"ONNX Runtime could not load it: {str(exc)[:200]}") from exc
+    return runner_of(session)
+
+
+def runner_of(session):
+    """A Runner over an ONNX Runtime session: the feeds it names, all its outputs."""
     names = [i.name for i in session.get_inputs()]
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -9,7 +9,6 @@ low-bit schemes (w8a8, palettes), a corrupted weight and the rebuild are `make t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import torch
 
 from compiler.errors import Exit
-from support import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
+from support import (CASES, REPO, bundle_record, identity, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
                       write_recipe)
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
@@ -65,7 +64,7 @@ def coreml_bundles(students, tmp_path_factory):
 
 
 def _manifest(bundle: Path) -> dict:
-    return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    return bundle_record(bundle)
 
 
 def _program(package: Path):
@@ -117,7 +116,8 @@ def test_manifest_io_and_files_equal_the_programs(coreml_bundles, case):
     bundle = coreml_bundles(case)
     m = _manifest(bundle)
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    assert set(m["files"]) == on_disk - {"manifest.json", "manifest.sha256"}
+    assert set(m["files"]) == on_disk - {"manifest.json", "manifest.sha256", "report.html", "report.json",
+                                         "report.sha256"}
     for rel, entry in m["files"].items():
         assert entry["sha256"] == hashlib.sha256((bundle / rel).read_bytes()).hexdigest()
     dual = case == "eps-turbo-xl"
@@ -341,5 +341,4 @@ def test_coreml_bundle_becomes_a_swift_package(coreml_bundles, run_cli, tmp_path
     for f in swift.glob("*.swift"):
         assert (out / "Sources/OneStepRuntime" / f.name).read_bytes() == f.read_bytes()
     assert "Bundle.module" in (out / "Sources/TinyEpsTurboModel/TinyEpsTurboModel.swift").read_text()
-    shipped = {k: v for k, v in tree_snapshot(bundle).items() if k not in ("report.html", "timings.txt")}
-    assert tree_snapshot(out / "Sources/TinyEpsTurboModel/bundle") == shipped
+    assert tree_snapshot(out / "Sources/TinyEpsTurboModel/bundle") == identity(bundle)

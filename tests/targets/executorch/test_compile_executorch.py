@@ -7,7 +7,6 @@ checks the rewrites, the delegation report and determinism on small modules; eve
 int8 and the whole-bundle rebuild are `make test-slow`."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from compiler.errors import Exit, ExportError
 from compiler.wrap import Graph
-from support import (CASES, REPO, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
+from support import (CASES, REPO, assert_same_identity, bundle_record, compile_on_another_cpu, check_runtime_manifest, compile_quietly, family_of, flip_byte, tree_snapshot,
                       write_recipe)
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
@@ -37,7 +36,7 @@ def _int8(decoder: str) -> str:
 
 
 def _manifest(bundle: Path) -> dict:
-    return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    return bundle_record(bundle)
 
 
 # ------------------------------------------------------------------ rewrites and delegation, on small modules
@@ -252,6 +251,15 @@ def test_small_student_bundle_passes_parity_with_int8_decoder(small):
     assert q["scheme"] == "w8a8" and q["calibration_prompts"] == 4 and q["coverage"]["quantized_layers"] > 0
     assert any(l.get("output_sqnr_db") is not None for l in q["layers"])   # sensitivity measured in context
     assert q["sizes"]["shipped_bytes"] < q["sizes"]["float_bytes"]
+
+
+def test_small_student_bundle_rebuilt_on_another_cpu_is_byte_identical(small, tmp_path):
+    """The fp32 denoiser's folded constants (the baked timestep's embedding) and the int8 decoder's
+    calibrated ranges, computed with another CPU's torch kernels: the same bytes."""
+    student, bundle = small
+    again = tmp_path / "again"
+    compile_on_another_cpu("executorch", bundle.parent / "small.yaml", student, again)
+    assert_same_identity(bundle, again)
 
 
 def test_manifest_records_delegation_and_program_io(small):

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from compiler.errors import Exit
-from support import (CASES, LONG_PROMPT, LONG_PROMPT_CASE, REPO, check_runtime_manifest, compile_quietly, family_of,
+from support import (CASES, LONG_PROMPT, LONG_PROMPT_CASE, REPO, bundle_record, check_runtime_manifest, compile_quietly, family_of,
                       flip_byte, onnx_recipe, tree_snapshot)
 
 # SD and SDXL layouts in `make test`; the other families (same code paths, other samplers: their
@@ -36,7 +36,7 @@ def _compile(recipe: Path, model: Path, out: Path, *extra: str) -> None:
 
 
 def _manifest(bundle: Path) -> dict:
-    return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    return bundle_record(bundle)
 
 
 def _expected_io(case: str) -> dict[str, tuple[list, list]]:
@@ -62,11 +62,12 @@ def test_manifest_lists_every_file_with_sha256_and_size(bundles, case):
     bundle = bundles(case)
     files = _manifest(bundle)["files"]
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    # every file but the manifest's own digest and the measured timings.txt is hashed, the report too
-    assert set(files) == on_disk - {"manifest.json", "manifest.sha256", "timings.txt"}
+    # every file but the manifest, its digest and the report beside it (what compile measured)
+    assert set(files) == on_disk - {"manifest.json", "manifest.sha256", "report.html", "report.json", "report.sha256",
+                                    "timings.txt"}
     digest = (bundle / "manifest.sha256").read_text()
     assert digest == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest() + "  manifest.json\n"
-    assert "report.html" in files
+    assert "report.html" not in files
     for rel, entry in files.items():
         data = (bundle / rel).read_bytes()
         assert entry["sha256"] == hashlib.sha256(data).hexdigest(), rel

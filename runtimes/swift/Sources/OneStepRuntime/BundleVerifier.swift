@@ -8,11 +8,14 @@ public enum BundleVerifier {
     public static let MANIFEST = "manifest.json"
     public static let MANIFEST_DIGEST = "manifest.sha256"
     public static let TIMINGS = "timings.txt"
-    /// For people, hashed; an app's copy leaves it out (`package`), so its absence is accepted.
+    /// For people and `verify`, beside the manifest and outside its table (what compile measured
+    /// differs between CPUs); an app's copy leaves them out (`package`), a runtime reads none.
     public static let REPORT = "report.html"
+    public static let REPORT_DATA = "report.json"
+    public static let REPORT_DIGEST = "report.sha256"
     /// `compile --sign-key`'s signature over manifest.json: an app that pins a key checks it (runtimes/README.md).
     public static let SIGNATURE = "manifest.sig"
-    private static let UNHASHED = [MANIFEST, MANIFEST_DIGEST, TIMINGS, SIGNATURE]
+    private static let UNHASHED = [MANIFEST, MANIFEST_DIGEST, SIGNATURE, REPORT, REPORT_DATA, REPORT_DIGEST, TIMINGS]
 
     public static func verify(bundle: URL) throws -> Manifest {
         let path = bundle.appendingPathComponent(MANIFEST)
@@ -34,7 +37,6 @@ public enum BundleVerifier {
         let table = raw["files"] as! Json.Object
         for rel in table.keys.sorted() {
             let file = try inside(root, rel, where: location)
-            if !isFile(file) && rel == REPORT && !isSymbolicLink(file) { continue }
             if !isFile(file) { throw BundleError("\(location): files.\(rel)", "listed file is missing") }
             let entry = table[rel] as? Json.Object
             let size = try fileSize(file)
