@@ -183,6 +183,7 @@ def runtime_view(manifest: dict) -> dict:
     """What an on-device runtime reads of a manifest (runtimes/README.md): no parity, recipe or tools."""
     components = {n: {k: c[k] for k in ("file", "files", "inputs", "outputs", "precision", "tiling") if k in c}
                   for n, c in manifest["components"].items()}
-    targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target")}
+    targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target",
+                                                           "soc_models", "cpu_fallback")}
                for t, block in manifest.get("targets", {}).items()}
     return {**{k: manifest[k] for k in RUNTIME_KEYS}, "components": components, "targets": targets}

@@ -47,7 +47,8 @@ class QnnTarget:
     packages = ("onnx", "onnxruntime", "onnxruntime-qnn")
     reports_latency = False       # the simulator's time is not a phone's
     memory_factors = OnnxTarget.memory_factors
-    app = AppRuntime("android", "OnnxRuntimeEngine", f"com.qualcomm.qti:onnxruntime-qnn:{QNN_VERSION}")
+    # the QNN execution provider plugin for ONNX Runtime Android (Maven Central, Qualcomm), the version checked here
+    app = AppRuntime("android", "OnnxRuntimeEngine", f"com.qualcomm.qti:onnxruntime-android-qnn:{QNN_VERSION}")
 
     def __init__(self):
         self._onnx = OnnxTarget()

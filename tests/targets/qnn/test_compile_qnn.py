@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from compiler.errors import Exit, ExportError
-from support import REPO, bundle_record, compile_on_another_cpu, compile_quietly, identity, write_recipe
+from support import (REPO, bundle_record, check_runtime_manifest, compile_on_another_cpu, compile_quietly, identity,
+                     write_recipe)
 
 if platform.system() != "Linux" or platform.machine() != "x86_64":
     pytest.skip("QNN's HTP backend (onnxruntime-qnn) ships for Linux x86-64 and Windows only", allow_module_level=True)
@@ -36,6 +37,7 @@ def qnn_bundle(students, tmp_path_factory):
 
 def test_every_component_ships_as_htp_context_binaries_for_each_soc(qnn_bundle):
     m = bundle_record(qnn_bundle)
+    check_runtime_manifest(qnn_bundle, "qnn-eps-turbo")   # the Kotlin and Swift runtimes pick each SoC's program from it
     block = m["targets"]["qnn"]
     assert block["cpu_fallback"] is False and sorted(block["soc_models"]) == ["SM8650", "SM8750"]
     assert block["soc_models"]["SM8750"] == {"soc_model": 69, "htp_arch": "v79",

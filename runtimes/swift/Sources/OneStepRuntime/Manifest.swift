@@ -83,6 +83,23 @@ public struct Manifest {
     /// Core ML compute units the compiler chose ("all", "cpu_and_ne", ...), when the bundle has them.
     public var computeUnits: String? { (targets[target] as? Json.Object)?["compute_units"] as? String }
 
+    /// The file `component` loads on a device whose SoC is `soc`: its `file`, or in a QNN bundle the
+    /// HTP context compiled for that SoC (`targets.qnn.soc_models.<soc>.programs`); a SoC the bundle
+    /// was not compiled for is a BundleError naming the ones it was.
+    public func program(_ component: String, soc: String?) throws -> String {
+        guard target == "qnn", let socs = (targets["qnn"] as? Json.Object)?["soc_models"] as? Json.Object else {
+            return components[component]!.file
+        }
+        guard let programs = (socs[soc ?? ""] as? Json.Object)?["programs"] as? Json.Object else {
+            throw BundleError("manifest.json: targets.qnn.soc_models",
+                              "no program for SoC \(soc ?? "(unknown)"); compiled for \(socs.keys.joined(separator: ", "))")
+        }
+        guard let file = programs[component] as? String, components[component]!.files.contains(file) else {
+            throw BundleError("manifest.json: targets.qnn.soc_models.\(soc!).programs.\(component)", "not a file of the component")
+        }
+        return file
+    }
+
     public static let SCHEMA_VERSION = 2
     /// tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder)
     private static let TOKENIZER_FILES: [(type: String, keys: [String])] = [

@@ -263,6 +263,18 @@ final class RuntimeTests: XCTestCase {
         XCTAssertEqual(m.wiring.problems(sources), [], "\(file): wiring problems")
         XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")
         if m.target == "coreml" { XCTAssertNotNil(m.computeUnits, "\(file): Core ML bundle without compute units") }
+        if m.target == "qnn" {   // each SoC's own HTP context; a SoC the bundle was not compiled for is refused
+            let socs = ((m.targets["qnn"] as! Json.Object)["soc_models"] as! Json.Object).keys
+            XCTAssertFalse(socs.isEmpty, "\(file): no SoC")
+            for soc in socs {
+                for name in m.wiring.order { XCTAssertEqual(try m.program(name, soc: soc), "\(name).\(soc).onnx") }
+            }
+            XCTAssertThrowsError(try m.program("denoiser", soc: "SM0000")) { error in
+                XCTAssertTrue((error as! BundleError).reason.contains("compiled for"), "\(file): \(error)")
+            }
+        } else {
+            XCTAssertEqual(try m.program("denoiser", soc: nil), m.components["denoiser"]!.file, "\(file): program")
+        }
     }
 
     // MARK: pipeline

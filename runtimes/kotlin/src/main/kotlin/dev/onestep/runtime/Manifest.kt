@@ -41,6 +41,24 @@ class Manifest(
     /** Core ML compute units the compiler chose ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"), when the bundle has them. */
     val computeUnits: String? get() = (targets[target] as? Map<*, *>)?.get("compute_units") as? String
 
+    /**
+     * The file `component` loads on a device whose SoC is `soc`: its `file`, or in a QNN bundle the
+     * HTP context compiled for that SoC (`targets.qnn.soc_models.<soc>.programs`); a SoC the bundle
+     * was not compiled for is a BundleError naming the ones it was.
+     */
+    fun program(component: String, soc: String?): String {
+        val socs = (targets["qnn"] as? Map<*, *>)?.get("soc_models") as? Map<*, *>
+        if (target != "qnn" || socs == null) return components.getValue(component).file
+        val programs = (socs[soc] as? Map<*, *>)?.get("programs") as? Map<*, *>
+            ?: throw BundleError("manifest.json: targets.qnn.soc_models",
+                "no program for SoC ${soc ?: "(unknown)"}; compiled for ${socs.keys.joinToString(", ")}")
+        val file = programs[component] as? String
+        if (file == null || components.getValue(component).files.none { it == file }) {
+            throw BundleError("manifest.json: targets.qnn.soc_models.$soc.programs.$component", "not a file of the component")
+        }
+        return file
+    }
+
     companion object {
         const val SCHEMA_VERSION = 2
         /** tokenizer type -> the bundle files its manifest entry names (the first: in the tokenizer's folder) */

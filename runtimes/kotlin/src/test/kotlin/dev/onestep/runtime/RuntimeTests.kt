@@ -145,6 +145,15 @@ private fun manifestTests(t: TestHarness, fixtures: File) {
             check(m.wiring.problems(m.tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toSet()).isEmpty()) { "wiring problems" }
             checkEqual(m.noise.shape.toList(), m.components.getValue("denoiser").inputs.first { it.name == "noise" }.shape.toList(), "noise shape")
             if (m.target == "coreml") check(m.computeUnits != null) { "Core ML bundle without compute units" }
+            if (m.target == "qnn") {   // each SoC's own HTP context; a SoC the bundle was not compiled for is refused
+                val socs = ((m.targets["qnn"] as Map<*, *>)["soc_models"] as Map<*, *>).keys.map { it as String }
+                check(socs.isNotEmpty()) { "no SoC" }
+                for (soc in socs) for (name in m.wiring.order) checkEqual("$name.$soc.onnx", m.program(name, soc), "program")
+                val refused = try { m.program("denoiser", "SM0000"); null } catch (e: BundleError) { e }
+                check(refused != null && "compiled for" in refused.reason) { "an unknown SoC was accepted" }
+            } else {
+                checkEqual(m.components.getValue("denoiser").file, m.program("denoiser", null), "program")
+            }
         }
     }
 }
