@@ -107,8 +107,7 @@ class QnnTarget:
                 (source / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(root / f, source / f)
             graph = source / artifact.main
-            cpu = self._onnx.runner(graph)
-            feed = None
+            feed = expected = None     # computed once, and only when something is simulated
             files, partition = [], {}
             for i, soc in enumerate(options.soc_models):
                 progress.step(f"{name}: compiling the HTP context for {soc}")
@@ -117,9 +116,11 @@ class QnnTarget:
                 files += [f.name for f in context_files(context)]
                 if options.simulate == "all" or (options.simulate == "first" and i == 0):
                     progress.step(f"{name}: running the {soc} program on the HTP simulator")
-                    feed = feed or feeds(name)
+                    if expected is None:
+                        feed = feeds(name)
+                        expected = self._onnx.runner(graph)(feed)
                     simulated = simulator_runner(context, soc)(feed)
-                    metrics = [compare(g, s) for g, s in zip(cpu(feed), simulated)]
+                    metrics = [compare(g, s) for g, s in zip(expected, simulated)]
                     checks.setdefault(name, {})[soc] = [m.as_dict() for m in metrics]
                     floor = TOLERANCES[(name, precisions[name])].min_psnr_db
                     worst = min(m.psnr_db if m.finite else 0.0 for m in metrics)
