@@ -33,10 +33,10 @@ from .recipe import DEFAULT_SCHEME, Component, Quantization, scheme_of
 from .parity import Check, Tolerance
 
 # Significant bits a calibrated range keeps. Another CPU's kernels move an activation's extremes
-# by about 1e-6 (relative); rounded outward to 6 bits, a range changes only when an extreme lies
-# that close to one of 64 grid points per octave (docs/quantization.md, "The same bytes on every
-# CPU", measures how often). The widening costs at most 1/32 of the range (0.27 dB of that
-# activation's SQNR at the worst point, 0.1 dB on average).
+# in their last bits (more after many layers); rounded outward to 6 bits, a range changes only
+# when an extreme lies within that drift of one of 64 grid points per octave (`make bench-cpus`
+# counts how often: docs/bundle.md, "The same bundle from every CPU"). The widening costs at most
+# 1/32 of the range (0.27 dB of that activation's SQNR at the worst point, 0.1 dB on average).
 RANGE_BITS = 6
 
 

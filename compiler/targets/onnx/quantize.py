@@ -39,8 +39,8 @@ from .run import session_runner
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
 WEIGHT_ONLY_BLOCK = 128    # MatMulNBits: one scale per 128 weights along K (ORT pads a K that is not a multiple)
 TOOLS = {
-    "w8a8": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, reduce_range=True, weight QInt8 symmetric, "
-            "activation QUInt8, MinMax)",
+    "w8a8": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, reduce_range={reduce_range}, weight QInt8 "
+            "symmetric, activation QUInt8, MinMax)",
     "w8": "onnxruntime.quantization.MatMulNBitsQuantizer(bits=8, symmetric)",
     # QNN's HTP: full-range weights, 16-bit activations (quantize_static raises the graph to opset 21)
     "w8a16": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, weight QInt8 symmetric, "
@@ -58,8 +58,7 @@ class OnnxQuantizer:
 
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
         self.reduce_range = reduce_range and scheme == "w8a8"
-        self.tool = TOOLS[scheme] if self.reduce_range or scheme != "w8a8" else TOOLS[scheme].replace(
-            "reduce_range=True", "reduce_range=False")
+        self.tool = TOOLS[scheme].format(reduce_range=self.reduce_range)
         self.needs_calibration = scheme in CALIBRATED
         self.graph = onnx.load(str(src), load_external_data=False)
         self.cache = self.src.with_name(f"{component}.calibration.json")
