@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus train-student evaluate-student
+.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -90,6 +90,9 @@ bench-cpus: $(STAMP)
 
 bench-executorch: $(STAMP)
 	$(BIN)/python benchmarks/executorch_bench.py
+
+bench-qnn: $(STAMP)
+	$(BIN)/python benchmarks/qnn_bench.py --work build/bench-qnn
 
 clean:
 	rm -rf build

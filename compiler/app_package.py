@@ -61,13 +61,13 @@ android {{
         targetCompatibility = JavaVersion.VERSION_17
     }}
     // Programs are memory-mapped from files: keep them uncompressed in the APK.
-    androidResources {{ noCompress += listOf("pte", "onnx", "data", "json", "txt") }}
+    androidResources {{ noCompress += listOf("pte", "onnx", "data", "bin", "json", "txt") }}
 }}
 
 kotlin {{ compilerOptions {{ jvmTarget.set(org.jetbrains.kotlin.gradle.dsl.JvmTarget.JVM_17) }} }}
 
 dependencies {{
-    implementation("{dependency}")
+{dependencies}
 }}
 """
 
@@ -97,8 +97,9 @@ def write_app_package(bundle: Path, out: Path, force: bool = False) -> dict:
                     (dst / "android").mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, dst / "android" / f.name)
             package = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "bundle"
+            links = "\n".join(f'    implementation("{d}")' for d in app.dependencies)
             (staging / "build.gradle.kts").write_text(GRADLE.format(name=name, target=manifest["target"], module=module,
-                                                                    package=package, dependency=app.dependency))
+                                                                    package=package, dependencies=links))
             _copy_bundle(bundle, staging / "src" / "main" / "assets" / BUNDLE_DIR)
     total = _bytes(bundle)
     return {"kind": "Swift package" if app.platform == "swift" else "Android library module", "module": module,

@@ -268,8 +268,9 @@ def device_section(block: dict, checks: dict | None) -> list[tuple[str, str]]:
     rows = []
     for name, socs in partition.items():
         for soc, p in socs.items():
-            outputs = (checks or {}).get(name, {}).get(soc)
-            agreement = f"{min(o['psnr_db'] for o in outputs):.2f}" if outputs else "not simulated"
+            check = (checks or {}).get(name, {}).get(soc) or {"skipped": "not simulated (simulate option)"}
+            agreement = (f"{min(o['psnr_db'] for o in check['outputs']):.2f}" if "outputs" in check
+                         else html.escape(check["skipped"]))
             rows.append([name, soc, f"{p['htp_nodes']} / {p['nodes']}", agreement])
     note = (f"<p>Every node on the {html.escape(block.get('backend', 'device'))}, CPU fallback off. The simulator "
             f"runs the compiled program on the first held-out input; its worst output PSNR against the graph "

@@ -69,5 +69,5 @@ def test_the_android_module_links_the_onnx_runtime_parity_ran_with():
     pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)", d).groups()
                 for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
     coordinate = f"com.microsoft.onnxruntime:onnxruntime-android:{pins['onnxruntime']}"
-    assert OnnxTarget.app.dependency == coordinate
+    assert OnnxTarget.app.dependencies == (coordinate,)
     assert coordinate in (REPO / "runtimes/kotlin/build.gradle.kts").read_text()

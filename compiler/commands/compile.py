@@ -120,6 +120,11 @@ def _print_summary(result) -> None:
     for name, socs in (m["targets"][m["target"]].get("partition") or {}).items():
         nodes = next(iter(socs.values()))
         print(f"  {name:<13} {nodes['htp_nodes']}/{nodes['nodes']} nodes on the HTP for {', '.join(socs)}")
+    for name, socs in (m.get("device_checks") or {}).items():
+        for soc, check in socs.items():
+            said = (f"simulator vs graph {min(o['psnr_db'] for o in check['outputs']):.2f} dB" if "outputs" in check
+                    else check["skipped"])
+            print(f"  {name:<13} {soc}: {said}")
     for p in result.parity:
         for name, c in p.as_dict()["checks"].items():
             w = c["worst"]

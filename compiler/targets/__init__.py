@@ -38,7 +38,7 @@ class AppRuntime:
     """Which runtime an app runs this target's bundles with (`package`, runtimes/README.md)."""
     platform: str          # "swift" (Swift package) or "android" (Android library module)
     engine: str            # the runtime's Engine for this target
-    dependency: str = ""   # the framework an Android module links (Maven coordinates)
+    dependencies: tuple[str, ...] = ()   # the frameworks an Android module links (Maven coordinates)
 
 
 class ComponentQuantizer(Protocol):

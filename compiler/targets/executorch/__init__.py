@@ -39,7 +39,7 @@ class ExecuTorchTarget:
     packages = PACKAGES
     reports_latency = True        # XNNPACK's CPU kernels are the ones phones run
     memory_factors = (3.4, 3.4)   # bench-executorch: text encoder lowering 4.36x its weights
-    app = AppRuntime("android", "ExecuTorchEngine", "org.pytorch:executorch-android:1.5.1")
+    app = AppRuntime("android", "ExecuTorchEngine", ("org.pytorch:executorch-android:1.5.1",))
 
     def __init__(self):
         self._int8: set[str] = set()

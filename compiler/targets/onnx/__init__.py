@@ -12,6 +12,9 @@ from pathlib import Path
 
 from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
 
+# ONNX Runtime Android at the onnxruntime version parity runs with (pyproject.toml)
+ORT_ANDROID = "com.microsoft.onnxruntime:onnxruntime-android:1.32.0"
+
 
 @dataclass(frozen=True)
 class OnnxOptions:
@@ -28,7 +31,7 @@ class OnnxTarget:
     packages = ("onnx", "onnxruntime", "onnxscript")
     reports_latency = True        # ORT CPU timings say something about ORT on a device
     memory_factors = (0.9, 2.2)   # bench-sana: Gemma-2-2B export 1.85x its weights; bench-int8 calibration 2.2x
-    app = AppRuntime("android", "OnnxRuntimeEngine", "com.microsoft.onnxruntime:onnxruntime-android:1.32.0")
+    app = AppRuntime("android", "OnnxRuntimeEngine", (ORT_ANDROID,))
 
     def unavailable_reason(self) -> str | None:
         return toolkit_problem(self.packages)

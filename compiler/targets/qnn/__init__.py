@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
-from ..onnx import OnnxTarget
+from ..onnx import ORT_ANDROID, OnnxTarget
 from .htp import SOCS
 
 QNN_VERSION = "2.7.0"   # onnxruntime-qnn, pinned in pyproject.toml (extra `qnn`)
+QAIRT_VERSION = "2.51.0"   # the QNN SDK inside it (onnxruntime_qnn.build_and_package_info.qnn_version)
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,12 @@ class QnnOptions:
     # SoCs to compile a context binary for (the first is the one `generate` and `verify` simulate)
     soc_models: tuple[str, ...] = ("SM8750",)
     # which compiled programs the simulator runs against their source graphs, on the first held-out
-    # input: the first SoC's, every SoC's, or none (a simulated SD-Turbo-size UNet call takes tens of minutes)
+    # input: the first SoC's, every SoC's, or none
     simulate: Literal["first", "all", "none"] = "first"
+    # seconds the simulator may take in all: a program whose estimate (its graph's time on ONNX
+    # Runtime CPU x SIMULATOR_SLOWDOWN) does not fit what is left is not simulated, and the report
+    # says so (a simulated SD-Turbo-size UNet call takes tens of minutes, its decoder hours)
+    simulate_budget_s: float = 600.0
 
     def problems(self) -> list[tuple[str, str]]:
         if not self.soc_models:
@@ -37,6 +42,8 @@ class QnnOptions:
             return [("soc_models", f"{unknown[0]!r} is not a known Snapdragon SoC ({', '.join(SOCS)})")]
         if len(set(self.soc_models)) != len(self.soc_models):
             return [("soc_models", "names a SoC twice")]
+        if not self.simulate_budget_s >= 0:
+            return [("simulate_budget_s", "must be a number of seconds >= 0")]
         return []
 
 
@@ -47,8 +54,11 @@ class QnnTarget:
     packages = ("onnx", "onnxruntime", "onnxruntime-qnn")
     reports_latency = False       # the simulator's time is not a phone's
     memory_factors = OnnxTarget.memory_factors
-    # the QNN execution provider plugin for ONNX Runtime Android (Maven Central, Qualcomm), the version checked here
-    app = AppRuntime("android", "OnnxRuntimeEngine", f"com.qualcomm.qti:onnxruntime-android-qnn:{QNN_VERSION}")
+    # ONNX Runtime Android at the version parity ran with, Qualcomm's QNN execution provider plugin for it (which
+    # declares neither) at the version that compiled the contexts, and the QNN runtime libraries of that plugin's
+    # QAIRT (the phone's runtime must be at least the one that compiled a context binary)
+    app = AppRuntime("android", "OnnxRuntimeEngine", (ORT_ANDROID, f"com.qualcomm.qti:onnxruntime-android-qnn:{QNN_VERSION}",
+                                                      f"com.qualcomm.qti:qnn-runtime:{QAIRT_VERSION}"))
 
     def __init__(self):
         self._onnx = OnnxTarget()
@@ -92,22 +102,20 @@ class QnnTarget:
     def for_device(self, artifacts: dict[str, Artifact], precisions: dict[str, str], root: Path, work: Path,
                    options: QnnOptions, feeds: Callable[[str], dict], progress) -> tuple[dict[str, Artifact], dict]:
         """Each checked graph -> an EPContext model + HTP context binary per SoC (the graphs move
-        to `work`). Where `simulate` asks, the simulator runs the compiled program on the first
-        held-out input and must agree with the graph within the component's row of the tolerance
-        table (exit 6 otherwise)."""
-        from ...errors import ParityError
-        from ...metrics import compare
-        from ...parity import TOLERANCES
-        from .htp import compile_context, context_files, simulator_runner
+        to `work`). Where `simulate` asks and the budget allows, the simulator runs the compiled
+        program on the first held-out input and must agree with the graph within the component's
+        row of the tolerance table (exit 6 otherwise). Returns, per component and SoC, the
+        simulator's metrics or why it did not run."""
+        from .htp import compile_context, context_files
 
         source = work / "qnn-source"
+        simulator = _Simulator(options.simulate_budget_s, feeds, self._onnx.runner, progress)
         shipped, checks = {}, {}
         for name, artifact in artifacts.items():
             for f in artifact.files:
                 (source / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(root / f, source / f)
             graph = source / artifact.main
-            feed = expected = None     # computed once, and only when something is simulated
             files, partition = [], {}
             for i, soc in enumerate(options.soc_models):
                 progress.step(f"{name}: compiling the HTP context for {soc}")
@@ -115,18 +123,7 @@ class QnnTarget:
                 partition[soc] = compile_context(graph, context, soc)
                 files += [f.name for f in context_files(context)]
                 if options.simulate == "all" or (options.simulate == "first" and i == 0):
-                    progress.step(f"{name}: running the {soc} program on the HTP simulator")
-                    if expected is None:
-                        feed = feeds(name)
-                        expected = self._onnx.runner(graph)(feed)
-                    simulated = simulator_runner(context, soc)(feed)
-                    metrics = [compare(g, s) for g, s in zip(expected, simulated)]
-                    checks.setdefault(name, {})[soc] = [m.as_dict() for m in metrics]
-                    floor = TOLERANCES[(name, precisions[name])].min_psnr_db
-                    worst = min(m.psnr_db if m.finite else 0.0 for m in metrics)
-                    if worst < floor:
-                        raise ParityError(f"{name} (qnn {soc})", f"the HTP simulator's output is {worst:.1f} dB from "
-                                                                 f"the graph it was compiled from (min {floor} dB)")
+                    checks.setdefault(name, {})[soc] = simulator.check(name, precisions[name], graph, context, soc)
             shipped[name] = Artifact(name, f"{name}.{options.soc_models[0]}.onnx", sorted(files),
                                      facts={"partition": partition})
         return shipped, checks
@@ -137,8 +134,58 @@ class QnnTarget:
                                for soc in options.soc_models},
                 "backend": "QNN HTP", "cpu_fallback": False, "qnn_ep_version": QNN_VERSION,
                 "partition": {n: a.facts.get("partition") for n, a in artifacts.items()},
-                "simulated": {"first": list(options.soc_models[:1]), "all": list(options.soc_models),
-                              "none": []}[options.simulate],
                 "checker": self.checker(options),
                 # what `generate` and `verify` run a bundle's programs on here
                 "runs_here": f"the QNN HTP simulator (x86), {options.soc_models[0]} programs"}
+
+
+# The simulator's time over ONNX Runtime CPU's on the same graph, rounded up from what was
+# measured here (shared/PITFALLS.md: 513x for a UNet, 522x for a decoder, fp16 on v79)
+SIMULATOR_SLOWDOWN = 600
+
+
+class _Simulator:
+    """The simulator runs of one compile, within its budget. Each component's graph runs on ONNX
+    Runtime CPU once: the expected outputs, and the time its estimate scales."""
+
+    def __init__(self, budget_s: float, feeds, cpu_runner, progress):
+        self.left_s, self.feeds, self.cpu_runner, self.progress = budget_s, feeds, cpu_runner, progress
+        self.graphs: dict[str, tuple[dict, list, float]] = {}
+
+    def _on_cpu(self, name: str, graph: Path) -> tuple[dict, list, float]:
+        import time
+
+        if name not in self.graphs:
+            feed = self.feeds(name)
+            run = self.cpu_runner(graph)
+            t0 = time.perf_counter()
+            expected = run(feed)
+            self.graphs = {name: (feed, expected, time.perf_counter() - t0)}   # one component's at a time
+        return self.graphs[name]
+
+    def check(self, name: str, precision: str, graph: Path, context: Path, soc: str) -> dict:
+        import time
+
+        from ...errors import ParityError
+        from ...metrics import compare
+        from ...parity import TOLERANCES
+        from .htp import simulator_runner
+
+        feed, expected, cpu_s = self._on_cpu(name, graph)
+        estimate = cpu_s * SIMULATOR_SLOWDOWN
+        if estimate > self.left_s:
+            reason = (f"not simulated: about {estimate:.0f} s estimated ({cpu_s:.2f} s on ONNX Runtime CPU x "
+                      f"{SIMULATOR_SLOWDOWN}), {self.left_s:.0f} s left of simulate_budget_s")
+            self.progress.step(f"{name}: {soc} program {reason}")
+            return {"skipped": reason}
+        self.progress.step(f"{name}: running the {soc} program on the HTP simulator (about {estimate:.0f} s)")
+        t0 = time.perf_counter()
+        simulated = simulator_runner(context, soc)(feed)
+        self.left_s -= time.perf_counter() - t0
+        metrics = [compare(g, s) for g, s in zip(expected, simulated)]
+        floor = TOLERANCES[(name, precision)].min_psnr_db
+        worst = min(m.psnr_db if m.finite else 0.0 for m in metrics)
+        if worst < floor:
+            raise ParityError(f"{name} (qnn {soc})", f"the HTP simulator's output is {worst:.1f} dB from "
+                                                     f"the graph it was compiled from (min {floor} dB)")
+        return {"outputs": [m.as_dict() for m in metrics]}

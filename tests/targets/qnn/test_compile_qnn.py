@@ -62,7 +62,7 @@ def test_the_simulator_agrees_with_the_graphs_the_contexts_came_from(qnn_bundle)
     assert sorted(checks) == sorted(COMPONENTS) and all(list(c) == ["SM8750"] for c in checks.values())
     # fp16 on the HTP vs fp32 on the CPU, and the W8A16 graph's integer arithmetic on both
     for name, floor in (("text_encoder", 50.0), ("denoiser", 50.0), ("vae_decoder", 50.0)):
-        assert min(o["psnr_db"] for o in checks[name]["SM8750"]) > floor, (name, checks[name])
+        assert min(o["psnr_db"] for o in checks[name]["SM8750"]["outputs"]) > floor, (name, checks[name])
 
 
 def test_generate_and_verify_run_the_bundle_on_the_simulator(qnn_bundle, students, run_cli, tmp_path):
@@ -75,6 +75,28 @@ def test_generate_and_verify_run_the_bundle_on_the_simulator(qnn_bundle, student
     assert code == Exit.OK, err
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["passed"] and result["runs"][0]["label"] == "qnn int8"
+
+
+def test_the_android_module_links_ort_the_qnn_plugin_and_its_runtime_at_the_checked_versions(qnn_bundle, run_cli,
+                                                                                            tmp_path):
+    """The plugin declares neither ONNX Runtime nor QNN's libraries: the module links all three, at
+    the versions parity and the context compile ran with, and ships every SoC's binary uncompressed."""
+    import importlib.metadata
+
+    import onnxruntime_qnn.build_and_package_info as qnn_build
+
+    code, _, err = run_cli("package", "--bundle", qnn_bundle, "--out", tmp_path / "app")
+    assert code == Exit.OK, err
+    gradle = (tmp_path / "app" / "build.gradle.kts").read_text()
+    for coordinate in (f"com.microsoft.onnxruntime:onnxruntime-android:{importlib.metadata.version('onnxruntime')}",
+                       f"com.qualcomm.qti:onnxruntime-android-qnn:{importlib.metadata.version('onnxruntime-qnn')}",
+                       f"com.qualcomm.qti:qnn-runtime:{qnn_build.qnn_version}"):
+        assert f'implementation("{coordinate}")' in gradle
+    assert '"bin"' in gradle
+    engines = sorted(p.name for p in (tmp_path / "app").rglob("android/*.kt"))
+    assert engines == ["AssetBundles.kt", "OnnxRuntimeEngine.kt"]
+    assets = tmp_path / "app" / "src" / "main" / "assets" / "bundle"
+    assert (assets / "denoiser.SM8650_qnn.bin").read_bytes() == (qnn_bundle / "denoiser.SM8650_qnn.bin").read_bytes()
 
 
 @pytest.mark.slow
@@ -135,3 +157,37 @@ def test_unknown_socs_are_refused_with_the_known_ones(run_cli, students, tmp_pat
                            "--out", tmp_path / "out")
     assert code == Exit.RECIPE and "targets.qnn.soc_models" in err and "SM8750" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_simulator_runs_what_its_budget_has_room_for_and_says_why_not_the_rest(tmp_path):
+    """Each program's simulator time is estimated from its graph's time on ONNX Runtime CPU: a
+    program whose estimate does not fit what is left of simulate_budget_s is reported, not run."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from compiler.progress import Progress
+    from compiler.targets.onnx import OnnxTarget
+    from compiler.targets.qnn import SIMULATOR_SLOWDOWN, _Simulator
+    from compiler.targets.qnn.htp import compile_context
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), tmp_path / "m.onnx")
+    compile_context(tmp_path / "m.onnx", tmp_path / "m.SM8750.onnx", "SM8750")
+    feed = {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)}
+    cpu_runs = []
+
+    def cpu_runner(path):
+        cpu_runs.append(path)
+        return OnnxTarget().runner(path)
+
+    roomy = _Simulator(3600.0, lambda name: feed, cpu_runner, Progress(quiet=True))
+    ran = roomy.check("denoiser", "fp16", tmp_path / "m.onnx", tmp_path / "m.SM8750.onnx", "SM8750")
+    assert min(o["psnr_db"] for o in ran["outputs"]) > 60 and roomy.left_s < 3600.0
+    again = roomy.check("denoiser", "fp16", tmp_path / "m.onnx", tmp_path / "m.SM8750.onnx", "SM8750")
+    assert "outputs" in again and len(cpu_runs) == 1        # the graph's expected outputs computed once
+    broke = _Simulator(0.0, lambda name: feed, cpu_runner, Progress(quiet=True))
+    skipped = broke.check("denoiser", "fp16", tmp_path / "m.onnx", tmp_path / "m.SM8750.onnx", "SM8750")
+    assert set(skipped) == {"skipped"} and f"x {SIMULATOR_SLOWDOWN}" in skipped["skipped"]
+    assert "0 s left of simulate_budget_s" in skipped["skipped"]
