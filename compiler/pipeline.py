@@ -181,8 +181,9 @@ def for_device(recipe: Recipe, target: Target, options, reference: Chain, quanti
                prompt: str, progress: Progress) -> tuple[Quantized, dict]:
     """The checked artifacts made into what the device loads (the target's step: QNN compiles
     context binaries per SoC and simulates them), and what checking those measured."""
-    def feeds(name: str) -> dict:   # computed only for a target that asks
-        return next(calibration_feeds(name, reference, [prompt], recipe.parity.seed, "device check"))
+    def feeds(name: str) -> dict:   # computed only for a target that asks; a tiled component's first tile
+        return next(reference.split(name, next(calibration_feeds(name, reference, [prompt], recipe.parity.seed,
+                                                                 "device check"))))
 
     shipped, checks = target.for_device(quantized.artifacts, precisions(recipe, target.float_precision(options)),
                                         staging, staging / WORK_DIR, options, feeds, progress)

@@ -5,7 +5,8 @@ context binary per SoC the recipe names, so a phone loads without compiling. Eve
 the HTP or the compile is refused (exit 5); the HTP backend's x86 build (a simulator) checks the
 compiled programs against the graphs they came from.
 
-    htp.py    QNN execution provider: context compile per SoC, partition, simulator runner
+    htp.py       QNN execution provider: context compile per SoC, partition, simulator runner
+    rewrites.py  exact graph rewrites for ops the HTP refuses or fails to finalize
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from ..onnx import ORT_ANDROID, OnnxTarget
 from .htp import SOCS
 
 QNN_VERSION = "2.7.0"   # onnxruntime-qnn, pinned in pyproject.toml (extra `qnn`)
+# int16 QuantizeLinear (w8a16) needs opset 21: quantize_static would otherwise convert the graph
+# through one in-memory proto, which cannot hold an SD-size UNet (protobuf's 2 GB limit). Exported at
+# the ONNX target's opset 18 and raised: exported at 21, torch emits GroupNormalization-21, which
+# QNN's layout pass breaks in an AutoencoderKL decoder.
+HTP_OPSET = 21
 QAIRT_VERSION = "2.51.0"   # the QNN SDK inside it (onnxruntime_qnn.build_and_package_info.qnn_version)
 
 
@@ -77,7 +83,14 @@ class QnnTarget:
         return "fp16"
 
     def export(self, graph, out_dir: Path, options: QnnOptions) -> Artifact:
-        return self._onnx.export(graph, out_dir, self._onnx.Options())
+        """The ONNX target's graph, with the exact rewrites the HTP needs (rewrites.py) made before
+        calibration, so every check sees the graph the context is compiled from."""
+        from .rewrites import raise_opset, rewrite_for_htp
+
+        artifact = self._onnx.export(graph, out_dir, self._onnx.Options())
+        rewrite_for_htp(out_dir / artifact.main)
+        raise_opset(out_dir / artifact.main, HTP_OPSET)
+        return artifact
 
     def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
         from ..onnx.quantize import OnnxQuantizer

@@ -70,7 +70,9 @@ def compile_context(src: Path, context: Path, soc: str) -> dict:
     """Compile the ONNX graph `src` for `soc` into `context` (+ its _qnn.bin) in a fresh process.
     Returns the partition: nodes of the graph and those the HTP took; a node it refused is
     ExportError (exit 5) naming it, and nothing is left at `context`."""
-    done = subprocess.run([sys.executable, "-m", "compiler.targets.qnn.htp", str(src), str(context), soc],
+    # absolute: the child works from the graph's folder
+    done = subprocess.run([sys.executable, "-m", "compiler.targets.qnn.htp", str(src.resolve()), str(context.resolve()),
+                           soc],
                           capture_output=True, text=True)
     if done.returncode:
         raise ExportError(f"{src.stem} (qnn {soc})", f"QNN context compile failed: {_last_line(done.stderr)}")

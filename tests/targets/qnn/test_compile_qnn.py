@@ -191,3 +191,93 @@ def test_the_simulator_runs_what_its_budget_has_room_for_and_says_why_not_the_re
     skipped = broke.check("denoiser", "fp16", tmp_path / "m.onnx", tmp_path / "m.SM8750.onnx", "SM8750")
     assert set(skipped) == {"skipped"} and f"x {SIMULATOR_SLOWDOWN}" in skipped["skipped"]
     assert "0 s left of simulate_budget_s" in skipped["skipped"]
+
+
+W8A16 = "{precision: int8, quantization: {scheme: w8a16}}"
+
+
+@pytest.mark.parametrize("kind, decoder", [
+    # Gemma 2 text encoder, linear-attention DiT, DC-AE decoder: every rewrite of rewrites.py at work
+    pytest.param("trigflow-scm", W8A16, id="sana-gemma-dcae-w8a16"),
+    # the decoders that matter most on a phone: TAESD at W8A16, decoded in tiles
+    pytest.param("eps-turbo", "{subfolder: vae_tiny, precision: int8, quantization: {scheme: w8a16}, "
+                              "tiling: {tile: 16, overlap: 4}}", id="taesd-w8a16-tiled"),
+    pytest.param("pixart-onestep", W8A16, marks=pytest.mark.slow, id="pixart-t5"),
+    pytest.param("flow-match", W8A16, marks=pytest.mark.slow, id="flux-clip-t5"),
+    pytest.param("eps-turbo-xl", W8A16, marks=pytest.mark.slow, id="sdxl-two-text-encoders"),
+])
+def test_every_family_and_phone_decoder_ships_whole_to_the_htp_and_simulates_within_tolerance(kind, decoder, students,
+                                                                                               tmp_path):
+    from support import family_of
+
+    recipe = write_recipe(tmp_path / "r.yaml", family_of(kind), extra=(
+        f"components:\n  denoiser: {W8A16}\n  vae_decoder: {decoder}\n"
+        f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 2, seed: 1}}\n"
+        "targets:\n  qnn: {soc_models: [SM8750]}\n"))
+    code, err = compile_quietly("qnn", recipe, students[kind], tmp_path / "bundle")
+    assert code == Exit.OK, err
+    m = bundle_record(tmp_path / "bundle")
+    for name, socs in m["targets"]["qnn"]["partition"].items():
+        assert socs["SM8750"]["htp_nodes"] == socs["SM8750"]["nodes"] > 0, name
+    assert sorted(m["device_checks"]) == sorted(COMPONENTS)
+    for name, socs in m["device_checks"].items():
+        assert min(o["psnr_db"] for o in socs["SM8750"]["outputs"]) > 40.0, (name, socs)
+    assert all(run["passed"] for run in m["parity"])
+
+
+def _pattern(name: str):
+    """The smallest graphs found where QNN 2.51 fails each pattern rewrites.py rewrites."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f32, rng = TensorProto.FLOAT, np.random.default_rng(0)
+
+    def const(n, v):
+        return numpy_helper.from_array(np.asarray(v), n)
+
+    if name == "constant first":          # T5's RMSNorm: the weight times the normalized activation
+        nodes = [helper.make_node("Pow", ["x", "two"], ["p"]), helper.make_node("ReduceMean", ["p", "ax"], ["mean"]),
+                 helper.make_node("Add", ["mean", "eps"], ["a"]), helper.make_node("Sqrt", ["a"], ["s"]),
+                 helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["x", "r"], ["n"]),
+                 helper.make_node("Mul", ["w", "n"], ["out"])]
+        consts = [const("two", np.float32(2)), const("ax", np.array([-1], np.int64)), const("eps", np.float32(1e-6)),
+                  const("w", rng.standard_normal(32).astype(np.float32))]
+        io = (("x", f32, [1, 120, 32]), ("out", f32, [1, 120, 32]))
+    elif name == "GatherND":              # an attention mask picked from a bool tensor
+        nodes = [helper.make_node("Cast", ["x"], ["b"], to=TensorProto.BOOL), helper.make_node("GatherND", ["b", "i"], ["g"]),
+                 helper.make_node("Where", ["g", "one", "zero"], ["out"])]
+        consts = [const("i", np.array([[[0, 3]], [[0, 1]]], np.int64)), const("one", np.ones(1, np.float32)),
+                  const("zero", np.zeros(1, np.float32))]
+        io = (("x", TensorProto.INT64, [1, 8]), ("out", f32, [2, 1]))
+    else:                                 # DC-AE's channel-duplicating shortcut, after a scale
+        nodes = [helper.make_node("Mul", ["x", "c"], ["xm"]), helper.make_node("Unsqueeze", ["xm", "a"], ["u"]),
+                 helper.make_node("Expand", ["u", "s"], ["e"]), helper.make_node("Reshape", ["e", "m"], ["out"])]
+        consts = [const("c", np.float32(0.5)), const("a", np.array([2], np.int64)),
+                  const("s", np.array([1, 1, 2, 1, 1], np.int64)), const("m", np.array([1, -1, 16, 16], np.int64))]
+        io = (("x", f32, [1, 4, 16, 16]), ("out", f32, [1, 8, 16, 16]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(*io[0])], [helper.make_tensor_value_info(*io[1])],
+                              initializer=consts)
+    feed = (rng.integers(0, 2, io[0][2]) if io[0][1] == TensorProto.INT64 else rng.standard_normal(io[0][2]))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), \
+        {"x": feed.astype(np.int64 if io[0][1] == TensorProto.INT64 else np.float32)}
+
+
+@pytest.mark.parametrize("pattern", ["constant first", "GatherND", "repeat-interleave"])
+def test_each_htp_rewrite_turns_a_failing_graph_into_one_the_htp_takes_without_changing_a_bit(pattern, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from compiler.targets.qnn.htp import compile_context
+    from compiler.targets.qnn.rewrites import rewrite_for_htp
+
+    model, feed = _pattern(pattern)
+    onnx.save(model, tmp_path / "g.onnx")
+    with pytest.raises(ExportError):              # as it was: refused, or QNN cannot finalize it
+        compile_context(tmp_path / "g.onnx", tmp_path / "g.SM8750.onnx", "SM8750")
+    before = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, feed)
+    counts = rewrite_for_htp(tmp_path / "g.onnx")
+    assert counts[pattern] == 1 and sum(counts.values()) == 1, counts
+    after = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, feed)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    part = compile_context(tmp_path / "g.onnx", tmp_path / "g.SM8750.onnx", "SM8750")
+    assert part["htp_nodes"] == part["nodes"]
+    assert not any(rewrite_for_htp(tmp_path / "g.onnx").values())      # nothing left to rewrite
