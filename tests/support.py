@@ -201,3 +201,20 @@ def run_benchmark(script: str, *args: str, timeout: float | None = None) -> subp
     """benchmarks/<script> in a fresh interpreter from the repository root, output captured."""
     return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+def outlier_linear_attention(folder: Path) -> str:
+    """Give a SANA-layout student's first linear attention one outlier value channel (to_v's row
+    scaled by 1000, to_out's matching column shrunk by as much: the same function in float) and
+    weight its output 4x, so 8-bit activations entering to_out lose the other channels and the
+    error reaches the step's output. Returns the layer fallback must keep float."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    w = load_file(path)
+    block = "transformer_blocks.0.attn1"
+    w[f"{block}.to_out.0.weight"] *= 4
+    w[f"{block}.to_v.weight"][3] *= 1e3
+    w[f"{block}.to_out.0.weight"][:, 3] /= 1e3
+    save_file(w, path)
+    return f"transformer.{block}.to_out.0"

@@ -14,7 +14,7 @@ import torch
 
 from compiler.errors import Exit
 from support import (REPO, TRANSFORMER_TEXT as TEXT, assert_same_identity, bundle_record, check_runtime_manifest,
-                     compile_on_another_cpu, compile_quietly, write_recipe)
+                     compile_on_another_cpu, compile_quietly, outlier_linear_attention, write_recipe)
 
 KINDS = ("pixart-onestep", "flow-match", "trigflow-scm")
 
@@ -88,21 +88,12 @@ def test_sana_int8_recipe_passes_parity_falling_back_within_its_budget(students,
 
 
 def test_fallback_keeps_an_outlier_linear_attention_layer_float(student_copy, tmp_path):
-    """SANA's ReLU linear attention with one outlier value channel (to_v's row scaled by 1000,
-    to_out's matching column shrunk by as much: the same function in float): int8 activations
-    entering to_out lose the other channels. The attention's output is weighted 4x so that its
-    error reaches the step's output past the noise term (out = c_noise x + c_model F). Fallback
-    must rank that layer first and keep it float, then pass."""
-    from safetensors.torch import load_file, save_file
-
+    """SANA's ReLU linear attention with one outlier value channel (support.outlier_linear_attention):
+    int8 activations entering to_out lose the other channels; the attention's output is weighted
+    4x so that its error reaches the step's output past the noise term (out = c_noise x + c_model F).
+    Fallback must rank that layer first and keep it float, then pass."""
     folder = student_copy("trigflow-scm")
-    path = folder / "transformer" / "diffusion_pytorch_model.safetensors"
-    w = load_file(path)
-    block = "transformer_blocks.0.attn1"
-    w[f"{block}.to_out.0.weight"] *= 4
-    w[f"{block}.to_v.weight"][3] *= 1e3
-    w[f"{block}.to_out.0.weight"][:, 3] /= 1e3
-    save_file(w, path)
+    layer = outlier_linear_attention(folder)
     extra = ("components:\n"
              "  denoiser: {precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.3}}\n"
              f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 1}}\n")
@@ -112,7 +103,7 @@ def test_fallback_keeps_an_outlier_linear_attention_layer_float(student_copy, tm
     q = _manifest(out)["quantization"]["components"]["denoiser"]
     assert q["check_on_calibration_prompts"]["before_fallback"]["passed"] is False
     assert q["check_on_calibration_prompts"]["after_fallback"]["passed"] is True
-    assert q["fallback"][0] == f"transformer.{block}.to_out.0", q["fallback"]
+    assert q["fallback"][0] == layer, q["fallback"]
     ranked = sorted((l for l in q["layers"] if "output_sqnr_db" in l), key=lambda l: l["output_sqnr_db"])
     assert ranked[0]["name"] == q["fallback"][0]
 
