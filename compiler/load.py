@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import lora
 from .errors import ModelError, first_line
 from .student import Student, _load, _skeleton, _weight_variant
 
@@ -81,13 +82,21 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
         raise ModelError(f"{vae_root / decoder_subfolder / 'config.json'}: _class_name",
                          f"unsupported decoder {vae_cls} (family {family} reads {' or '.join(layout.decoder_classes)})")
     sources["vae_decoder"].append((vae_root, decoder_subfolder, getattr(diffusers, vae_cls)))
+    prepare = None
+    if recipe is not None and lora.listed(recipe):
+        lora.check_files(recipe)
+        lora.check_family(recipe, str(root))
+        prepare = lora.Fuser(recipe, str(root))
     read = _read_skeleton if lazy else _load
     modules = {name: [read(*source) for source in entries] for name, entries in sources.items()}
+    if prepare and not lazy:
+        for name, loaded in modules.items():
+            prepare(name, loaded)
     sched_path = root / "scheduler" / "scheduler_config.json"
     scheduler_config = _read_json(sched_path) if sched_path.exists() else {}
     student = Student(str(root), family, tokenizers, [root / t.tokenizer for t in slots], modules["text_encoder"],
                       modules["denoiser"][0], modules["vae_decoder"][0], decoder_subfolder, scheduler_config,
-                      str(vae_root), sources, set() if lazy else set(sources))
+                      str(vae_root), sources, set() if lazy else set(sources), prepare)
     fam.check_compatible(student)
     return student
 

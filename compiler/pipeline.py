@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, report
+from . import __version__, lora, report
 from .contract import noise
 from .bundle import atomic_output, package_versions
 from .contract.manifest import TIMINGS, sha256_file, write_manifest
@@ -253,6 +253,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
     tokenizers = [tok.manifest_entry() for tok in student.tokenizers]
     truncated = [s.prompt for p in parity[:1] for s in p.samples if s.truncated]
     warnings = [f"held-out prompt truncated to {wrapped.max_length} tokens: {p[:60]!r}" for p in truncated]
+    warnings += getattr(student.prepare, "warnings", [])
     components = {}
     shipped = precisions(recipe, target.float_precision(options))
     for name in COMPONENTS:
@@ -284,6 +285,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "calibration": quantized.calibration or None,
         "warnings": warnings,
         "source": source_fingerprint(student),
+        **({"lora": fused} if (fused := lora.describe(recipe)) else {}),   # only in bundles that fuse any
         "targets": {target.name: target.manifest_block(options, quantized.artifacts, staging)},
         "tools": tool_versions(target.packages),
     }

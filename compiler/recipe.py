@@ -46,9 +46,19 @@ CALIBRATED = ("w8a8", "w8a16")   # schemes whose activations are calibrated (the
 
 
 @dataclass(frozen=True)
+class Lora:
+    # a LoRA's .safetensors (diffusers/PEFT or kohya layout) and the scale it is fused at, as
+    # diffusers' fuse_lora(lora_scale=...) (compiler/lora.py)
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Component:
     precision: Literal["fp32", "int8"] = "fp32"
     quantization: Optional[Quantization] = None
+    # LoRAs fused into the weights before export, in order (denoiser and text encoders)
+    lora: tuple[Lora, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,11 @@ class Recipe:
         return {f.name: getattr(self.components, f.name) for f in dataclasses.fields(Components)}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for spec in out["components"].values():   # a recipe without LoRAs records what it did before they existed
+            if not spec["lora"]:
+                del spec["lora"]
+        return out
 
     def target_options(self, name: str) -> Any:
         """The recipe's `targets.<name>` block, or that target's defaults."""
@@ -221,6 +235,8 @@ def _check_values(r: Recipe, where: str) -> None:
     def bad(key: str, msg: str) -> RecipeError:
         return RecipeError(f"{where}: {key}", msg)
 
+    if r.components.vae_decoder.lora:
+        raise bad("components.vae_decoder.lora", "LoRAs apply to the denoiser and the text encoders")
     for key in ("height", "width"):
         value = getattr(r.image, key)
         if value <= 0 or value % 8:

@@ -31,6 +31,9 @@ class Student:
     # student's, or one released) is a weightless skeleton until `load(component)`
     sources: dict = field(default_factory=dict)
     _loaded: set = field(default_factory=set)
+    # called with (component, modules) as a component's weights are read, before anything sees them
+    # (compiler.lora.Fuser: the recipe's LoRAs fused in)
+    prepare: Any = None
 
     def __post_init__(self):
         if not self.sources:    # built from modules in memory (the benchmarks' random students)
@@ -46,6 +49,8 @@ class Student:
         if component not in self.sources:
             raise RuntimeError(f"{component} was released and has no files to be read again from")
         modules = [_load(root, sub, cls) for root, sub, cls in self.sources[component]]
+        if self.prepare:
+            self.prepare(component, modules)
         self._set(component, modules)
         self._loaded.add(component)
 

@@ -63,6 +63,9 @@ def _compile(args) -> None:
     from ..prompts import calibration_prompts, read_prompts
 
     heldout = read_prompts(recipe.parity.prompts, "parity.prompts")   # before any work, dry run or not
+    from ..lora import check_files
+
+    check_files(recipe)
     calibration = calibration_prompts(recipe, heldout)
     if args.dry_run:
         plan = {"recipe": recipe.to_dict(), "plan": {

@@ -136,4 +136,5 @@ def describe_io(path: Path) -> dict:
         return out
 
     return {"inputs": spec(model.graph.input), "outputs": spec(model.graph.output),
-            "opset": model.opset_import[0].version}
+            # the default domain's: an EPContext model (QNN) lists other domains first
+            "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
