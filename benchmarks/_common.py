@@ -61,26 +61,46 @@ def peak_rss_bytes() -> int:
 
 class PeakRSS:
     """The peak of this process's resident set inside a `with` block, sampled every 20 ms from
-    /proc (ru_maxrss cannot be reset, so it would report whatever was built before the block)."""
+    /proc (ru_maxrss cannot be reset, so it would report whatever was built before the block).
+    `children=True`: the peak of its child processes' resident sets together instead (a tool the
+    block runs in a subprocess)."""
 
-    def __init__(self, interval: float = 0.02):
-        self.interval, self.peak = interval, 0
+    def __init__(self, interval: float = 0.02, children: bool = False):
+        self.interval, self.peak, self.children = interval, 0, children
         self._stop = threading.Event()
 
     @staticmethod
-    def current() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+    def current(pid: int | str = "self") -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:          # a child that just exited
+            pass
         return 0
+
+    @classmethod
+    def of_children(cls) -> int:
+        me, total = os.getpid(), 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == me:
+                total += cls.current(stat.parent.name)
+        return total
+
+    def _measure(self) -> int:
+        return self.of_children() if self.children else self.current()
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
+            self.peak = max(self.peak, self._measure())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakRSS":
-        self.peak = self.current()
+        self.peak = self._measure()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -88,7 +108,7 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.current())
+        self.peak = max(self.peak, self._measure())
 
 
 def run_child(script: Path, args: list[str], echo_stderr: bool = False) -> dict:

@@ -11,7 +11,8 @@ per component, so each peak RSS is its own (the context compiles' processes incl
 Printed, never asserted:
 
     compile time      export, quantize, and the context compile per SoC
-    peak RSS          the child's and its context compiles' (bytes / fp32 weight bytes)
+    peak RSS          export + quantize (the child), and each context compile (its own process),
+                      as a multiple of the component's fp32 weight bytes
     bytes / param     the context binary's bytes per parameter (goal <= 1.05 for the W8A16 UNet)
     accuracy          the graph each binary is compiled from, on ONNX Runtime CPU, vs torch fp32 on
                       held-out prompt 1 (goals: denoiser >= 40 dB, decoder >= 35 dB)
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -73,10 +73,6 @@ def _job(component: str, reference, recipe):
     return QuantJob(component, Component("int8", Quantization(scheme=scheme, max_float_weight_fraction=fraction)),
                     reference, calibration_prompts(recipe, bench._heldout_file(recipe)), recipe.calibration.seed,
                     TOLERANCES[(component, "int8")], bench._progress())
-
-
-def _children_peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def child_component(work: Path, tiny: bool, image: int, component: str, socs: list[str], simulate: bool) -> dict:
@@ -129,12 +125,12 @@ def child_component(work: Path, tiny: bool, image: int, component: str, socs: li
     for soc in socs:
         context = work / "contexts" / f"{component}.{soc}.onnx"
         context.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        partition = compile_context(source, context, soc)
-        row = {"compile_s": time.perf_counter() - t0, "partition": partition,
-               "binary_bytes": context_files(context)[1].stat().st_size}
-        result["socs"][soc] = row
-    result["compile_peak_rss_bytes"] = _children_peak_rss()
+        with PeakRSS(interval=0.1, children=True) as compile_rss:      # QNN's compile runs in its own process
+            t0 = time.perf_counter()
+            partition = compile_context(source, context, soc)
+            elapsed = time.perf_counter() - t0
+        result["socs"][soc] = {"compile_s": elapsed, "partition": partition, "peak_rss_bytes": compile_rss.peak,
+                               "binary_bytes": context_files(context)[1].stat().st_size}
     if simulate:
         soc = socs[0]
         context = work / "contexts" / f"{component}.{soc}.onnx"
@@ -227,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         scheme = SHIPPED[c][0] if c in SHIPPED else "fp16"
         print(f"{c:<13} {scheme:<6} {r['params'] / 1e6:8.1f}M {r['export_s']:7.1f}s {r.get('quantize_s', 0):8.1f}s "
               f"{r['peak_rss_bytes'] / r['weight_bytes']:6.2f} {r['graph_vs_torch_db']:9.2f} {r['cpu_s'] * 1e3:9.1f}"
+              + (f"  {len(r['fallback'])} layers kept float by fallback" if r.get("fallback") else "")
               + (f"  (missed its gate: {r['gate']})" if "gate" in r else ""))
     print(f"\nHTP context compile (QNN offline, one fresh process each)\n{'component':<13} {'SoC':<7} {'compile':>8} "
           f"{'HTP nodes':>11} {'binary MB':>10} {'B/param':>8} {'RSS x':>6}")
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             part = s["partition"]
             print(f"{c:<13} {soc:<7} {s['compile_s']:7.1f}s {part['htp_nodes']:>5}/{part['nodes']:<5} "
                   f"{s['binary_bytes'] / 1e6:10.1f} {s['binary_bytes'] / r['params']:8.3f} "
-                  f"{r['compile_peak_rss_bytes'] / r['weight_bytes']:6.2f}")
+                  f"{s['peak_rss_bytes'] / r['weight_bytes']:6.2f}")
     simulated = {c: r for c, r in rows.items() if "simulator_s" in r}
     if simulated:
         print(f"\nQNN HTP simulator ({socs[0]} programs; simulated arithmetic on this CPU, not a phone's latency)\n"

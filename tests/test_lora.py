@@ -67,13 +67,14 @@ def test_the_fused_student_is_what_diffusers_computes_with_the_lora_fused(kind, 
     assert (ours - base).abs().max().item() > MIN_SENSITIVITY     # the LoRA really changed the image
 
 
-def test_a_lora_compiles_int8_with_its_digest_and_scale_recorded_and_no_bytes_added(students, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.slow)])
+def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(precision, students, tmp_path):
     from compiler.contract.manifest import sha256_file
 
     folder = students["eps-turbo"]
     file = kohya_lora(folder, tmp_path / "style.safetensors")
-    int8 = ("components:\n  denoiser: {precision: int8, lora: [{path: %s, scale: 0.8}]}\n"
-            "  text_encoder: {lora: [{path: %s, scale: 0.8}]}\n" % (file, file)
+    int8 = ("components:\n  denoiser: {precision: %s, lora: [{path: %s, scale: 0.8}]}\n"
+            "  text_encoder: {lora: [{path: %s, scale: 0.8}]}\n" % (precision, file, file)
             + f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 1}}\n")
     code, err = compile_quietly("onnx", write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=int8), folder, tmp_path / "b")
     assert code == Exit.OK, err
