@@ -296,7 +296,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
     summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
                "precision": ", ".join(f"{n} {p}" for n, p in shipped.items()),
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
-    sections = report.quantization_sections(quantized.components)
+    sections = report.lora_section(manifest.get("lora")) + report.quantization_sections(quantized.components)
     sections += report.delegation_section(manifest["targets"][target.name])
     sections += report.device_section(manifest["targets"][target.name], device_checks)
     if decoder_cost:

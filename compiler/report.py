@@ -245,6 +245,16 @@ def delegation_line(d: dict) -> str:
             f"{d['portable_ops']} op(s) on portable kernels")
 
 
+def lora_section(fused: dict | None) -> list[tuple[str, str]]:
+    """The LoRAs fused into the weights (manifest `lora`), when any were."""
+    if not fused:
+        return []
+    rows = [[name, e["file"], e["sha256"][:16], e["scale"]] for name, entries in fused.items() for e in entries]
+    note = ("<p>Fused into the weights before export: the reference, calibration and every check in this report are of the "
+            "fused model; nothing of them is left to apply at run time.</p>")
+    return [("LoRAs", note + _table(["component", "file", "sha256 (first 16)", "scale"], rows))]
+
+
 def delegation_section(block: dict) -> list[tuple[str, str]]:
     """A target block's delegation report (ExecuTorch), when it has one."""
     delegation = block.get("delegation")

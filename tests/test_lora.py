@@ -81,6 +81,7 @@ def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(p
     m = bundle_record(tmp_path / "b")
     entry = {"file": "style.safetensors", "sha256": sha256_file(file), "scale": 0.8}
     assert m["lora"] == {"text_encoder": [entry], "denoiser": [entry]}
+    assert "<h2>LoRAs</h2>" in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
     assert all(run["passed"] for run in m["parity"]) and m["warnings"] == []
     code, err = compile_quietly("onnx", write_recipe(tmp_path / "p.yaml", "eps-turbo", extra=int8.replace(
         f", lora: [{{path: {file}, scale: 0.8}}]", "").replace(f"  text_encoder: {{lora: [{{path: {file}, scale: 0.8}}]}}\n",

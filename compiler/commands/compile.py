@@ -118,6 +118,8 @@ def _print_summary(result) -> None:
     for name, c in m["components"].items():
         size = sum(m["files"][f]["size"] for f in c["files"])
         print(f"  {name:<13} {c['precision']:<5} {size / 1e6:9.2f} MB  {c['file']}")
+    for name, entries in (m.get("lora") or {}).items():
+        print(f"  {name:<13} fused: " + ", ".join(f"{e['file']} x {e['scale']:g}" for e in entries))
     for name, d in (m["targets"][m["target"]].get("delegation") or {}).items():
         print(f"  {name:<13} {delegation_line(d)}")
     for name, socs in (m["targets"][m["target"]].get("partition") or {}).items():
