@@ -298,7 +298,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
     sections = report.lora_section(manifest.get("lora")) + report.quantization_sections(quantized.components)
     sections += report.delegation_section(manifest["targets"][target.name])
-    sections += report.device_section(manifest["targets"][target.name], device_checks)
+    sections += report.device_section(manifest["targets"][target.name], device_checks, staging)
     if decoder_cost:
         sections += report.decoder_cost_section(decoder_cost, figures["decoder_cost"])
     if latency:

@@ -269,7 +269,7 @@ def delegation_section(block: dict) -> list[tuple[str, str]]:
                                           "portable ops", "left on portable kernels"], rows))]
 
 
-def device_section(block: dict, checks: dict | None) -> list[tuple[str, str]]:
+def device_section(block: dict, checks: dict | None, root: Path | None = None) -> list[tuple[str, str]]:
     """A target block's partition onto the device (QNN: nodes the HTP took, per SoC) and what the
     device's simulator measured against the checked graphs, when it has them."""
     partition = block.get("partition")
@@ -281,9 +281,13 @@ def device_section(block: dict, checks: dict | None) -> list[tuple[str, str]]:
             check = (checks or {}).get(name, {}).get(soc) or {"skipped": "not simulated (simulate option)"}
             agreement = (f"{min(o['psnr_db'] for o in check['outputs']):.2f}" if "outputs" in check
                          else html.escape(check["skipped"]))
-            rows.append([name, soc, f"{p['htp_nodes']} / {p['nodes']}", agreement])
+            program = ((block.get("soc_models") or {}).get(soc, {}).get("programs") or {}).get(name, "")
+            binary = root / program.replace(".onnx", "_qnn.bin") if root and program else None
+            binary = binary.stat().st_size if binary and binary.is_file() else None
+            rows.append([name, soc, f"{p['htp_nodes']} / {p['nodes']}",
+                         f"{binary / 1e6:.2f}" if binary is not None else "-", agreement])
     note = (f"<p>Every node on the {html.escape(block.get('backend', 'device'))}, CPU fallback off. The simulator "
             f"runs the compiled program on the first held-out input; its worst output PSNR against the graph "
             f"it was compiled from (ONNX Runtime CPU) is shown. Simulated arithmetic, not a phone's latency.</p>")
-    return [("On the device", note + _table(["component", "SoC", "nodes on the device", "simulator vs graph dB"],
-                                            rows))]
+    return [("On the device", note + _table(["component", "SoC", "nodes on the device", "program MB (shipped)",
+                                             "simulator vs graph dB"], rows))]
