@@ -45,8 +45,8 @@ def _diffusers_fused(folder, kind: str, recipe, file, scale: float):
 @pytest.mark.parametrize("kind, layout, text", [
     ("eps-turbo", "peft", True),           # UNet + text encoder, diffusers/PEFT
     ("eps-turbo", "kohya", True),          # sd-scripts keys, 3x3 convolutions (LCM-LoRA's shape), alphas
-    ("eps-turbo-xl", "peft", True),        # SDXL: both text encoders
-    ("lcm", "kohya", False),               # an LCM-LoRA-shaped file fused into the denoiser only
+    pytest.param("eps-turbo-xl", "peft", True, marks=pytest.mark.slow),   # SDXL: both text encoders
+    pytest.param("lcm", "kohya", False, marks=pytest.mark.slow),          # an LCM-LoRA-shaped file, denoiser only
     ("trigflow-scm", "peft", False),       # a transformer family (SANA-Sprint loads transformer LoRAs)
 ])
 def test_the_fused_student_is_what_diffusers_computes_with_the_lora_fused(kind, layout, text, students, tmp_path):
@@ -68,33 +68,37 @@ def test_the_fused_student_is_what_diffusers_computes_with_the_lora_fused(kind, 
 
 
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.slow)])
-def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(precision, students, tmp_path):
+def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(precision, students, bundles, tmp_path):
     from compiler.contract.manifest import sha256_file
 
     folder = students["eps-turbo"]
     file = kohya_lora(folder, tmp_path / "style.safetensors")
-    int8 = ("components:\n  denoiser: {precision: %s, lora: [{path: %s, scale: 0.8}]}\n"
-            "  text_encoder: {lora: [{path: %s, scale: 0.8}]}\n" % (precision, file, file)
-            + f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 1}}\n")
-    code, err = compile_quietly("onnx", write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=int8), folder, tmp_path / "b")
+    lora = f", lora: [{{path: {file}, scale: 0.8}}]"
+    spec = ("components:\n  denoiser: {precision: %s%s}\n  text_encoder: {precision: fp32%s}\n"
+            f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 1}}\n")
+    code, err = compile_quietly("onnx", write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=spec % (precision, lora, lora)),
+                                folder, tmp_path / "b")
     assert code == Exit.OK, err
     m = bundle_record(tmp_path / "b")
     entry = {"file": "style.safetensors", "sha256": sha256_file(file), "scale": 0.8}
     assert m["lora"] == {"text_encoder": [entry], "denoiser": [entry]}
     assert "<h2>LoRAs</h2>" in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
     assert all(run["passed"] for run in m["parity"]) and m["warnings"] == []
-    code, err = compile_quietly("onnx", write_recipe(tmp_path / "p.yaml", "eps-turbo", extra=int8.replace(
-        f", lora: [{{path: {file}, scale: 0.8}}]", "").replace(f"  text_encoder: {{lora: [{{path: {file}, scale: 0.8}}]}}\n",
-                                                                "")), folder, tmp_path / "plain")
-    assert code == Exit.OK, err
-    plain = bundle_record(tmp_path / "plain")
+    if precision == "fp32":          # the session's plain eps-turbo bundle is the same recipe without the LoRA
+        plain_dir = bundles("eps-turbo")
+    else:
+        plain_dir = tmp_path / "plain"
+        code, err = compile_quietly("onnx", write_recipe(tmp_path / "p.yaml", "eps-turbo", extra=spec % (precision, "", "")),
+                                    folder, plain_dir)
+        assert code == Exit.OK, err
+    plain = bundle_record(plain_dir)
     assert "lora" not in plain
     for name, c in m["components"].items():      # fused into the weights: the same graphs and weight bytes
         for f in c["files"]:
             ours, theirs = m["files"][f]["size"], plain["files"][f]["size"]
             # a graph file's own bytes hold its quantization scales, whose encodings vary by a few bytes
             assert ours == theirs if f.endswith(".data") else abs(ours - theirs) <= 64, (f, ours, theirs)
-        assert _ops(tmp_path / "b" / c["file"]) == _ops(tmp_path / "plain" / c["file"])
+        assert _ops(tmp_path / "b" / c["file"]) == _ops(plain_dir / c["file"])
 
 
 def _ops(path) -> list[str]:

@@ -222,7 +222,7 @@ def _compiled_whole_to_the_htp(kind: str, folder, denoiser: str, decoder: str, t
     pytest.param("trigflow-scm", W8A16, id="sana-gemma-dcae"),
     # the decoders that matter most on a phone: TAESD at W8A16, decoded in tiles
     pytest.param("eps-turbo", "{subfolder: vae_tiny, precision: int8, quantization: {scheme: w8a16}, "
-                              "tiling: {tile: 16, overlap: 4}}", id="taesd-w8a16-tiled"),
+                              "tiling: {tile: 16, overlap: 4}}", marks=pytest.mark.slow, id="taesd-w8a16-tiled"),
     pytest.param("pixart-onestep", W8A16, marks=pytest.mark.slow, id="pixart-t5"),
     pytest.param("flow-match", W8A16, marks=pytest.mark.slow, id="flux-clip-t5"),
     pytest.param("eps-turbo-xl", W8A16, marks=pytest.mark.slow, id="sdxl-two-text-encoders"),
