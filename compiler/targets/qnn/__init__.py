@@ -152,8 +152,9 @@ class QnnTarget:
                 "runs_here": f"the QNN HTP simulator (x86), {options.soc_models[0]} programs"}
 
 
-# The simulator's time over ONNX Runtime CPU's on the same graph, rounded up from what was
-# measured here (shared/PITFALLS.md: 513x for a UNet, 522x for a decoder, fp16 on v79)
+# The simulator's time over ONNX Runtime CPU's on the same graph, rounded up from the largest
+# measured here (shared/PITFALLS.md: 513x for a UNet, 522x for a decoder, fp16 on v79; the
+# SD-Turbo-size text encoder only 63x, make bench-qnn): an estimate errs towards not simulating
 SIMULATOR_SLOWDOWN = 600
 
 
