@@ -68,7 +68,8 @@ def test_the_fused_student_is_what_diffusers_computes_with_the_lora_fused(kind, 
 
 
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("int8", marks=pytest.mark.slow)])
-def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(precision, students, bundles, tmp_path):
+def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(precision, students, bundles, run_cli,
+                                                                               tmp_path):
     from compiler.contract.manifest import sha256_file
 
     folder = students["eps-turbo"]
@@ -84,6 +85,12 @@ def test_a_lora_compiles_with_its_digest_and_scale_recorded_and_no_bytes_added(p
     assert m["lora"] == {"text_encoder": [entry], "denoiser": [entry]}
     assert "<h2>LoRAs</h2>" in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
     assert all(run["passed"] for run in m["parity"]) and m["warnings"] == []
+    if precision == "fp32":
+        code, _, err = run_cli("verify", "--bundle", tmp_path / "b", "--model", folder, "--quiet", "--num-prompts", 1)
+        assert code == Exit.OK, err
+        kohya_lora(folder, file, seed=1)          # another LoRA at the same path
+        code, _, err = run_cli("verify", "--bundle", tmp_path / "b", "--model", folder, "--quiet")
+        assert code == Exit.MODEL and "style.safetensors" in err and "manifest.json lora" in err, err
     if precision == "fp32":          # the session's plain eps-turbo bundle is the same recipe without the LoRA
         plain_dir = bundles("eps-turbo")
     else:

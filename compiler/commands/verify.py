@@ -46,6 +46,7 @@ def _verify(args) -> None:
 
     from ..contract.verifier import read_verified_manifest
     from ..report import read_verified_record
+    from .. import lora
     from ..load import load_recipe_student
     from ..pipeline import export, source_fingerprint, torch_chain
     from ..streaming import heldout_questions, record_reference
@@ -86,6 +87,11 @@ def _verify(args) -> None:
         if source_fingerprint(student)["weights_sha256"] != manifest["source"]["weights_sha256"]:
             raise ModelError(f"{args.model}", "its safetensors differ from the ones this bundle was compiled from "
                                               "(manifest.json source.weights_sha256)")
+        fused = lora.describe(recipe)
+        if fused != manifest.get("lora"):
+            changed = next((e["file"] for name, entries in (fused or {}).items() for e, was in
+                            zip(entries, manifest.get("lora", {}).get(name, [])) if e != was), "a LoRA")
+            raise ModelError(changed, "differs from the LoRA this bundle was compiled with (manifest.json lora)")
         wrapped = wrap(student, recipe)
         reference = torch_chain(wrapped, student)
         questions = heldout_questions(reference, prompts, first_seed)
