@@ -47,7 +47,7 @@ def _diffusers_fused(folder, kind: str, recipe, file, scale: float):
     ("eps-turbo", "kohya", True),          # sd-scripts keys, 3x3 convolutions (LCM-LoRA's shape), alphas
     pytest.param("eps-turbo-xl", "peft", True, marks=pytest.mark.slow),   # SDXL: both text encoders
     pytest.param("lcm", "kohya", False, marks=pytest.mark.slow),          # an LCM-LoRA-shaped file, denoiser only
-    ("trigflow-scm", "peft", False),       # a transformer family (SANA-Sprint loads transformer LoRAs)
+    pytest.param("trigflow-scm", "peft", False, marks=pytest.mark.slow),  # SANA-Sprint loads transformer LoRAs
 ])
 def test_the_fused_student_is_what_diffusers_computes_with_the_lora_fused(kind, layout, text, students, tmp_path):
     folder = students[kind]

@@ -219,7 +219,7 @@ def _compiled_whole_to_the_htp(kind: str, folder, denoiser: str, decoder: str, t
 
 @pytest.mark.parametrize("kind, decoder", [
     # Gemma 2 text encoder, linear-attention DiT, DC-AE decoder: every rewrite of rewrites.py at work
-    pytest.param("trigflow-scm", W8A16, id="sana-gemma-dcae"),
+    pytest.param("trigflow-scm", W8A16, marks=pytest.mark.slow, id="sana-gemma-dcae"),
     # the decoders that matter most on a phone: TAESD at W8A16, decoded in tiles
     pytest.param("eps-turbo", "{subfolder: vae_tiny, precision: int8, quantization: {scheme: w8a16}, "
                               "tiling: {tile: 16, overlap: 4}}", marks=pytest.mark.slow, id="taesd-w8a16-tiled"),
