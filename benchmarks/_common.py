@@ -152,6 +152,15 @@ def child_result(compute) -> None:
     print(json.dumps(compute()), flush=True)
 
 
+def print_header(title: str, tiny: bool, image: int, *packages: str) -> None:
+    """The first line of a real-size benchmark: what was measured, on which machine, with what."""
+    m, v = machine(), versions(*packages)
+    scale = "TOY SIZES (--tiny): a smoke test, not a measurement" if tiny else \
+        f"SD-Turbo size, random seeded weights, {image}x{image}"
+    print(f"{title} benchmark ({scale}); {m['cpu']}, {m['cores']} cores; "
+          + ", ".join(f"{k} {x}" for k, x in v.items()), flush=True)
+
+
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 

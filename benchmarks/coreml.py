@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, PeakRSS, child_result, machine, peak_rss_bytes, run_child, verdict, versions
+from _common import REPO, PeakRSS, child_result, peak_rss_bytes, print_header, run_child, verdict
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -198,11 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     components = [c for c in args.components.split(",") if c]
     schemes = [s for s in args.schemes.split(",") if s]
-    m, v = machine(), versions("coremltools", "torch", "diffusers", "transformers", "scikit-learn")
-    scale = "TOY SIZES (--tiny): a smoke test, not a measurement" if args.tiny else \
-        f"SD-Turbo size, random seeded weights, {args.image}x{args.image}"
-    print(f"Core ML benchmark ({scale}); {m['cpu']}, {m['cores']} cores; "
-          + ", ".join(f"{k} {x}" for k, x in v.items()), flush=True)
+    print_header("Core ML", args.tiny, args.image, "coremltools", "torch", "diffusers", "transformers", "scikit-learn")
     failed = 0
     print(f"{'component':<13} {'params':>9} {'convert':>9} {'s per 1e9':>10} {'peak RSS':>9} {'x weights':>10}")
     for c in components:

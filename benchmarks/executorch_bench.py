@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, PeakRSS, child_result, machine, run_child, timed_runs, verdict, versions
+from _common import REPO, PeakRSS, child_result, print_header, run_child, timed_runs, verdict
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -220,11 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     components = [c for c in args.components.split(",") if c]
     precisions = [s for s in args.precisions.split(",") if s]
-    m, v = machine(), versions("executorch", "torchao", "torch", "onnxruntime", "diffusers", "transformers")
-    scale = "TOY SIZES (--tiny): a smoke test, not a measurement" if args.tiny else \
-        f"SD-Turbo size, random seeded weights, {args.image}x{args.image}"
-    print(f"ExecuTorch benchmark ({scale}); {m['cpu']}, {m['cores']} cores; "
-          + ", ".join(f"{k} {x}" for k, x in v.items()), flush=True)
+    print_header("ExecuTorch", args.tiny, args.image,
+                 "executorch", "torchao", "torch", "onnxruntime", "diffusers", "transformers")
     print(f"{'component':<13} {'prec':<5} {'params':>9} {'export':>8} {'s/1e9':>7} {'RSS x':>6} {'segments':>8} "
           f"{'deleg':>7} {'B/param':>8} {'PSNR dB':>8} {'ms':>9} {'run RSS x':>9}")
     failed, rows = 0, {}

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, PeakRSS, child_result, machine, run_child, verdict, versions
+from _common import REPO, PeakRSS, child_result, print_header, run_child, verdict
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -202,11 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     components = [c for c in args.components.split(",") if c]
     socs = [s for s in args.socs.split(",") if s]
     simulate = {c for c in args.simulate.split(",") if c}
-    m, v = machine(), versions("onnxruntime", "onnxruntime-qnn", "onnx", "torch", "diffusers", "transformers")
-    scale = "TOY SIZES (--tiny): a smoke test, not a measurement" if args.tiny else \
-        f"SD-Turbo size, random seeded weights, {args.image}x{args.image}"
-    print(f"QNN benchmark ({scale}); {m['cpu']}, {m['cores']} cores; "
-          + ", ".join(f"{k} {x}" for k, x in v.items()), flush=True)
+    print_header("QNN", args.tiny, args.image,
+                 "onnxruntime", "onnxruntime-qnn", "onnx", "torch", "diffusers", "transformers")
     common = ["--work", str(args.work), "--image", str(args.image)] + (["--tiny"] if args.tiny else [])
     rows, failed = {}, 0
     for c in components:

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 from .errors import ModelError, RecipeError, first_line
-from .student import COMPONENTS
 
 
 def listed(recipe) -> dict[str, tuple]:
@@ -39,10 +38,10 @@ def check_family(recipe, source: str) -> None:
     """LoRAs need a family whose diffusers pipeline loads them: it is the reference they are fused
     and checked as."""
     cls = pipeline_class(Path(source))
-    for name in listed(recipe):
-        if not hasattr(cls, "lora_state_dict"):
-            raise RecipeError(f"components.{name}.lora", f"diffusers' {cls.__name__} loads no LoRA, so there is no "
-                                                         f"reference to fuse and check one against")
+    if listed(recipe) and not hasattr(cls, "lora_state_dict"):
+        raise RecipeError(f"components.{next(iter(listed(recipe)))}.lora", f"diffusers' {cls.__name__} loads no "
+                                                                          f"LoRA, so there is no reference to fuse "
+                                                                          f"and check one against")
 
 
 def pipeline_class(root: Path):
@@ -65,15 +64,15 @@ class Fuser:
         for i, entry in enumerate(self.entries.get(component, ())):
             where = f"components.{component}.lora[{i}]"
             state_dict, alphas, metadata = self._read(entry.path)
-            fused = [(prefix, module) for prefix, module in targets if _keys(state_dict, prefix)]
+            fused = [(prefix, module, keys) for prefix, module in targets if (keys := _keys(state_dict, prefix))]
             if not fused:
                 raise ModelError(entry.path, f"has no keys for the {component} ({where}; its keys begin "
                                              f"{sorted({k.split('.')[0] for k in state_dict})})")
-            for prefix, module in fused:
-                _require_matched(entry.path, component, prefix, _keys(state_dict, prefix), module)
-            for prefix, module in fused:
+            for prefix, module, keys in fused:
+                _require_matched(entry.path, component, prefix, keys, module)
+            for prefix, module, _ in fused:
                 self._fuse(prefix, module, state_dict, alphas, metadata, entry.scale, f"lora{i}")
-        self._warn_unlisted(component)
+            self._warn_unlisted(component, entry.path, state_dict)
 
     def _prefixes(self, component: str, count: int) -> list[str]:
         if component == "denoiser":
@@ -110,21 +109,15 @@ class Fuser:
         module.fuse_lora(lora_scale=scale, adapter_names=[name])
         module.unload_lora()
 
-    def _warn_unlisted(self, component: str) -> None:
-        """A file listed for this component that also holds keys for another that does not list it."""
-        for other in COMPONENTS:
-            if other == component or other == "vae_decoder":
+    def _warn_unlisted(self, component: str, path: str, state_dict: dict) -> None:
+        """Keys this file, listed for `component`, holds for another component that does not list it."""
+        for other in ("text_encoder", "denoiser"):
+            if other == component or path in {e.path for e in self.entries.get(other, ())}:
                 continue
-            listed_there = {e.path for e in self.entries.get(other, ())}
-            for entry in self.entries.get(component, ()):
-                if entry.path in listed_there:
-                    continue
-                state_dict, _, _ = self._read(entry.path)
-                count = sum(len(_keys(state_dict, p)) for p in self._prefixes(other, 2))
-                message = (f"{Path(entry.path).name}: its {count} {other} keys are not fused "
-                           f"(components.{other}.lora does not list it)")
-                if count and message not in self.warnings:
-                    self.warnings.append(message)
+            count = sum(len(_keys(state_dict, p)) for p in self._prefixes(other, 2))
+            message = f"{Path(path).name}: its {count} {other} keys are not fused (components.{other}.lora does not list it)"
+            if count and message not in self.warnings:
+                self.warnings.append(message)
 
 
 def _parameters(fn) -> set[str]:
