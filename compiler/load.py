@@ -89,6 +89,7 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
         prepare = lora.Fuser(recipe, str(root))
     read = _read_skeleton if lazy else _load
     modules = {name: [read(*source) for source in entries] for name, entries in sources.items()}
+    sources["vae_encoder"] = sources["vae_decoder"]   # the encoder of the VAE whose decoder ships (img2img)
     if prepare and not lazy:
         for name, loaded in modules.items():
             prepare(name, loaded)

@@ -11,6 +11,7 @@ import numpy as np
 from .contract import noise
 from .errors import ParityError
 from .metrics import Metrics, compare, ssim
+from .cases import heldout_cases
 from .prompts import tokenize
 from .runtime import Chain
 
@@ -29,15 +30,19 @@ class Tolerance:
 # int8 gates are the smallest figures at which images stay visually the same (issue 4).
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("text_encoder", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
+    ("vae_encoder", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
     ("denoiser", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
     ("vae_decoder", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999),
     (END_TO_END, "fp32"): Tolerance(min_psnr_db=50.0, min_cosine=0.9999, min_ssim=0.999),
     # Core ML's default: float weights and activations stored in fp16 (~11 bits of mantissa).
     ("text_encoder", "fp16"): Tolerance(min_psnr_db=40.0, min_cosine=0.9999),
+    ("vae_encoder", "fp16"): Tolerance(min_psnr_db=40.0, min_cosine=0.9999),
     ("denoiser", "fp16"): Tolerance(min_psnr_db=40.0, min_cosine=0.9999),
     ("vae_decoder", "fp16"): Tolerance(min_psnr_db=40.0, min_cosine=0.9999),
     (END_TO_END, "fp16"): Tolerance(min_psnr_db=35.0, min_cosine=0.999, min_ssim=0.99),
     ("text_encoder", "int8"): Tolerance(min_psnr_db=30.0, min_cosine=0.999),
+    # the picture's latents: the img2img step keeps (1 - strength) of them, so they gate like text
+    ("vae_encoder", "int8"): Tolerance(min_psnr_db=30.0, min_cosine=0.99),
     ("denoiser", "int8"): Tolerance(min_psnr_db=25.0, min_cosine=0.99),
     ("vae_decoder", "int8"): Tolerance(min_psnr_db=25.0, min_cosine=0.99),
     (END_TO_END, "int8"): Tolerance(min_psnr_db=20.0, min_cosine=0.98, min_ssim=0.9),
@@ -59,6 +64,7 @@ class Check:
     tolerance: Tolerance
     per_prompt: list[Metrics] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
+    cases: list = field(default_factory=list)    # the Sample each per_prompt entry measured
 
     @property
     def worst(self) -> Metrics:
@@ -99,6 +105,19 @@ class Sample:
     truncated: bool
     reference: np.ndarray   # [1, 3, H, W] in [0, 1]
     candidate: np.ndarray
+    picture: object = None          # cases.Picture of an image-to-image case
+    strength: float | None = None
+
+    def as_dict(self) -> dict:
+        d = {"prompt": self.prompt, "seed": self.seed, "truncated": self.truncated}
+        if self.picture is not None:
+            d.update(picture=self.picture.name, strength=self.strength)
+        return d
+
+    @property
+    def label(self) -> str:
+        what = f"held-out prompt {self.prompt[:50]!r}"
+        return what if self.picture is None else f"{what} on {self.picture.name} at strength {self.strength}"
 
 
 @dataclass
@@ -112,8 +131,7 @@ class Parity:
         return all(c.passed for c in self.checks)
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "passed": self.passed,
-                "prompts": [{"prompt": s.prompt, "seed": s.seed, "truncated": s.truncated} for s in self.samples],
+        return {"label": self.label, "passed": self.passed, "prompts": [s.as_dict() for s in self.samples],
                 "checks": {c.name: c.as_dict() for c in self.checks}}
 
     def failure(self) -> str | None:
@@ -121,8 +139,7 @@ class Parity:
             miss = c.first_miss()
             if miss:
                 bad, what = miss
-                return f"{c.name} ({c.precision}) {self.label}: {what} on held-out prompt {bad + 1} " \
-                       f"{self.samples[bad].prompt[:50]!r}"
+                return f"{c.name} ({c.precision}) {self.label}: {what} on {c.cases[bad].label}"
         return None
 
 
@@ -133,44 +150,65 @@ def heldout_inputs(chain: Chain, prompts: list[str], seed: int):
 
 
 def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str], prompts: list[str],
-                 seed: int, label: str, progress=None) -> Parity:
+                 seed: int, label: str, progress=None, pictures=()) -> Parity:
     """Feed the reference's intermediate values into each candidate component (isolating its
-    error), and run the candidate chain alone end to end. Component by component, each
-    candidate session closed before the next opens: at real size a whole chain's sessions do not
-    fit in memory beside each other."""
+    error), and run the candidate chain alone end to end, on every held-out case
+    (cases.heldout_cases: with img2img, each prompt also on a picture at every strength).
+    Component by component, each candidate session closed before the next opens: at real size a
+    whole chain's sessions do not fit in memory beside each other."""
     e2e_precision = chain_precision(precisions)
     checks = {name: Check(name, p, TOLERANCES[(name, p)]) for name, p in precisions.items()}
     checks[END_TO_END] = Check(END_TO_END, e2e_precision, TOLERANCES[(END_TO_END, e2e_precision)])
-    inputs = list(heldout_inputs(reference, prompts, seed))
+    cases = heldout_cases(reference, prompts, seed, pictures)
+    samples = [Sample(c.prompt, c.seed, c.tokens.truncated, None, None, c.picture, c.strength) for c in cases]
     step = progress.step if progress else (lambda text: None)
+    n = f"{len(prompts)} prompts" + (f", {len(cases)} cases with the pictures" if len(cases) > len(prompts) else "")
 
-    ref_embeds = [reference.embed(tokens) for _, tokens, _ in inputs]
-    cand_embeds = [candidate.embed(tokens) for _, tokens, _ in inputs]
+    ref_embeds = [reference.embed(c.tokens) for c in cases]
+    cand_embeds = [candidate.embed(c.tokens) for c in cases]
     candidate.close("text_encoder")
     features = _text_features(reference, ref_embeds[0])
-    checks["text_encoder"].per_prompt = [compare(_flat(r, features), _flat(c, features))
-                                         for r, c in zip(ref_embeds, cand_embeds)]
-    step(f"{label}: text encoder, {len(inputs)} prompts")
+    text = [i for i, c in enumerate(cases) if c.strength is None]
+    _gate(checks["text_encoder"], samples, text,
+          [compare(_flat(ref_embeds[i], features), _flat(cand_embeds[i], features)) for i in text])
+    step(f"{label}: text encoder, {len(prompts)} prompts")
 
-    noises = [z for _, _, z in inputs]
-    ref_latents = [reference.denoise(e, z) for e, z in zip(ref_embeds, noises)]
-    checks["denoiser"].per_prompt = [compare(r, candidate.denoise(e, z))
-                                     for r, e, z in zip(ref_latents, ref_embeds, noises)]
-    latents = [candidate.denoise(e, z) for e, z in zip(cand_embeds, noises)]
+    ref_init, cand_init = [None] * len(cases), [None] * len(cases)
+    if reference.img2img:
+        encoder = reference.img2img.encoder
+        pictured = [i for i, c in enumerate(cases) if c.strength is not None]
+        for i in pictured:
+            ref_init[i] = reference.encode(cases[i].picture.tensor)
+            cand_init[i] = candidate.encode(cases[i].picture.tensor)
+        candidate.close(encoder)
+        _gate(checks[encoder], samples, pictured, [compare(ref_init[i], cand_init[i]) for i in pictured])
+        step(f"{label}: encoder, {len(pictured)} pictures")
+
+    ref_latents = [reference.denoise(e, c.z, init, c.strength) for e, c, init in zip(ref_embeds, cases, ref_init)]
+    everything = list(range(len(cases)))
+    _gate(checks["denoiser"], samples, everything,
+          [compare(r, candidate.denoise(e, c.z, init, c.strength))
+           for r, e, c, init in zip(ref_latents, ref_embeds, cases, ref_init)])
+    latents = [candidate.denoise(e, c.z, init, c.strength) for e, c, init in zip(cand_embeds, cases, cand_init)]
     candidate.close("denoiser")
-    step(f"{label}: denoiser, {len(inputs)} prompts")
+    step(f"{label}: denoiser, {n}")
 
     ref_images = [reference.decode(l) for l in ref_latents]
-    checks["vae_decoder"].per_prompt = [compare(r, candidate.decode(l), data_range=1.0)
-                                        for r, l in zip(ref_images, ref_latents)]
+    _gate(checks["vae_decoder"], samples, everything,
+          [compare(r, candidate.decode(l), data_range=1.0) for r, l in zip(ref_images, ref_latents)])
     images = [candidate.decode(l) for l in latents]
     candidate.close("vae_decoder")
-    checks[END_TO_END].per_prompt = [compare(r, i, data_range=1.0) for r, i in zip(ref_images, images)]
+    _gate(checks[END_TO_END], samples, everything, [compare(r, i, data_range=1.0) for r, i in zip(ref_images, images)])
     checks[END_TO_END].ssim = [ssim(r, i) for r, i in zip(ref_images, images)]
-    step(f"{label}: decoder and end to end, {len(inputs)} prompts")
-    samples = [Sample(prompt, seed + i, tokens.truncated, r, im)
-               for i, ((prompt, tokens, _), r, im) in enumerate(zip(inputs, ref_images, images))]
+    step(f"{label}: decoder and end to end, {n}")
+    for s, r, im in zip(samples, ref_images, images):
+        s.reference, s.candidate = r, im
     return Parity(label, list(checks.values()), samples)
+
+
+def _gate(check: Check, samples: list[Sample], which: list[int], metrics: list[Metrics]) -> None:
+    check.per_prompt = metrics
+    check.cases = [samples[i] for i in which]
 
 
 def require(parity: Parity) -> None:

@@ -13,10 +13,12 @@ import torch
 from . import __version__, lora, report
 from .contract import noise
 from .bundle import atomic_output, package_versions
+from .cases import read_pictures
+from .families import img2img_family
 from .contract.manifest import TIMINGS, sha256_file, write_manifest
 from .decoder_cost import DecoderCost, compare_decoders
 from .load import load_recipe_student
-from .student import COMPONENTS, Student
+from .student import Student
 from .progress import Progress
 from .prompts import calibration_prompts, prompt_digests, read_prompts
 from .quantization import (WEIGHT_PRECISION, ComponentQuant, QuantJob, artifact_bytes,
@@ -68,26 +70,30 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     heldout_file = read_prompts(recipe.parity.prompts, "parity.prompts")
     heldout = heldout_file[: recipe.parity.num_prompts]
     calibration = calibration_prompts(recipe, heldout_file)
+    if recipe.img2img:
+        img2img_family(recipe.family)
+    pictures = read_pictures(recipe)
     with atomic_output(out, force) as staging:
         with progress.stage("load", f"{model} (configs and tokenizers; weights one component at a time)"):
             student = load_recipe_student(model, recipe, lazy=True)
         with progress.stage("wrap", f"family {recipe.family}, {recipe.image.height}x{recipe.image.width}"):
             wrapped = wrap(student, recipe)
             reference = torch_chain(wrapped, student)
-            questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe))
+            questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe), pictures)
         with progress.stage("export", f"{target.name}, {_options_detail(options)}"):
             exported = export(wrapped, student, recipe, reference, questions, target, options, staging, progress)
         with progress.stage("quantize", _quantize_detail(recipe, calibration)):
-            quantized = quantize(recipe, target, options, reference, exported, staging, calibration, progress)
-        with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}, checked "
-                                      f"with {target.checker(options)}"):
-            parity = verify(recipe, target, options, reference, quantized, heldout, progress)
+            quantized = quantize(recipe, target, options, reference, exported, staging, calibration, progress,
+                                 pictures)
+        with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}"
+                                      f"{_pictures_detail(recipe, pictures)}, checked with {target.checker(options)}"):
+            parity = verify(recipe, target, options, reference, quantized, heldout, progress, pictures)
             decoder_cost = compare_decoders(student, reference, heldout, recipe.parity.seed)
             latency = {}
             if target.reports_latency:
-                latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed)
+                latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed, pictures)
             quantized, device_checks = for_device(recipe, target, options, reference, quantized, staging, heldout[0],
-                                                  progress)
+                                                  progress, pictures)
             shutil.rmtree(staging / WORK_DIR)
         with progress.stage("bundle", str(out)):
             manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency,
@@ -97,6 +103,13 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
 
                 sign(staging, sign_key)
     return Result(Path(out), manifest, parity, latency)
+
+
+def _pictures_detail(recipe: Recipe, pictures: list) -> str:
+    if not recipe.img2img:
+        return ""
+    return (f" (and on {len(pictures)} pictures from {recipe.img2img.images} at strength "
+            f"{', '.join(map(str, recipe.img2img.strengths))})")
 
 
 def _options_detail(options) -> str:
@@ -122,7 +135,7 @@ def _quantize_detail(recipe: Recipe, calibration: list[str]) -> str:
 
 
 def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported: Exported, staging: Path,
-             calibration: list[str], progress: Progress) -> Quantized:
+             calibration: list[str], progress: Progress, pictures=()) -> Quantized:
     """Quantized components replace their float artifacts in the bundle; the float artifacts move
     to the work dir, where the target's quantizer reads them."""
     work = staging / WORK_DIR / "float"
@@ -130,8 +143,7 @@ def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported
     artifacts, done = dict(exported.artifacts), {}
     runners, float_runners = dict(exported.chain.runners), dict(exported.chain.runners)
     runner = _runner_factory(target, options)
-    for name in COMPONENTS:
-        spec = recipe.component_specs()[name]
+    for name, spec in recipe.component_specs().items():
         if spec.precision != "int8":
             continue
         src = exported.artifacts[name]
@@ -141,7 +153,7 @@ def quantize(recipe: Recipe, target: Target, options, reference: Chain, exported
         if (staging / src.main).is_dir():
             shutil.rmtree(staging / src.main)
         job = QuantJob(name, spec, reference, calibration, recipe.calibration.seed,
-                       TOLERANCES[(name, "int8")], progress)
+                       TOLERANCES[(name, "int8")], progress, list(pictures))
         quantizer = target.quantizer(name, scheme_of(name, spec), src, work, staging, options)
         done[name], artifacts[name] = quantize_component(job, quantizer)
         done[name].sizes = {"float_bytes": artifact_bytes(work, src.files),
@@ -163,40 +175,42 @@ def _runner_factory(target: Target, options):
 
 
 def verify(recipe: Recipe, target: Target, options, reference: Chain, quantized: Quantized, heldout: list[str],
-           progress: Progress) -> list[Parity]:
+           progress: Progress, pictures=()) -> list[Parity]:
     """The float export vs torch always; the shipped quantized chain vs torch when anything is int8."""
     fp = target.float_precision(options)
-    floats = {name: fp for name in COMPONENTS}
+    floats = {name: fp for name in recipe.component_specs()}
     parity = [check_parity(reference, quantized.float_chain, floats, heldout, recipe.parity.seed,
-                           f"{target.name} {fp}", progress)]
+                           f"{target.name} {fp}", progress, pictures)]
     if recipe.quantized:
         parity.append(check_parity(reference, quantized.chain, precisions(recipe, fp), heldout, recipe.parity.seed,
-                                   f"{target.name} int8", progress))
+                                   f"{target.name} int8", progress, pictures))
     for p in parity:
         require(p)
     return parity
 
 
 def for_device(recipe: Recipe, target: Target, options, reference: Chain, quantized: Quantized, staging: Path,
-               prompt: str, progress: Progress) -> tuple[Quantized, dict]:
+               prompt: str, progress: Progress, pictures=()) -> tuple[Quantized, dict]:
     """The checked artifacts made into what the device loads (the target's step: QNN compiles
     context binaries per SoC and simulates them), and what checking those measured."""
     def feeds(name: str) -> dict:   # computed only for a target that asks; a tiled component's first tile
         return next(reference.split(name, next(calibration_feeds(name, reference, [prompt], recipe.parity.seed,
-                                                                 "device check"))))
+                                                                 "device check", pictures))))
 
     shipped, checks = target.for_device(quantized.artifacts, precisions(recipe, target.float_precision(options)),
                                         staging, staging / WORK_DIR, options, feeds, progress)
     return dataclasses.replace(quantized, artifacts=shipped), checks
 
 
-def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, repeats: int = 3) -> dict:
+def measure_latency(quantized: Quantized, reference: Chain, prompt: str, seed: int, pictures=(),
+                    repeats: int = 3) -> dict:
     """Median seconds of the target's checker per component, float export vs shipped (a component
     left float is timed once), on one held-out input. Timings are not reproducible: they go to the
     bundle's unhashed timings.txt and the compile summary, never to a hashed file."""
-    feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency")) for name in COMPONENTS}
+    names = list(quantized.chain.runners)
+    feeds = {name: next(calibration_feeds(name, reference, [prompt], seed, "latency", pictures)) for name in names}
     out = {}
-    for name in COMPONENTS:
+    for name in names:
         runs = {"fp32": quantized.float_chain, "shipped": quantized.chain}
         if runs["fp32"].runners[name] is runs["shipped"].runners[name]:
             out[name] = dict.fromkeys(runs, _median_seconds(runs["fp32"], name, feeds[name], repeats))
@@ -219,7 +233,7 @@ def _median_seconds(chain: Chain, name: str, feed: dict, repeats: int) -> float:
 
 def torch_chain(wrapped: Wrapped, student: Student) -> Chain:
     runners = {name: Recorded(_torch_runner(g)) for name, g in wrapped.graphs.items()}
-    return Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling)
+    return Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling, wrapped.img2img)
 
 
 def _torch_runner(graph: Graph):
@@ -242,7 +256,8 @@ def export(wrapped: Wrapped, student: Student, recipe: Recipe, reference: Chain,
         progress.step(f"{graph.name}: exporting ({params / 1e6:.2f}M parameters)")
         artifacts[graph.name] = target.export(graph, staging, options)
         runners[graph.name] = Deferred(runner, staging / artifacts[graph.name].main)
-    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling))
+    return Exported(artifacts, Chain(student.tokenizers, runners, wrapped.latent_shape, wrapped.wiring, wrapped.tiling,
+                                     wrapped.img2img))
 
 
 def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
@@ -256,7 +271,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
     warnings += getattr(student.prepare, "warnings", [])
     components = {}
     shipped = precisions(recipe, target.float_precision(options))
-    for name in COMPONENTS:
+    for name in shipped:
         a = quantized.artifacts[name]
         q = quantized.components.get(name)
         components[name] = {"file": a.main, "files": a.files, "precision": shipped[name],
@@ -286,6 +301,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "warnings": warnings,
         "source": source_fingerprint(student),
         **({"lora": fused} if (fused := lora.describe(recipe)) else {}),   # only in bundles that fuse any
+        **({"img2img": wrapped.img2img.as_manifest()} if wrapped.img2img else {}),
         "targets": {target.name: target.manifest_block(options, quantized.artifacts, staging)},
         "tools": tool_versions(target.packages),
     }

@@ -25,10 +25,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .contract import noise
+from .cases import calibration_cases
 from .errors import CalibrationError, ParityError, RecipeError
 from .metrics import compare
-from .prompts import tokenize
 from .recipe import DEFAULT_SCHEME, Component, Quantization, scheme_of
 from .parity import Check, Tolerance
 
@@ -122,6 +121,7 @@ class QuantJob:
     seed: int
     tolerance: Tolerance
     progress: object = None
+    pictures: list = field(default_factory=list)   # cases.Picture: img2img's init pictures
 
 
 def plan_layers(layers: list[Layer], op_types: tuple[str, ...], component: str, spec: Component) -> None:
@@ -152,23 +152,26 @@ def plan_layers(layers: list[Layer], op_types: tuple[str, ...], component: str, 
                 l.reason = "" if q.nodes[key] is not None else f"recipe: nodes.{key} = null"
 
 
-def calibration_feeds(component: str, reference, prompts: list[str], seed: int, where: str) -> Iterator[dict]:
-    """Prompts -> the fp32 reference chain -> the inputs `component` sees at the baked timestep."""
-    for i, prompt in enumerate(prompts):
-        tokens = tokenize(reference.tokenizers, prompt)
+def calibration_feeds(component: str, reference, prompts: list[str], seed: int, where: str,
+                      pictures=()) -> Iterator[dict]:
+    """Prompts (and img2img's pictures) -> the fp32 reference chain -> the inputs `component` sees
+    (cases.calibration_cases: the denoiser's step rows take turns)."""
+    for i, case in enumerate(calibration_cases(reference, prompts, seed, pictures)):
         if component == "text_encoder":
-            feeds = dict(tokens.ids)
+            feeds = dict(case.tokens.ids)
+        elif component == "vae_encoder":
+            feeds = {"image": case.picture.tensor}
         else:
-            embeds = reference.embed(tokens)
-            z = noise.gaussian(seed + i, reference.latent_shape)
-            feeds = reference.denoiser_feeds(embeds, z)
+            embeds = reference.embed(case.tokens)
+            init = reference.encode(case.picture.tensor) if case.strength is not None else None
+            feeds = reference.denoiser_feeds(embeds, case.z, init, case.strength)
             if component == "vae_decoder":
-                feeds = {"latents": reference.denoise(embeds, z)}
+                feeds = {"latents": reference.run("denoiser", feeds)[0]}
         for name, value in feeds.items():
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise CalibrationError(f"{where}", f"NaN/Inf in the {component} calibration input {name!r} for "
-                                                   f"calibration prompt {i + 1} {prompt[:50]!r} (produced by the fp32 "
-                                                   f"graph upstream of the {component})")
+                                                   f"calibration prompt {i + 1} {case.prompt[:50]!r} (produced by the "
+                                                   f"fp32 graph upstream of the {component})")
         yield feeds
 
 
@@ -192,15 +195,15 @@ def quantize_component(job: QuantJob, quantizer):
     if quantizer.needs_calibration:
         result.calibration_prompts = len(job.prompts)
         say(f"{component}: calibrating on {len(job.prompts)} prompts (streamed)")
-        quantizer.calibrate(program_feeds(job.reference, component, calibration_feeds(component, job.reference,
-                                                                                       job.prompts, job.seed, where)))
+        quantizer.calibrate(program_feeds(job.reference, component, calibration_feeds(
+            component, job.reference, job.prompts, job.seed, where, job.pictures)))
     if all(l.reason for l in layers):
         raise RecipeError(f"components.{component}.quantization", "every weight-carrying layer is kept float; "
                                                                   "set precision: fp32 instead")
     say(f"{component}: quantizing ({scheme}, {quantizer.tool.split('(')[0]})")
     artifact = quantizer.build(_floated(layers))
     check_feeds = list(program_feeds(job.reference, component, calibration_feeds(
-        component, job.reference, job.prompts[:CHECK_PROMPTS], job.seed, where)))
+        component, job.reference, job.prompts[:CHECK_PROMPTS], job.seed, where, job.pictures)))
     expected = [job.reference.runners[component](f)[0] for f in check_feeds]
     data_range = 1.0 if component == "vae_decoder" else None
 

@@ -41,7 +41,7 @@ class Quantization:
 
 
 # The scheme vocabulary, the same on every target: a component's scheme unless the recipe names one.
-DEFAULT_SCHEME = {"text_encoder": "w8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
+DEFAULT_SCHEME = {"text_encoder": "w8", "vae_encoder": "w8a8", "denoiser": "w8a8", "vae_decoder": "w8a8"}
 CALIBRATED = ("w8a8", "w8a16")   # schemes whose activations are calibrated (the others quantize weights only)
 
 
@@ -91,8 +91,21 @@ class Decoder(Component):
 @dataclass(frozen=True)
 class Components:
     text_encoder: Component = Component()
+    # the encoder of the VAE whose decoder ships; in the bundle only with `img2img`
+    vae_encoder: Component = Component()
     denoiser: Component = Component()
     vae_decoder: Decoder = Decoder()
+
+
+@dataclass(frozen=True)
+class Img2Img:
+    # Strengths shipped besides text-to-image, each 1/N: the one step diffusers' img2img pipeline
+    # of the family runs at num_inference_steps N (0.5: SD-Turbo's `num_inference_steps=2,
+    # strength=0.5`). One denoiser program serves them all: the step is an input (docs/img2img.md).
+    strengths: tuple[float, ...] = (0.5,)
+    # Pictures the encoder and the img2img steps are calibrated and checked on (PNG/JPEG, any size:
+    # fitted as a runtime fits an app's picture, compiler/contract/init_image.py)
+    images: str = "calibration/init_images"
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,8 @@ class Recipe:
     text: Text = Text()
     parity: Parity = Parity()
     calibration: Calibration = Calibration()
+    # image-to-image: the VAE encoder ships and the denoiser takes the picture's latents
+    img2img: Optional[Img2Img] = None
     # Options only one target has, validated by that target's own frozen dataclass:
     # targets: {onnx: {opset: 18}, coreml: {compute_precision: fp16}}
     targets: Mapping[str, Any] = field(default_factory=dict)
@@ -151,13 +166,18 @@ class Recipe:
         return any(c.precision == "int8" for c in self.component_specs().values())
 
     def component_specs(self) -> dict[str, Component]:
-        return {f.name: getattr(self.components, f.name) for f in dataclasses.fields(Components)}
+        """The bundle's components in the order they run (the encoder only with img2img)."""
+        return {f.name: getattr(self.components, f.name) for f in dataclasses.fields(Components)
+                if f.name != "vae_encoder" or self.img2img is not None}
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for spec in out["components"].values():   # a recipe without LoRAs records what it did before they existed
+        # a recipe without LoRAs or img2img records what it did before they existed
+        for spec in out["components"].values():
             if not spec["lora"]:
                 del spec["lora"]
+        if self.img2img is None:
+            del out["img2img"], out["components"]["vae_encoder"]
         return out
 
     def target_options(self, name: str) -> Any:
@@ -235,8 +255,10 @@ def _check_values(r: Recipe, where: str) -> None:
     def bad(key: str, msg: str) -> RecipeError:
         return RecipeError(f"{where}: {key}", msg)
 
-    if r.components.vae_decoder.lora:
-        raise bad("components.vae_decoder.lora", "LoRAs apply to the denoiser and the text encoders")
+    for name in ("vae_decoder", "vae_encoder"):
+        if getattr(r.components, name).lora:
+            raise bad(f"components.{name}.lora", "LoRAs apply to the denoiser and the text encoders")
+    _check_img2img(r, bad)
     for key in ("height", "width"):
         value = getattr(r.image, key)
         if value <= 0 or value % 8:
@@ -269,6 +291,36 @@ def _check_values(r: Recipe, where: str) -> None:
             raise bad(f"components.{name}.quantization", "given but precision is fp32; set precision: int8 or remove it")
         if q is not None and not 0.0 <= q.max_float_weight_fraction <= 1.0:
             raise bad(f"components.{name}.quantization.max_float_weight_fraction", "must be within [0, 1]")
+
+
+MAX_IMG2IMG_STEPS = 1000
+
+
+def img2img_steps(strength: float) -> int | None:
+    """N when strength is 1/N (within 1e-6) for an integer 2 <= N <= MAX_IMG2IMG_STEPS, else None."""
+    if not 0 < strength < 1:
+        return None
+    n = round(1 / strength)
+    return n if 2 <= n <= MAX_IMG2IMG_STEPS and abs(n * strength - 1) <= 1e-6 else None
+
+
+def _check_img2img(r: Recipe, bad) -> None:
+    if r.img2img is None:
+        if r.components.vae_encoder != Component():
+            raise bad("components.vae_encoder", "the encoder ships only with img2img; add `img2img:` or remove it")
+        return
+    strengths = r.img2img.strengths
+    if not strengths:
+        raise bad("img2img.strengths", "lists no strength; remove `img2img` for text-to-image only")
+    for i, s in enumerate(strengths):
+        if img2img_steps(s) is None:
+            raise bad(f"img2img.strengths[{i}]", f"{s} is not 1/N for an integer N in [2, {MAX_IMG2IMG_STEPS}] "
+                                                 f"(0.5, 0.25, 0.2, ...): a one-step student takes one step of an "
+                                                 f"N-step schedule")
+        if img2img_steps(s) in [img2img_steps(t) for t in strengths[:i]]:
+            raise bad(f"img2img.strengths[{i}]", f"{s} is listed twice")
+    if r.components.vae_decoder.tiling is not None:
+        raise bad("img2img", "not available with a tiled decoder yet (the encoder would need tiles too)")
 
 
 def _build(cls: Any, data: Any, where: str, path: str) -> Any:

@@ -139,12 +139,18 @@ def _parity_section(parity) -> str:
                      f"<td>{mx:.3g}</td><td>{res}</td></tr>")
     parts.append("</table>")
     label = html.escape(parity.label)
-    parts.append(f"<table><tr><th>seed</th><th>held-out prompt</th><th>torch fp32</th><th>{label}</th>"
-                 "<th>|difference| x8</th></tr>")
+    pictured = any(s.picture is not None for s in parity.samples)
+    parts.append(f"<table><tr><th>seed</th><th>held-out prompt</th>{'<th>init image, strength</th>' * pictured}"
+                 f"<th>torch fp32</th><th>{label}</th><th>|difference| x8</th></tr>")
     for s in parity.samples:
         ref, cand = _hwc(s.reference), _hwc(s.candidate)
         note = " (truncated to the tokenizer's max length)" if s.truncated else ""
-        parts.append(f"<tr><td>{s.seed}</td><td class='prompt'>{html.escape(s.prompt)}{note}</td>"
+        init = ""
+        if pictured:
+            init = "<td>text-to-image</td>" if s.picture is None else (
+                f"<td><img class='thumb' tabindex='0' src='{_png(_hwc(s.picture.tensor))}' "
+                f"alt='{html.escape(s.picture.name)}'><br>{html.escape(s.picture.name)}, {s.strength}</td>")
+        parts.append(f"<tr><td>{s.seed}</td><td class='prompt'>{html.escape(s.prompt)}{note}</td>{init}"
                      f"{_thumb_cells('torch fp32', ref, parity.label, cand)}</tr>")
     parts.append("</table>")
     return "".join(parts)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .contract import noise, png
+from .contract.init_image import INIT_IMAGE_SOURCE, STEP_SOURCE, Img2Img
 from .contract.verifier import read_verified_manifest
 from .errors import BundleError, CompileError, RecipeError, first_line
 from .prompts import Tokens, tokenize
@@ -80,6 +81,7 @@ class Chain:
     latent_shape: tuple[int, ...]
     wiring: Wiring
     tiling: dict[str, TilePlan] = field(default_factory=dict)   # component -> its tile plan (tiled decoding)
+    img2img: Img2Img | None = None     # the encoder and the denoiser's step rows (img2img bundles)
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One component on whole inputs: a tiled component runs tile by tile and blends."""
@@ -102,23 +104,52 @@ class Chain:
         out = self.run("text_encoder", tokens.ids)
         return {**tokens.ids, **dict(zip(self.wiring.outputs["text_encoder"], out))}
 
-    def denoiser_feeds(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> dict[str, np.ndarray]:
+    def denoiser_feeds(self, embeds: dict[str, np.ndarray], z: np.ndarray, init: np.ndarray | None = None,
+                       strength: float | None = None) -> dict[str, np.ndarray]:
+        """`init`: the picture's latents (the encoder's output) at `strength`; text-to-image without."""
         values = {**embeds, "noise": z}
+        if self.img2img:
+            values["init_latents"] = np.zeros(self.latent_shape, np.float32) if strength is None else init
+            values["step"] = self.img2img.row(strength)
         return {name: values[name] for name in self.wiring.inputs["denoiser"]}
 
-    def denoise(self, embeds: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
-        return self.run("denoiser", self.denoiser_feeds(embeds, z))[0]
+    def denoise(self, embeds: dict[str, np.ndarray], z: np.ndarray, init: np.ndarray | None = None,
+                strength: float | None = None) -> np.ndarray:
+        return self.run("denoiser", self.denoiser_feeds(embeds, z, init, strength))[0]
+
+    def encode(self, picture: np.ndarray) -> np.ndarray:
+        return self.run(self.img2img.encoder, {"image": picture})[0]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         return self.run("vae_decoder", {"latents": latents})[0]
 
-    def __call__(self, prompt: str, seed: int) -> np.ndarray:
-        """The whole chain as a runtime runs it: values flow by the manifest's wiring."""
+    def case(self, case, upto: str | None = None) -> np.ndarray | None:
+        """A compile case (compiler/cases.py) through the chain, up to and including `upto`; the
+        encoder runs on every case that carries a picture, the denoiser reads it at its strength."""
+        embeds = self.embed(case.tokens)
+        if upto == "text_encoder":
+            return None
+        init = self.encode(case.picture.tensor) if self.img2img and case.picture else None
+        if upto == "vae_encoder":
+            return None
+        latents = self.denoise(embeds, case.z, init, case.strength)
+        return latents if upto == "denoiser" else self.decode(latents)
+
+    def __call__(self, prompt: str, seed: int, picture: np.ndarray | None = None,
+                 strength: float | None = None) -> np.ndarray:
+        """The whole chain as a runtime runs it: values flow by the manifest's wiring. `picture`:
+        the fitted init image [1, 3, H, W] for image-to-image at `strength`; without one the
+        encoder does not run and its output is zeros (the text-to-image step ignores it)."""
         tokens = tokenize(self.tokenizers, prompt)
         values = {src: tokens.ids[inp] for tok in self.tokenizers for inp, src in tok.inputs.items()}
         values[NOISE_SOURCE] = noise.gaussian(seed, self.latent_shape)
+        if self.img2img:
+            values[STEP_SOURCE] = self.img2img.row(None if picture is None else strength)
+            values[INIT_IMAGE_SOURCE] = picture
         for name in self.wiring.order:
-            out = self.run(name, {inp: values[src] for inp, src in self.wiring.inputs[name].items()})
+            skip = self.img2img and name == self.img2img.encoder and picture is None
+            out = ([np.zeros(self.latent_shape, np.float32)] if skip else
+                   self.run(name, {inp: values[src] for inp, src in self.wiring.inputs[name].items()}))
             values.update({f"{name}.{o}": v for o, v in zip(self.wiring.outputs[name], out)})
         return values[self.wiring.image]
 
@@ -137,7 +168,9 @@ def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
     tokenizers = load_tokenizers(bundle, manifest["tokenizers"])   # cheap, and checked before any program opens
     runners = {name: _open(target, bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
     tiling = {name: plan_from_manifest(c["tiling"]) for name, c in manifest["components"].items() if "tiling" in c}
-    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest), tiling)
+    img2img = Img2Img.from_manifest(manifest["img2img"]) if "img2img" in manifest else None
+    chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest), tiling,
+                  img2img)
     return chain, manifest
 
 

@@ -14,46 +14,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 
-from .contract import noise
-from .prompts import Tokens, tokenize
+from .cases import Case, Picture, calibration_cases, heldout_cases
 from .quantization import CHECK_PROMPTS
 from .runtime import Chain
-from .parity import heldout_inputs
 from .student import COMPONENTS
 from .wrap import Graph, Wrapped, graph_module
 
 
 @dataclass(frozen=True)
 class Question:
-    tokens: Tokens
-    z: np.ndarray
+    case: Case
     last: int          # index in COMPONENTS of the last component it runs through
 
 
-def heldout_questions(chain: Chain, prompts: list[str], seed: int) -> list[Question]:
-    """Held-out prompt i with noise seed `seed + i`, through the whole chain."""
-    return [Question(tokens, z, len(COMPONENTS) - 1) for _, tokens, z in heldout_inputs(chain, prompts, seed)]
+def heldout_questions(chain: Chain, prompts: list[str], seed: int, pictures: list[Picture] = ()) -> list[Question]:
+    """Every held-out case (cases.heldout_cases), through the whole chain."""
+    return [Question(c, len(COMPONENTS) - 1) for c in heldout_cases(chain, prompts, seed, pictures)]
 
 
-def calibration_questions(chain: Chain, prompts: list[str], seed: int, precisions: dict[str, str]) -> list[Question]:
+def calibration_questions(chain: Chain, prompts: list[str], seed: int, precisions: dict[str, str],
+                          pictures: list[Picture] = ()) -> list[Question]:
     """What quantization.calibration_feeds and the fallback check ask of the reference: an int8
-    component's inputs on every calibration prompt, and its outputs on the first CHECK_PROMPTS."""
-    int8 = [COMPONENTS.index(n) for n in COMPONENTS if precisions[n] == "int8"]
+    component's inputs on every calibration case, and its outputs on the first CHECK_PROMPTS."""
+    int8 = [COMPONENTS.index(n) for n in precisions if precisions[n] == "int8"]
     out = []
-    for i, prompt in enumerate(prompts):
+    for i, case in enumerate(calibration_cases(chain, prompts, seed, pictures)):
         last = max([k - 1 for k in int8] + [k for k in int8 if i < CHECK_PROMPTS], default=-1)
         if last >= 0:
-            out.append(Question(tokenize(chain.tokenizers, prompt), noise.gaussian(seed + i, chain.latent_shape), last))
+            out.append(Question(case, last))
     return out
 
 
 def compile_questions(reference: Chain, recipe, heldout: list[str], calibration: list[str],
-                      precisions: dict[str, str]) -> list[Question]:
+                      precisions: dict[str, str], pictures: list[Picture] = ()) -> list[Question]:
     """Every question a compile's later stages ask the reference (pipeline.precisions: `precisions`)."""
-    return heldout_questions(reference, heldout, recipe.parity.seed) + calibration_questions(
-        reference, calibration, recipe.calibration.seed, precisions)
+    return heldout_questions(reference, heldout, recipe.parity.seed, pictures) + calibration_questions(
+        reference, calibration, recipe.calibration.seed, precisions, pictures)
 
 
 def ask(reference: Chain, name: str, questions: list[Question]) -> None:
@@ -63,13 +60,8 @@ def ask(reference: Chain, name: str, questions: list[Question]) -> None:
     runner = reference.runners[name]
     runner.recording = True
     for q in questions:
-        if q.last < stop:
-            continue
-        embeds = reference.embed(q.tokens)
-        if stop >= 1:
-            latents = reference.denoise(embeds, q.z)
-            if stop >= 2:
-                reference.decode(latents)
+        if q.last >= stop:
+            reference.case(q.case, upto=name)
     runner.recording = False
 
 
@@ -78,7 +70,7 @@ def one_at_a_time(student, recipe, wrapped: Wrapped, reference: Chain, questions
     """Each component's graph with its weights loaded and its answers recorded; released when
     the caller asks for the next. `reference`: pipeline.torch_chain over `wrapped`."""
     say = progress.step if progress else (lambda text: None)
-    for name in COMPONENTS:
+    for name in wrapped.graphs:
         if not student.loaded(name):
             say(f"{name}: loading its weights")
             student.load(name)

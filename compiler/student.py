@@ -12,7 +12,8 @@ from typing import Any
 
 from .errors import ModelError, first_line
 
-COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
+# in the order they run; a bundle has the encoder only with img2img (Recipe.component_specs)
+COMPONENTS = ("text_encoder", "vae_encoder", "denoiser", "vae_decoder")
 
 
 @dataclass
@@ -61,15 +62,17 @@ class Student:
         self._loaded.discard(component)
 
     def _modules(self, component: str) -> list:
-        return {"text_encoder": self.text_encoders, "denoiser": [self.denoiser], "vae_decoder": [self.vae]}[component]
+        return {"text_encoder": self.text_encoders, "denoiser": [self.denoiser], "vae_decoder": [self.vae],
+                "vae_encoder": [self.vae]}[component]
 
     def _set(self, component: str, modules: list) -> None:
         if component == "text_encoder":
             self.text_encoders = modules
         elif component == "denoiser":
             self.denoiser = modules[0]
-        else:
+        else:   # the VAE: its encoder and decoder are two components of one module
             self.vae = modules[0]
+            self._loaded -= {"vae_encoder", "vae_decoder"}
 
     @property
     def vae_label(self) -> str:

@@ -4,6 +4,11 @@
     denoiser:     prompt_embeds[, pooled_prompt_embeds], noise  -> latents   (family step baked in)
     vae_decoder:  latents                                       -> image     (float32 [1, 3, H, W] in [0, 1])
 
+With `img2img` a fourth graph, and the denoiser takes the picture's latents and the step row:
+
+    vae_encoder:  image (float32 [1, 3, H, W] in [0, 1])        -> init_latents
+    denoiser:     ..., noise, init_latents, step (float32 [6])  -> latents   (families/stepped.py)
+
 `noise` is unit Gaussian noise from compiler.contract.noise (the same on every platform).
 """
 from __future__ import annotations
@@ -13,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import RecipeError
-from .families import get_family
+from .families import get_family, img2img_family, stepped
+from .contract.init_image import Img2Img
 from .student import Student
 from .recipe import Recipe
 from .contract.tiling import TilePlan
@@ -44,6 +50,29 @@ class DecoderGraph(torch.nn.Module):
         return (image / 2 + 0.5).clamp(0, 1)
 
 
+class EncoderGraph(torch.nn.Module):
+    """image in [0, 1] -> latents in the denoiser's space, as the img2img pipelines prepare them:
+    the encoder's mean (diffusers' retrieve_latents with sample_mode="argmax": no second noise to
+    carry to the phone), then (z - shift_factor) * scaling_factor."""
+
+    def __init__(self, vae, scaling_factor: float):
+        super().__init__()
+        self.vae = vae
+        self.scale = scaling_factor
+        self.shift = float(vae.config.get("shift_factor") or 0.0)
+
+    def shipped_parameters(self):
+        for name in ("encoder", "quant_conv"):
+            part = getattr(self.vae, name, None)
+            if isinstance(part, torch.nn.Module):
+                yield from part.parameters()
+
+    def forward(self, image):
+        z = self.vae.encode(image * 2 - 1, return_dict=False)[0]
+        z = z if isinstance(z, torch.Tensor) else z.mode()   # AutoencoderKL: a DiagonalGaussianDistribution
+        return ((z - self.shift) if self.shift else z) * self.scale
+
+
 @dataclass
 class Graph:
     name: str
@@ -61,6 +90,7 @@ class Wrapped:
     latent_shape: tuple[int, ...]
     wiring: Wiring       # taken at wrap time: later stages release graphs to free memory
     tiling: dict[str, TilePlan]   # component -> its tile plan; the graph takes one tile
+    img2img: Img2Img | None = None
 
 
 def wrap(student: Student, recipe: Recipe) -> Wrapped:
@@ -81,20 +111,27 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
     with torch.no_grad():
         out = text(*tokens.values())
     values = {**tokens, **dict(zip(text_outputs, out if isinstance(out, tuple) else (out,))),
-              "noise": torch.zeros(latent_shape)}
+              "noise": torch.zeros(latent_shape), "init_latents": torch.zeros(latent_shape)}
     denoiser_inputs = family.denoiser_inputs(student)
+    img2img = None
+    if recipe.img2img is not None:
+        img2img = stepped.img2img(img2img_family(recipe.family), student, recipe, "vae_encoder")
+        denoiser_inputs = denoiser_inputs + stepped.STEP_INPUTS
+        values["step"] = torch.from_numpy(img2img.row(None))
     tiling = decoder_tiling(recipe, latent_shape, f)
     decoder_input = torch.zeros(tiling.latent_shape[:-2] + tiling.tile) if tiling else values["noise"]
-    graphs = {
-        "text_encoder": Graph("text_encoder", text, tuple(tokens.values()), list(tokens), text_outputs),
-        "denoiser": Graph("denoiser", None, tuple(values[n] for n in denoiser_inputs), denoiser_inputs, ["latents"]),
-        "vae_decoder": Graph("vae_decoder", None, (decoder_input,), ["latents"], ["image"]),
-    }
-    for name in ("denoiser", "vae_decoder"):
+    graphs = {"text_encoder": Graph("text_encoder", text, tuple(tokens.values()), list(tokens), text_outputs)}
+    if img2img:
+        picture = torch.full((1, 3, recipe.image.height, recipe.image.width), 0.5)
+        graphs["vae_encoder"] = Graph("vae_encoder", None, (picture,), ["image"], ["init_latents"])
+    graphs["denoiser"] = Graph("denoiser", None, tuple(values[n] for n in denoiser_inputs), denoiser_inputs,
+                               ["latents"])
+    graphs["vae_decoder"] = Graph("vae_decoder", None, (decoder_input,), ["latents"], ["image"])
+    for name in list(graphs)[1:]:
         if student.loaded(name):
             graphs[name].module = graph_module(student, recipe, name)
     return Wrapped(graphs, constants, student.tokenizers[0].max_length, latent_shape, Wiring.from_graphs(graphs),
-                   {"vae_decoder": tiling} if tiling else {})
+                   {"vae_decoder": tiling} if tiling else {}, img2img)
 
 
 def graph_module(student: Student, recipe: Recipe, name: str) -> torch.nn.Module:
@@ -103,7 +140,11 @@ def graph_module(student: Student, recipe: Recipe, name: str) -> torch.nn.Module
     if name == "text_encoder":
         return family.text_encoder(student, recipe)[0]
     if name == "denoiser":
+        if recipe.img2img:
+            return stepped.denoiser(img2img_family(recipe.family), student, recipe)
         return family.denoiser(student, recipe)
+    if name == "vae_encoder":
+        return EncoderGraph(student.vae, student.scaling_factor).eval()
     return DecoderGraph(student.vae, student.scaling_factor).eval()
 
 

@@ -19,6 +19,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--seed", type=seed_argument, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--init-image", metavar="PICTURE",
+                   help="image-to-image (bundles compiled with `img2img`): a PNG or JPEG to start from, cropped to "
+                        "the bundle's aspect ratio and resized as the Swift and Kotlin runtimes do")
+    p.add_argument("--strength", type=float,
+                   help="with --init-image: how far the image may move from it, one of the strengths the bundle "
+                        "ships (manifest.json img2img.strengths); default its first")
     add_public_key(p)
     return p
 
@@ -35,13 +41,16 @@ def _generate(args) -> None:
         from ..signing import check
 
         check(args.bundle, args.public_key)
+    if args.strength is not None and not args.init_image:
+        raise RecipeError("--strength", "needs --init-image")
     chain, manifest = load_bundle(args.bundle)
+    picture, strength = _init_image(chain, args)
     from ..prompts import tokenize
 
     if tokenize(chain.tokenizers, args.prompt).truncated:
         print(f"generate: warning: prompt truncated to {manifest['tokenizers'][0]['max_length']} tokens",
               file=sys.stderr)
-    image = chain(args.prompt, args.seed)
+    image = chain(args.prompt, args.seed, picture, strength)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         to_png(image, tmp)
@@ -51,6 +60,31 @@ def _generate(args) -> None:
         raise
     block = manifest.get("targets", {}).get(manifest["target"], {})
     print(f"wrote {out} (computed by {block.get('runs_here') or block.get('checker') or manifest['target']})")
+
+
+def _init_image(chain, args):
+    """(fitted picture tensor, strength) for --init-image; (None, None) for text-to-image."""
+    from ..contract import init_image
+    from ..errors import RecipeError
+
+    if not args.init_image:
+        return None, None
+    spec = chain.img2img
+    if spec is None:
+        raise RecipeError("--init-image", f"{args.bundle} has no image-to-image (compile it with `img2img` in the "
+                                          f"recipe)")
+    strength = spec.strengths[0].strength if args.strength is None else args.strength
+    try:
+        spec.row(strength)
+    except KeyError as exc:
+        raise RecipeError("--strength", exc.args[0]) from None
+    try:
+        rgb = init_image.read_picture(args.init_image)
+    except FileNotFoundError:
+        raise RecipeError(f"--init-image {args.init_image}", "file not found") from None
+    except ValueError as exc:
+        raise RecipeError(f"--init-image {args.init_image}", str(exc)) from None
+    return init_image.to_tensor(init_image.fit(rgb, spec.height, spec.width)), strength
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ def _verify(args) -> None:
     from ..load import load_recipe_student
     from ..pipeline import export, source_fingerprint, torch_chain
     from ..streaming import heldout_questions, record_reference
+    from ..cases import read_pictures
     from ..progress import Progress
     from ..prompts import check_not_calibrated, read_prompts
     from ..recipe import recipe_from_data
@@ -94,7 +95,8 @@ def _verify(args) -> None:
             raise ModelError(changed, "differs from the LoRA this bundle was compiled with (manifest.json lora)")
         wrapped = wrap(student, recipe)
         reference = torch_chain(wrapped, student)
-        questions = heldout_questions(reference, prompts, first_seed)
+        pictures = read_pictures(recipe)
+        questions = heldout_questions(reference, prompts, first_seed, pictures)
         chain, _ = load_bundle(args.bundle)
     runs = []
     with tempfile.TemporaryDirectory(prefix="verify-") as work:
@@ -107,12 +109,12 @@ def _verify(args) -> None:
                                   progress)
             with progress.stage("verify", f"{target.name} {fp} export vs torch fp32"):
                 runs.append(check_parity(reference, exported.chain, {n: fp for n in precisions}, prompts, first_seed,
-                                         f"{target.name} {fp}", progress))
+                                         f"{target.name} {fp}", progress, pictures))
         else:
             record_reference(student, recipe, wrapped, reference, questions, progress)
         label = f"{manifest['target']} {chain_precision(precisions)}"
         with progress.stage("verify", f"the shipped bundle, {len(prompts)} prompts from {prompts_path}"):
-            runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress))
+            runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress, pictures))
     for parity in runs:
         for name, c in parity.as_dict()["checks"].items():
             w = c["worst"]
@@ -131,7 +133,7 @@ def _verify(args) -> None:
 def recorded_heldout(record: dict, bundle) -> list[str]:
     where = f"{bundle}/report.json: parity[0].prompts"
     try:
-        prompts = [p["prompt"] for p in record["parity"][0]["prompts"]]
+        prompts = [p["prompt"] for p in record["parity"][0]["prompts"] if "picture" not in p]
     except (KeyError, IndexError, TypeError):
         raise BundleError(where, "missing or malformed; pass --prompts") from None
     if not prompts or not all(isinstance(p, str) for p in prompts):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import BundleError
 from .limits import MAX_ELEMENTS
+from .init_image import INIT_IMAGE_SOURCE, STEP_SOURCE, Img2Img
 from .noise import ALGORITHM as NOISE_ALGORITHM
 from .tiling import manifest_problem as tiling_problem
 from .tokenizers import CLIP, SENTENCEPIECE
@@ -153,8 +154,17 @@ def _check_references(manifest: dict, path: Path) -> None:
         wiring = Wiring.from_manifest(manifest)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise BundleError(f"{path}: wiring", f"malformed ({type(exc).__name__}: {exc})") from None
-    problems = wiring.problems({src for t in manifest["tokenizers"] for src in (t.get("output"), t.get("mask_output"))
-                                if isinstance(src, str)})
+    sources = {src for t in manifest["tokenizers"] for src in (t.get("output"), t.get("mask_output"))
+               if isinstance(src, str)}
+    if "img2img" in manifest:
+        try:
+            img2img = Img2Img.from_manifest(manifest["img2img"])
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise BundleError(f"{path}: img2img", f"malformed ({type(exc).__name__}: {exc})") from None
+        if img2img.encoder not in manifest["components"]:
+            raise BundleError(f"{path}: img2img.encoder", f"{img2img.encoder!r} is not a component of the bundle")
+        sources |= {INIT_IMAGE_SOURCE, STEP_SOURCE}
+    problems = wiring.problems(sources)
     for name, comp in sorted(manifest["components"].items()):
         wired = set(wiring.inputs.get(name, {}))
         if name not in wiring.order or wired != {t["name"] for t in comp["inputs"]}:
@@ -186,4 +196,5 @@ def runtime_view(manifest: dict) -> dict:
     targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target",
                                                            "soc_models", "cpu_fallback")}
                for t, block in manifest.get("targets", {}).items()}
-    return {**{k: manifest[k] for k in RUNTIME_KEYS}, "components": components, "targets": targets}
+    extra = {k: manifest[k] for k in ("img2img",) if k in manifest}
+    return {**{k: manifest[k] for k in RUNTIME_KEYS}, **extra, "components": components, "targets": targets}

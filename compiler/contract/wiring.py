@@ -3,14 +3,18 @@ data instead of knowing the layout (SD, SDXL with two tokenizers, later transfor
 
 A source is "<producer>.<output>": a tokenizer's ids ("tokenizer.input_ids",
 "tokenizer_2.input_ids") or padding mask ("tokenizer.attention_mask"), the seeded noise ("noise.sample"), or an earlier component's output
-("text_encoder.prompt_embeds"). Components run in `order`; `image` names the final output."""
+("text_encoder.prompt_embeds"); in an img2img bundle also the fitted picture ("init_image.pixels")
+and the strength's step row ("sampler.step"). Components run in `order`; `image` names the final output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .init_image import INIT_IMAGE_SOURCE, STEP_SOURCE
 from .tokenizers import ID_INPUTS, MASK_INPUTS, NAMES
 
 NOISE_SOURCE = "noise.sample"
+# image-to-image values the runtime produces: the fitted picture and the chosen strength's step row
+RUNTIME_INPUTS = {"image": INIT_IMAGE_SOURCE, "step": STEP_SOURCE}
 IMAGE_SOURCE = "vae_decoder.image"
 
 
@@ -67,6 +71,8 @@ class Wiring:
 def _source(input_name: str, produced: dict[str, str]) -> str:
     if input_name == "noise":
         return NOISE_SOURCE
+    if input_name in RUNTIME_INPUTS:
+        return RUNTIME_INPUTS[input_name]
     if input_name in ID_INPUTS:
         return f"{NAMES[ID_INPUTS.index(input_name)]}.input_ids"
     if input_name in MASK_INPUTS:

@@ -24,3 +24,14 @@ def get_family(name: str) -> Family:
         "flow-match": flow_match.FlowMatchOneStep(),
     }
     return families[name]
+
+
+def img2img_family(name: str) -> Family:
+    """The family when it can ship img2img (families/stepped.py); RecipeError (exit 2) otherwise."""
+    from ..errors import RecipeError
+    from .stepped import WITHOUT
+
+    family = get_family(name)
+    if not hasattr(family, "img2img_rows"):
+        raise RecipeError("img2img", f"family {name}: {WITHOUT[name]}; remove img2img")
+    return family

@@ -101,3 +101,25 @@ class BakedStep(torch.nn.Module):
             extra = {"text_embeds": pooled, "time_ids": self.time_ids.expand(sample.shape[0], -1)}
         return self.unet(sample, timestep, encoder_hidden_states=prompt_embeds, timestep_cond=timestep_cond,
                          added_cond_kwargs=extra, return_dict=False)[0]
+
+
+class UNetCall(BakedStep):
+    """The stepped denoiser's model call (families/stepped.py): (x, t, values) -> the UNet's output,
+    with a constant timestep_cond where the family has one (LCM's guidance embedding)."""
+
+    def __init__(self, student, recipe, cond: torch.Tensor | None = None):
+        super().__init__(student, recipe)
+        self.register_buffer("cond", cond, persistent=False)
+
+    def forward(self, x, t, values):
+        cond = None if self.cond is None else self.cond.expand(x.shape[0], -1)
+        return self._unet(x, t, values["prompt_embeds"], values.get("pooled_prompt_embeds"), timestep_cond=cond)
+
+
+def run_img2img(pipe, module: str, noise: torch.Tensor, **kwargs) -> torch.Tensor:
+    """An img2img pipeline's image at one step, its noise draw replaced by `noise` (the pipelines
+    draw it with randn_tensor in `module`) and the picture given as latents (the encoder's mean)."""
+    from unittest import mock
+
+    with mock.patch(f"{module}.randn_tensor", lambda *a, **k: noise.clone()):
+        return run_pipeline(pipe, **kwargs)

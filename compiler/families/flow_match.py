@@ -16,14 +16,16 @@ import torch
 from ..errors import RecipeError
 from ..contract.tokenizers import PromptFormat
 from .interface import Layout
-from .common import check_latent_channels, reject_unused, run_pipeline
+from ..recipe import img2img_steps
+from .common import check_latent_channels, reject_unused, run_img2img, run_pipeline
+from .stepped import row
 from .transformer_common import CLIP_SLOT, T5_SECOND_SLOT, check_width, hidden_size, sequence_length
 
 DEFAULT_SEQUENCE = 256     # FLUX.1-schnell's model card (the pipeline's default is 512)
 DEFAULT_GUIDANCE = 3.5     # FluxPipeline's default guidance_scale
 
 
-def _scheduler(student, image_seq_len: int):
+def _scheduler(student, image_seq_len: int, steps: int = 1):
     import numpy as np
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
@@ -32,7 +34,7 @@ def _scheduler(student, image_seq_len: int):
     cfg = sched.config
     mu = calculate_shift(image_seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
                          cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
-    sched.set_timesteps(sigmas=np.linspace(1.0, 1.0, 1), mu=mu)
+    sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
     return sched
 
 
@@ -60,6 +62,25 @@ class FlowStep(torch.nn.Module):
                              txt_ids=self.txt_ids, img_ids=self.img_ids, return_dict=False)[0]
         out = z + self.dt * v
         return out.view(b, h // 2, w // 2, ch, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, ch, h, w)
+
+
+class FlowCall(torch.nn.Module):
+    """The stepped denoiser's model call (families/stepped.py): unpacked x, t = sigma -> unpacked velocity."""
+
+    def __init__(self, transformer, c: dict, latent_shape, text_length: int):
+        super().__init__()
+        self.step = FlowStep(transformer, c, latent_shape, text_length)
+
+    def forward(self, x, t, values):
+        b, ch, h, w = x.shape
+        s = self.step
+        z = x.view(b, ch, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), ch * 4)
+        v = s.transformer(hidden_states=z, timestep=t.expand(b),
+                          guidance=None if s.guidance is None else s.guidance.expand(b),
+                          pooled_projections=values["pooled_prompt_embeds"],
+                          encoder_hidden_states=values["prompt_embeds"], txt_ids=s.txt_ids, img_ids=s.img_ids,
+                          return_dict=False)[0]
+        return v.view(b, h // 2, w // 2, ch, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, ch, h, w)
 
 
 class FluxTextGraph(torch.nn.Module):
@@ -128,3 +149,42 @@ class FlowMatchOneStep:
         return run_pipeline(pipe, prompt=prompt, latents=packed, height=recipe.image.height, width=recipe.image.width,
                             max_sequence_length=student.tokenizers[1].prompt_length,
                             guidance_scale=c["guidance_scale"] or DEFAULT_GUIDANCE)
+
+    def model_call(self, student, recipe):
+        shape = student.latent_shape(recipe.image.height, recipe.image.width)
+        return FlowCall(student.denoiser, self.constants(student, recipe), shape,
+                        student.tokenizers[1].max_length).eval()
+
+    def img2img_rows(self, student, recipe):
+        """Text-to-image, and per strength 1/N the last step of FluxImg2ImgPipeline's N-step
+        schedule (sigmas linspace(1, 1/N, N), shifted): scale_noise (1 - sigma) init + sigma noise."""
+        c = self.constants(student, recipe)
+        t2i = row(c["timestep"] / 1000, 0.0, 1.0, 1.0, 1.0, c["dt"])
+        _, _, h, w = student.latent_shape(recipe.image.height, recipe.image.width)
+        rows = []
+        for strength in recipe.img2img.strengths:
+            n = img2img_steps(strength)
+            start = int(max(n - n * strength, 0))      # FluxImg2ImgPipeline.get_timesteps
+            if n - start != 1:
+                raise RecipeError("img2img.strengths", f"{strength}: FluxImg2ImgPipeline at {n} steps runs "
+                                                       f"{n - start} steps from it, not one")
+            sched = _scheduler(student, (h // 2) * (w // 2), n)
+            s = float(sched.sigmas[start])
+            rows.append((n, row(float(sched.timesteps[start]) / 1000, 1.0 - s, s, 1.0, 1.0,
+                                float(sched.sigmas[start + 1]) - s)))
+        return t2i, rows
+
+    def img2img_oracle(self, student, recipe, prompt, noise, init_latents, strength):
+        from diffusers import FlowMatchEulerDiscreteScheduler, FluxImg2ImgPipeline
+
+        c = self.constants(student, recipe)
+        pipe = FluxImg2ImgPipeline(scheduler=FlowMatchEulerDiscreteScheduler.from_config(student.scheduler_config),
+                                   vae=student.vae,
+                                   text_encoder=student.text_encoders[0], tokenizer=student.tokenizers[0].hf,
+                                   text_encoder_2=student.text_encoders[1], tokenizer_2=student.tokenizers[1].hf,
+                                   transformer=student.denoiser)
+        return run_img2img(pipe, "diffusers.pipelines.flux.pipeline_flux_img2img", noise, prompt=prompt,
+                           image=init_latents, strength=strength, num_inference_steps=img2img_steps(strength),
+                           height=recipe.image.height, width=recipe.image.width,
+                           max_sequence_length=student.tokenizers[1].prompt_length,
+                           guidance_scale=c["guidance_scale"] or DEFAULT_GUIDANCE)
