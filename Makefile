@@ -46,6 +46,7 @@ fixtures: $(STAMP)
 		tests/targets/executorch/test_compile_executorch.py::test_small_student_bundle_passes_parity_with_int8_decoder \
 		tests/test_transformer_families.py::test_transformer_family_compiles_to_onnx_and_generates \
 		tests/test_tiled_decoding.py::test_a_tiled_bundle_ships_its_decoder_at_one_tile_with_the_plan_in_the_manifest \
+		tests/test_img2img.py::test_img2img_bundle_ships_the_encoder_and_passes_parity_at_every_strength \
 		tests/targets/qnn/test_compile_qnn.py::test_every_component_ships_as_htp_context_binaries_for_each_soc
 
 test-slow: $(STAMP)

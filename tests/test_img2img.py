@@ -8,6 +8,7 @@ the text-to-image row and at each strength) equal diffusers' pipeline at the ste
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from compiler.load import load_student
 from compiler.prompts import tokenize
 from compiler.recipe import load_recipe
 from compiler.wrap import wrap
-from support import REPO, family_of, write_recipe
+from test_runtime_kotlin import kotlin_jar  # noqa: F401  (the session's built runtime)
+from support import REPO, check_runtime_manifest, family_of, write_recipe
 
 PICTURES = REPO / "calibration" / "init_images"
 MAX_ABS_ROUNDOFF = 1e-4
@@ -190,6 +192,7 @@ def onnx_bundle(students, tmp_path_factory):
 
 
 def test_img2img_bundle_ships_the_encoder_and_passes_parity_at_every_strength(onnx_bundle):
+    check_runtime_manifest(onnx_bundle.out, "onnx-eps-turbo-img2img")
     m = onnx_bundle.manifest
     assert m["wiring"]["order"] == ["text_encoder", "vae_encoder", "denoiser", "vae_decoder"]
     assert m["wiring"]["inputs"]["vae_encoder"] == {"image": "init_image.pixels"}
@@ -249,3 +252,25 @@ def test_init_image_on_a_text_to_image_bundle_is_exit_2():
     args = SimpleNamespace(bundle="b", init_image=str(PICTURES / "portrait.png"), strength=None)
     with pytest.raises(RecipeError, match="b has no image-to-image"):
         _init_image(SimpleNamespace(img2img=None), args)
+
+
+def test_kotlin_pipeline_writes_generates_img2img_png(kotlin_jar, onnx_bundle, generated_png, tmp_path):
+    """The Kotlin Pipeline, handed the picture's RGB bytes (decoded by the JVM), fits it, runs the
+    encoder and the strength's step, and writes `generate --init-image`'s PNG byte for byte."""
+    picture = PICTURES / "still-life.png"
+    expected = tmp_path / "generate.png"
+    r = _cli("generate", "--bundle", str(onnx_bundle.out), "--prompt", "a red fox", "--seed", "9", "--out", str(expected),
+             "--init-image", str(picture), "--strength", "0.25")
+    assert r.returncode == 0, r.stderr
+    done = subprocess.run(["java", f"-Dinit.image={picture}", "-Dstrength=0.25", "-cp", kotlin_jar,
+                           "dev.onestep.runtime.EndToEndKt", str(onnx_bundle.out), "a red fox", sys.executable, str(REPO),
+                           str(tmp_path / "kotlin"), "9"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vae_encoder" in done.stdout
+    assert (tmp_path / "kotlin-9.png").read_bytes() == expected.read_bytes()
+    # text-to-image from the same bundle skips the encoder and is another image
+    done = subprocess.run(["java", "-cp", kotlin_jar, "dev.onestep.runtime.EndToEndKt", str(onnx_bundle.out), "a red fox",
+                           sys.executable, str(REPO), str(tmp_path / "t2i"), "9"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "vae_encoder" not in done.stdout, done.stdout
+    assert (tmp_path / "t2i-9.png").read_bytes() == generated_png(onnx_bundle.out, "a red fox", "9")
+    assert (tmp_path / "t2i-9.png").read_bytes() != expected.read_bytes()

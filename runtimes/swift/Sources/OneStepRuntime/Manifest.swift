@@ -79,6 +79,7 @@ public struct Manifest {
     public let wiring: Wiring
     public let files: [String: FileEntry]
     public let targets: Json.Object
+    public var img2img: Img2Img? = nil
 
     /// Core ML compute units the compiler chose ("all", "cpu_and_ne", ...), when the bundle has them.
     public var computeUnits: String? { (targets[target] as? Json.Object)?["compute_units"] as? String }
@@ -182,6 +183,17 @@ public struct Manifest {
             sources.insert(t.output)
             if let mask = t.maskOutput { sources.insert(mask) }
         }
+        var img2img: Img2Img? = nil
+        if raw.keys.contains("img2img") {
+            guard let block = raw["img2img"] as? Json.Object, let parsed = Img2Img.parse(block) else {
+                throw BundleError("\(location): img2img", "malformed")
+            }
+            if components[parsed.encoder] == nil {
+                throw BundleError("\(location): img2img.encoder", "\(pyRepr(parsed.encoder)) is not a component of the bundle")
+            }
+            sources.formUnion([Img2Img.imageSource, Img2Img.stepSource])
+            img2img = parsed
+        }
         var problems = wiring.problems(sources)
         for name in components.keys.sorted() {
             let wired = Set((wiring.inputs[name] ?? []).map { $0.input })
@@ -205,7 +217,8 @@ public struct Manifest {
         let targets = raw["targets"] as? Json.Object ?? Json.Object()
         return Manifest(schemaVersion: Int(raw["schema_version"] as! Int64), name: raw["name"] as? String ?? "",
                         target: raw["target"] as! String, family: raw["family"] as! String, image: image, noise: noise,
-                        tokenizers: tokenizers, components: components, wiring: wiring, files: files, targets: targets)
+                        tokenizers: tokenizers, components: components, wiring: wiring, files: files, targets: targets,
+                        img2img: img2img)
     }
 
     private static func component(_ name: String, _ value: Any?, _ files: [String: FileEntry], where location: String) throws -> ComponentSpec {

@@ -38,7 +38,13 @@ public final class Pipeline {
         public let stages: [Stage]
     }
 
-    public func generate(prompt: String, seed: UInt64) throws -> Result {
+    /// `picture` (image-to-image bundles, manifest `img2img`): the image to start from, fitted to the
+    /// bundle's size; `strength`: one the bundle ships (nil: its first). Without a picture the
+    /// encoder does not run and its output is zeros: the text-to-image step does not read it.
+    public func generate(prompt: String, seed: UInt64, picture: Picture? = nil, strength: Double? = nil) throws -> Result {
+        let spec = manifest.img2img
+        if picture != nil && spec == nil { throw RuntimeError("this bundle has no image-to-image (manifest img2img)") }
+        let step = try spec?.row(picture == nil ? nil : strength ?? spec!.strengths[0].strength)
         var stages: [Stage] = []
         var values: [String: Tensor] = [:]
         var truncated = false
@@ -52,10 +58,20 @@ public final class Pipeline {
                 }
             }
             values[manifest.noise.output] = NoiseSource.tensor(seed: seed, shape: manifest.noise.shape)
+            if let spec = spec {
+                values[Img2Img.stepSource] = Tensor.float32(shape: [Img2Img.stepSize], data: step!)
+                if let picture = picture { values[Img2Img.imageSource] = spec.tensor(picture) }
+            }
         }
         // Manifest.parse proved that every component, wired input and source named below exists.
         for name in manifest.wiring.order {
             let component = manifest.components[name]!
+            if picture == nil && name == spec?.encoder {
+                for o in component.outputs {
+                    values["\(name).\(o.name)"] = Tensor.float32(shape: o.shape, data: [Float](repeating: 0, count: o.shape.reduce(1, *)))
+                }
+                continue
+            }
             let plan = component.tiling
             let wired = manifest.wiring.inputs[name]!
             var feeds: [String: Tensor] = [:]

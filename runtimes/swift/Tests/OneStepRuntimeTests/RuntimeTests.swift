@@ -169,6 +169,28 @@ final class RuntimeTests: XCTestCase {
         XCTAssertEqual(decoder.calls, plan.rows.count * plan.cols.count, "one decoder call per tile")
     }
 
+    // MARK: init image
+
+    func testInitImage() throws {
+        let doc = try readJson(fixture("init_image.json")) as! Json.Object
+        for item in doc["cases"] as! [Any?] {
+            let c = item as! Json.Object
+            let source = (c["source"] as! [Any?]).map { int($0) }, image = (c["image"] as! [Any?]).map { int($0) }
+            let (h, w, oh, ow) = (source[0], source[1], image[0], image[1])
+            fixtureCase("init image \(h)x\(w) fitted to \(oh)x\(ow)") {
+                let rgb = (0..<(h * w * 3)).map { i -> UInt8 in
+                    let y = i / 3 / w, x = i / 3 % w, ch = i % 3
+                    return UInt8((31 * y + 17 * x + 101 * ch + (x * y) % 7) % 256)
+                }
+                let fitted = Img2Img.fit(try Picture(width: w, height: h, rgb: rgb), height: oh, width: ow)
+                XCTAssertEqual((c["first_pixels"] as! [Any?]).map { int($0) }, fitted.prefix(24).map { Int($0) }, "first pixels")
+                XCTAssertEqual(c["sha256_rgb"] as? String, sha256(fitted), "sha256 of the pixels")
+                let tensor = Img2Img.toTensor(fitted, height: oh, width: ow)
+                XCTAssertEqual(c["tensor_sha256_f32le"] as? String, sha256(littleEndian(tensor.floats!)), "sha256 of the tensor")
+            }
+        }
+    }
+
     // MARK: image
 
     private func fixtureImage() throws -> (doc: Json.Object, image: Image) {
@@ -252,13 +274,20 @@ final class RuntimeTests: XCTestCase {
     private func checkManifest(_ url: URL, _ file: String) throws {
         let raw = try Manifest.readRaw(String(decoding: Data(contentsOf: url), as: UTF8.self), where: url.path)
         let m = try Manifest.parse(raw, where: url.path)
-        XCTAssertEqual(m.wiring.order, ["text_encoder", "denoiser", "vae_decoder"], "\(file): order")
+        let encoder = m.img2img == nil ? [] : ["vae_encoder"]
+        XCTAssertEqual(m.wiring.order, ["text_encoder"] + encoder + ["denoiser", "vae_decoder"], "\(file): order")
         let outputs = m.tokenizers.map { $0.maskOutput == nil ? 1 : 2 }.reduce(0, +)
         XCTAssertEqual(outputs, m.components["text_encoder"]!.inputs.count, "\(file): one token input per tokenizer output")
         var sources = Set<String>()
         for t in m.tokenizers {
             sources.insert(t.output)
             if let mask = t.maskOutput { sources.insert(mask) }
+        }
+        if let spec = m.img2img {   // text-to-image and every strength have a step row; others are refused
+            sources.formUnion([Img2Img.imageSource, Img2Img.stepSource])
+            XCTAssertEqual(try spec.row(nil)[1], 0, "\(file): text-to-image ignores the picture")
+            for s in spec.strengths { XCTAssertEqual(try spec.row(s.strength), s.step, "\(file): row of \(s.strength)") }
+            XCTAssertThrowsError(try spec.row(0.3), "\(file): a strength the bundle does not ship was accepted")
         }
         XCTAssertEqual(m.wiring.problems(sources), [], "\(file): wiring problems")
         XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")

@@ -36,7 +36,7 @@ class Manifest(
     val schemaVersion: Int, val name: String, val target: String, val family: String,
     val image: ImageSpec, val noise: NoiseSpec, val tokenizers: List<TokenizerSpec>,
     val components: Map<String, ComponentSpec>, val wiring: Wiring, val files: Map<String, FileEntry>,
-    val targets: Map<String, Any?>,
+    val targets: Map<String, Any?>, val img2img: Img2Img? = null,
 ) {
     /** Core ML compute units the compiler chose ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"), when the bundle has them. */
     val computeUnits: String? get() = (targets[target] as? Map<*, *>)?.get("compute_units") as? String
@@ -123,7 +123,17 @@ class Manifest(
                 throw BundleError("$where: noise.algorithm", "${pyRepr(noiseRaw["algorithm"])}: runtimes implement '${NoiseSource.ALGORITHM}'")
             }
             val wiring = Wiring.parse(raw["wiring"] as Map<*, *>, components) ?: throw BundleError("$where: wiring", "malformed")
-            val problems = wiring.problems(tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toSet()).toMutableList()
+            val sources = tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toMutableSet()
+            val img2img = if (!raw.containsKey("img2img")) null else {
+                val parsed = (raw["img2img"] as? Map<*, *>)?.let { Img2Img.parse(it) }
+                    ?: throw BundleError("$where: img2img", "malformed")
+                if (parsed.encoder !in components) {
+                    throw BundleError("$where: img2img.encoder", "${pyRepr(parsed.encoder)} is not a component of the bundle")
+                }
+                sources += listOf(Img2Img.IMAGE_SOURCE, Img2Img.STEP_SOURCE)
+                parsed
+            }
+            val problems = wiring.problems(sources).toMutableList()
             for ((name, c) in components) {
                 val wired = wiring.inputs[name]?.keys ?: emptySet()
                 if (name !in wiring.order || wired != c.inputs.map { it.name }.toSet()) {
@@ -142,7 +152,7 @@ class Manifest(
             @Suppress("UNCHECKED_CAST")
             val targets = (raw["targets"] as? Map<String, Any?>) ?: emptyMap()
             return Manifest((raw["schema_version"] as Long).toInt(), raw["name"] as? String ?: "", raw["target"] as String,
-                raw["family"] as String, image, noise, tokenizers, components, wiring, files, targets)
+                raw["family"] as String, image, noise, tokenizers, components, wiring, files, targets, img2img)
         }
 
         private fun component(name: String, value: Any?, files: Map<String, FileEntry>, where: String): ComponentSpec {

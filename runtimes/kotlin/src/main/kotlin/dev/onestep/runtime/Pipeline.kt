@@ -26,7 +26,15 @@ class Pipeline private constructor(
     /** An image, whether the prompt was cut to the tokenizer's length, and the stages in run order. */
     class Result(val image: Image, val truncated: Boolean, val stages: List<Stage>)
 
-    fun generate(prompt: String, seed: ULong): Result {
+    /**
+     * `picture` (image-to-image bundles, manifest `img2img`): the image to start from, fitted to the
+     * bundle's size; `strength`: one the bundle ships (null: its first). Without a picture the
+     * encoder does not run and its output is zeros: the text-to-image step does not read it.
+     */
+    fun generate(prompt: String, seed: ULong, picture: Picture? = null, strength: Double? = null): Result {
+        val spec = manifest.img2img
+        require(picture == null || spec != null) { "this bundle has no image-to-image (manifest img2img)" }
+        val step = spec?.row(if (picture == null) null else strength ?: spec.strengths.first().strength)
         val stages = ArrayList<Stage>()
         val values = HashMap<String, Tensor>()
         var truncated = false
@@ -38,9 +46,17 @@ class Pipeline private constructor(
                 spec.maskOutput?.let { values[it] = Tensor.integer(DType.INT64, intArrayOf(1, spec.maxLength), tokens.mask) }
             }
             values[manifest.noise.output] = NoiseSource.tensor(seed, manifest.noise.shape)
+            if (spec != null) {
+                values[Img2Img.STEP_SOURCE] = Tensor.float32(intArrayOf(Img2Img.STEP_SIZE), step!!)
+                picture?.let { values[Img2Img.IMAGE_SOURCE] = spec.tensor(it) }
+            }
         }
         for (name in manifest.wiring.order) {
             val component = manifest.components.getValue(name)
+            if (picture == null && name == spec?.encoder) {
+                for (o in component.outputs) values["$name.${o.name}"] = Tensor.float32(o.shape, FloatArray(o.shape.fold(1) { a, b -> a * b }))
+                continue
+            }
             val plan = component.tiling
             val feeds = component.inputs.associate { spec ->
                 val source = manifest.wiring.inputs.getValue(name).getValue(spec.name)

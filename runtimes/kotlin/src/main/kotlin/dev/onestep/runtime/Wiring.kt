@@ -11,8 +11,9 @@ class Wiring(
     val outputs: Map<String, List<String>>,
     val image: String,
 ) {
-    /** What a runtime could not follow, in the Python loader's words and order. */
-    /** What a runtime could not follow. `tokenSources`: what the bundle's tokenizers produce ("tokenizer.input_ids", ...). */
+    /** What a runtime could not follow, in the Python loader's words and order. `tokenSources`: what the
+     *  runtime produces before any component runs besides the noise (tokenizers' ids and masks; an
+     *  img2img bundle's picture and step row). */
     fun problems(tokenSources: Set<String>): List<String> {
         val available = mutableSetOf(NOISE_SOURCE)
         available.addAll(tokenSources)

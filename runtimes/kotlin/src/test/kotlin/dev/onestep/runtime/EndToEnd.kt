@@ -8,7 +8,10 @@ import kotlin.system.exitProcess
  * (tests/test_runtime_kotlin.py compares the bytes with `generate`'s). One pipeline and one
  * engine process for every seed, as an app keeps them; writes OUT_PREFIX-<seed>.png.
  *
- *     java -cp JAR dev.onestep.runtime.EndToEndKt BUNDLE PROMPT PYTHON REPO OUT_PREFIX SEED...
+ *     java [-Dinit.image=PNG -Dstrength=S] -cp JAR dev.onestep.runtime.EndToEndKt BUNDLE PROMPT PYTHON REPO OUT_PREFIX SEED...
+ *
+ * With `init.image` (image-to-image bundles) the PNG is decoded by the JVM's ImageIO into RGB
+ * bytes, as an Android app hands a Bitmap's pixels to the Pipeline.
  */
 fun main(args: Array<String>) {
     if (args.size < 6) {
@@ -22,11 +25,13 @@ fun main(args: Array<String>) {
             exitProcess(2)
         }
     }
+    val picture = System.getProperty("init.image")?.let { readPicture(File(it)) }
+    val strength = System.getProperty("strength")?.toDouble()
     val engine = PythonEngine(python, File(repo))
     try {
         Pipeline.open(File(bundle), engine).use { pipeline ->
             for (seed in seeds) {
-                val result = pipeline.generate(prompt, seed)
+                val result = pipeline.generate(prompt, seed, picture, strength)
                 File("$prefix-$seed.png").writeBytes(Png.encode(result.image))
                 println("seed $seed: " + result.stages.joinToString(", ") { "${it.name} ${"%.1f".format(it.millis)} ms" })
             }
@@ -37,4 +42,15 @@ fun main(args: Array<String>) {
     } finally {
         engine.close()
     }
+}
+
+private fun readPicture(file: File): Picture {
+    val image = javax.imageio.ImageIO.read(file) ?: error("$file: not a picture ImageIO reads")
+    val rgb = ByteArray(image.width * image.height * 3)
+    for (y in 0 until image.height) for (x in 0 until image.width) {
+        val argb = image.getRGB(x, y)
+        val i = (y * image.width + x) * 3
+        rgb[i] = (argb shr 16).toByte(); rgb[i + 1] = (argb shr 8).toByte(); rgb[i + 2] = argb.toByte()
+    }
+    return Picture(image.width, image.height, rgb)
 }

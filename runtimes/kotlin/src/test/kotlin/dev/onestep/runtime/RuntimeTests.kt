@@ -13,6 +13,7 @@ fun main(args: Array<String>) {
     noiseTests(t, fixtures)
     imageTests(t, fixtures)
     tilingTests(t, fixtures)
+    initImageTests(t, fixtures)
     bundleTests(t, fixtures)
     manifestTests(t, fixtures)
     pipelineTests(t, fixtures)
@@ -139,10 +140,17 @@ private fun manifestTests(t: TestHarness, fixtures: File) {
         t.test("manifest ${file.name}") {
             val raw = Manifest.readRaw(file.readText(), file.path)
             val m = Manifest.parse(raw, file.path)
-            checkEqual(listOf("text_encoder", "denoiser", "vae_decoder"), m.wiring.order, "order")
+            val encoder = if (m.img2img != null) listOf("vae_encoder") else emptyList()
+            checkEqual(listOf("text_encoder") + encoder + listOf("denoiser", "vae_decoder"), m.wiring.order, "order")
             checkEqual(m.tokenizers.sumOf { if (it.maskOutput != null) 2L else 1L }.toInt(),
                 m.components.getValue("text_encoder").inputs.size, "one token input per tokenizer output")
-            check(m.wiring.problems(m.tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toSet()).isEmpty()) { "wiring problems" }
+            val runtimeSources = if (m.img2img != null) setOf(Img2Img.IMAGE_SOURCE, Img2Img.STEP_SOURCE) else emptySet()
+            check(m.wiring.problems(m.tokenizers.flatMap { listOfNotNull(it.output, it.maskOutput) }.toSet() + runtimeSources).isEmpty()) { "wiring problems" }
+            m.img2img?.let { spec ->   // text-to-image and every strength have a step row; others are refused
+                checkEqual(0f, spec.row(null)[1], "text-to-image ignores the picture")
+                for (s in spec.strengths) checkEqual(s.step.toList(), spec.row(s.strength).toList(), "row of ${s.strength}")
+                check(runCatching { spec.row(0.3) }.isFailure) { "a strength the bundle does not ship was accepted" }
+            }
             checkEqual(m.noise.shape.toList(), m.components.getValue("denoiser").inputs.first { it.name == "noise" }.shape.toList(), "noise shape")
             if (m.target == "coreml") check(m.computeUnits != null) { "Core ML bundle without compute units" }
             if (m.target == "qnn") {   // each SoC's own HTP context; a SoC the bundle was not compiled for is refused
@@ -250,6 +258,27 @@ private fun jsonTests(t: TestHarness) {
         checkEqual(mapOf("a" to listOf(1L, 2L, 3L)), Json.readFile(file, file.length()), "within the size limit")
         val e = runCatching { Json.readFile(file, file.length() - 1) }.exceptionOrNull()
         check(e is BundleError && e.where == file.path) { "over the size limit: $e" }
+    }
+}
+
+/** Pictures by the fixture's rule, fitted and made tensors as init_image.json says Python does. */
+@Suppress("UNCHECKED_CAST")
+private fun initImageTests(t: TestHarness, fixtures: File) {
+    val doc = readJson(File(fixtures, "init_image.json")) as Map<String, Any?>
+    for (case in doc["cases"] as List<Map<String, Any?>>) {
+        val (h, w) = (case["source"] as List<Long>).map { it.toInt() }
+        val (oh, ow) = (case["image"] as List<Long>).map { it.toInt() }
+        t.test("init image ${h}x$w fitted to ${oh}x$ow") {
+            val rgb = ByteArray(h * w * 3) { i ->
+                val (y, x, c) = Triple(i / 3 / w, i / 3 % w, i % 3)
+                ((31 * y + 17 * x + 101 * c + (x * y) % 7) % 256).toByte()
+            }
+            val fitted = Img2Img.fit(Picture(w, h, rgb), oh, ow)
+            checkEqual((case["first_pixels"] as List<Long>).map { it.toInt() }, fitted.take(24).map { it.toInt() and 0xFF }, "first pixels")
+            checkEqual(case["sha256_rgb"], sha256(fitted), "sha256 of the pixels")
+            val tensor = Img2Img.toTensor(fitted, oh, ow)
+            checkEqual(case["tensor_sha256_f32le"], sha256(littleEndian(tensor.floats!!)), "sha256 of the tensor")
+        }
     }
 }
 
