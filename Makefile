@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn train-student evaluate-student
+.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn bench-img2img train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -94,6 +94,9 @@ bench-executorch: $(STAMP)
 
 bench-qnn: $(STAMP)
 	$(BIN)/python benchmarks/qnn_bench.py --work build/bench-qnn
+
+bench-img2img: $(STAMP)
+	$(BIN)/python benchmarks/img2img.py --work build/bench-img2img
 
 clean:
 	rm -rf build

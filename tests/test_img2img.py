@@ -274,3 +274,26 @@ def test_kotlin_pipeline_writes_generates_img2img_png(kotlin_jar, onnx_bundle, g
     assert done.returncode == 0 and "vae_encoder" not in done.stdout, done.stdout
     assert (tmp_path / "t2i-9.png").read_bytes() == generated_png(onnx_bundle.out, "a red fox", "9")
     assert (tmp_path / "t2i-9.png").read_bytes() != expected.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["coreml", "executorch", "qnn"])
+def test_img2img_compiles_on_every_target_with_an_int8_encoder(students, tmp_path, target):
+    """Core ML (its ML Program evaluator here), ExecuTorch (XNNPACK; its denoiser fp32, see
+    test_families_without_...) and QNN (HTP simulator) ship the encoder and the stepped denoiser,
+    pass parity at every strength, and generate from a picture."""
+    from compiler.pipeline import compile_bundle
+    from compiler.runtime import load_bundle
+
+    denoiser = "fp32" if target == "executorch" else "int8"
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", extra=IMG2IMG + (
+        f"calibration: {{num_prompts: 4}}\ncomponents: {{vae_encoder: {{precision: int8, quantization: "
+        f"{{max_float_weight_fraction: 0.5}}}}, denoiser: {{precision: {denoiser}}}}}\n")))
+    result = compile_bundle(recipe, target, str(students["eps-turbo"]), tmp_path / "bundle")
+    assert all(p.passed for p in result.parity)
+    assert {s.strength for s in result.parity[-1].samples} == {None, *STRENGTHS}
+    chain, manifest = load_bundle(result.out)
+    assert manifest["components"]["vae_encoder"]["precision"] == "int8"
+    picture = init_image.to_tensor(init_image.fit(init_image.read_picture(PICTURES / "portrait.png"), 32, 32))
+    image = chain("a red fox", 3, picture, 0.5)
+    assert image.shape == (1, 3, 32, 32) and np.abs(image - chain("a red fox", 3)).max() > 1e-2
