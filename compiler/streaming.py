@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-
 from .cases import Case, Picture, calibration_cases, heldout_cases
 from .quantization import CHECK_PROMPTS
 from .runtime import Chain

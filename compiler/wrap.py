@@ -27,45 +27,39 @@ from .contract.wiring import Wiring
 
 
 
-class DecoderGraph(torch.nn.Module):
-    """latents (denoiser space) -> image in [0, 1], as the pipelines' decode + postprocess:
-    latents / scaling_factor + shift_factor (FLUX's VAE has a shift; the others none)."""
-
-    def __init__(self, vae, scaling_factor: float):
-        super().__init__()
-        self.vae = vae
-        self.inv_scale = 1.0 / scaling_factor
-        self.shift = float(vae.config.get("shift_factor") or 0.0)
-
-    def shipped_parameters(self):
-        """The weights the exported graph holds: the decoder's, not the encoder's the VAE also has."""
-        for name in ("post_quant_conv", "decoder"):
-            part = getattr(self.vae, name, None)
-            if isinstance(part, torch.nn.Module):
-                yield from part.parameters()
-
-    def forward(self, latents):
-        z = latents * self.inv_scale
-        image = self.vae.decode(z + self.shift if self.shift else z, return_dict=False)[0]
-        return (image / 2 + 0.5).clamp(0, 1)
-
-
-class EncoderGraph(torch.nn.Module):
-    """image in [0, 1] -> latents in the denoiser's space, as the img2img pipelines prepare them:
-    the encoder's mean (diffusers' retrieve_latents with sample_mode="argmax": no second noise to
-    carry to the phone), then (z - shift_factor) * scaling_factor."""
+class VaePart(torch.nn.Module):
+    """One half of a VAE as its own graph; the exported file holds only that half's weights."""
+    PARTS: tuple[str, ...] = ()
 
     def __init__(self, vae, scaling_factor: float):
         super().__init__()
         self.vae = vae
         self.scale = scaling_factor
-        self.shift = float(vae.config.get("shift_factor") or 0.0)
+        self.shift = float(vae.config.get("shift_factor") or 0.0)   # FLUX's VAE has a shift; the others none
 
     def shipped_parameters(self):
-        for name in ("encoder", "quant_conv"):
+        for name in self.PARTS:
             part = getattr(self.vae, name, None)
             if isinstance(part, torch.nn.Module):
                 yield from part.parameters()
+
+
+class DecoderGraph(VaePart):
+    """latents (denoiser space) -> image in [0, 1], as the pipelines' decode + postprocess:
+    latents / scaling_factor + shift_factor."""
+    PARTS = ("post_quant_conv", "decoder")
+
+    def forward(self, latents):
+        z = latents * (1.0 / self.scale)
+        image = self.vae.decode(z + self.shift if self.shift else z, return_dict=False)[0]
+        return (image / 2 + 0.5).clamp(0, 1)
+
+
+class EncoderGraph(VaePart):
+    """image in [0, 1] -> latents in the denoiser's space, as the img2img pipelines prepare them:
+    the encoder's mean (diffusers' retrieve_latents with sample_mode="argmax": no second noise to
+    carry to the phone), then (z - shift_factor) * scaling_factor."""
+    PARTS = ("encoder", "quant_conv")
 
     def forward(self, image):
         z = self.vae.encode(image * 2 - 1, return_dict=False)[0]

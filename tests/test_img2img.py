@@ -35,7 +35,7 @@ def _picture(name: str, size: int = 32) -> torch.Tensor:
 
 def _setup(students, tmp_path, kind, decoder="vae"):
     family = family_of(kind)
-    text = "text: {max_sequence_length: 16}\n" if kind == "flow-match" else ""
+    text = "text: {max_sequence_length: 16}\n" if kind in ("flow-match", "trigflow-scm") else ""
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, extra=f"components: {{vae_decoder: {{subfolder: "
                                                                          f"{decoder}}}}}\n{text}{IMG2IMG}"))
     student = load_student(str(students[kind]), family, decoder, None, recipe)
@@ -58,12 +58,13 @@ def _diffusers_latents(student, picture):
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
     with torch.no_grad():
-        z = retrieve_latents(student.vae.encode(picture * 2 - 1), sample_mode="argmax")
+        out = student.vae.encode(picture * 2 - 1)
+        z = out.latent if hasattr(out, "latent") else retrieve_latents(out, sample_mode="argmax")   # DC-AE: no posterior
     return (z - (student.vae.config.get("shift_factor") or 0.0)) * student.scaling_factor
 
 
 ORACLE_CASES = [("eps-turbo", "vae"), ("eps-turbo", "vae_tiny"), ("lcm", "vae")]
-SLOW_CASES = [("eps-turbo-xl", "vae"), ("sample-lightning", "vae"), ("flow-match", "vae")]
+SLOW_CASES = [("eps-turbo-xl", "vae"), ("sample-lightning", "vae"), ("flow-match", "vae"), ("trigflow-scm", "vae")]
 
 
 @pytest.mark.parametrize("kind, decoder", ORACLE_CASES + [pytest.param(*c, marks=pytest.mark.slow) for c in SLOW_CASES],

@@ -53,7 +53,14 @@ class PooledBeforeNoise(SteppedDenoiser):  # FLUX
                             init_latents, noise, step)
 
 
+class MaskedText(SteppedDenoiser):        # SANA-Sprint
+    def forward(self, prompt_embeds, prompt_attention_mask, noise, init_latents, step):
+        return self.stepped({"prompt_embeds": prompt_embeds, "prompt_attention_mask": prompt_attention_mask},
+                            init_latents, noise, step)
+
+
 LAYOUTS = {("prompt_embeds", "noise"): OneText,
+           ("prompt_embeds", "prompt_attention_mask", "noise"): MaskedText,
            ("prompt_embeds", "noise", "pooled_prompt_embeds"): PooledAfterNoise,
            ("prompt_embeds", "pooled_prompt_embeds", "noise"): PooledBeforeNoise}
 
@@ -69,7 +76,6 @@ def row(model_timestep: float, init: float, noise: float, input_scale: float, sa
 WITHOUT = {
     "rectified-flow": "diffusers has no pipeline for it to check an img2img step against",
     "pixart-onestep": "diffusers has no PixArt img2img pipeline to check an img2img step against",
-    "trigflow-scm": "SanaSprintImg2ImgPipeline's step is not baked yet (docs/img2img.md)",
 }
 
 

@@ -20,8 +20,11 @@ import math
 
 import torch
 
+from ..errors import RecipeError
+from ..recipe import img2img_steps
 from .interface import Layout
-from .common import check_latent_channels, reject_unused, run_pipeline
+from .common import check_latent_channels, reject_unused, run_img2img, run_pipeline
+from .stepped import row
 from .transformer_common import GEMMA_SLOT, check_width, hidden_size, masked_format
 
 DEFAULT_SEQUENCE = 300
@@ -55,6 +58,47 @@ class SCMStep(torch.nn.Module):
                              encoder_attention_mask=prompt_attention_mask, guidance=self.guidance.expand(b),
                              timestep=self.timestep.expand(b), return_dict=False)[0]
         return self.c_noise * noise + self.c_model * f
+
+
+class SCMCall(torch.nn.Module):
+    """The stepped denoiser's model call (families/stepped.py): x, t = the SCM timestep -> F."""
+
+    def __init__(self, transformer, c: dict):
+        super().__init__()
+        self.transformer = transformer
+        self.register_buffer("guidance", torch.tensor([c["guidance_input"]], dtype=torch.float32), persistent=False)
+
+    def forward(self, x, t, values):
+        b = x.shape[0]
+        return self.transformer(x, encoder_hidden_states=values["prompt_embeds"],
+                                encoder_attention_mask=values["prompt_attention_mask"],
+                                guidance=self.guidance.expand(b), timestep=t.expand(b), return_dict=False)[0]
+
+
+def _trig_row(t: torch.Tensor, init: float | None) -> tuple[float, ...]:
+    """The affine step at TrigFlow time t (a float32 tensor, as the pipeline holds it): the model reads
+    s = sin t / (cos t + sin t) and x r; out = (cos t - sin t (1 - 2s)) x + (-sin t (1 - 2s + 2s^2) / r) F.
+    `init`: the picture's weight, cos t (SanaSprintImg2ImgPipeline's prepare_latents), or 0 for text."""
+    s = torch.sin(t) / (torch.cos(t) + torch.sin(t))
+    r = torch.sqrt(s ** 2 + (1 - s) ** 2)
+    t64, s64, r64 = float(t), float(s), float(r)
+    return row(s64, math.cos(t64) if init is None else init, math.sin(t64) if init is None else 1.0, r64,
+               math.cos(t64) - math.sin(t64) * (1 - 2 * s64), -math.sin(t64) * (1 - 2 * s64 + 2 * s64 * s64) / r64)
+
+
+def _img2img_schedule(student, recipe, strength: float):
+    """(steps, start index, scheduler) of SanaSprintImg2ImgPipeline at num_inference_steps = 1/strength:
+    two steps take the pipeline's intermediate timestep, more a linear schedule from max_timesteps."""
+    n = img2img_steps(strength)
+    sched = _scheduler(student)
+    max_t = recipe.sampler.max_timesteps or _call_default("max_timesteps")
+    sched.set_timesteps(n, max_timesteps=max_t,
+                        intermediate_timesteps=_call_default("intermediate_timesteps") if n == 2 else None)
+    start = int(max(n - n * strength, 0))
+    if n - start != 1:
+        raise RecipeError("img2img.strengths", f"{strength}: SanaSprintImg2ImgPipeline at {n} steps runs "
+                                               f"{n - start} steps from it, not one")
+    return n, start, sched
 
 
 class GemmaSelectGraph(torch.nn.Module):
@@ -125,3 +169,35 @@ class TrigFlowOneStep:
                             max_timesteps=c["max_timesteps"], guidance_scale=c["guidance_scale"],
                             height=recipe.image.height, width=recipe.image.width, use_resolution_binning=False,
                             max_sequence_length=student.tokenizers[0].prompt_length)
+
+    def model_call(self, student, recipe):
+        return SCMCall(student.denoiser, self.constants(student, recipe)).eval()
+
+    def img2img_rows(self, student, recipe):
+        """Text-to-image, and per strength 1/N the last step SanaSprintImg2ImgPipeline runs at
+        num_inference_steps=N: latents = cos t init + sin t noise (in units of sigma_data, which cancels)."""
+        c = self.constants(student, recipe)
+        t2i = _trig_row(torch.tensor([c["max_timesteps"]], dtype=torch.float32), 0.0)
+        rows = []
+        for strength in recipe.img2img.strengths:
+            n, start, sched = _img2img_schedule(student, recipe, strength)
+            rows.append((n, _trig_row(sched.timesteps[start:start + 1], None)))
+        return t2i, rows
+
+    def img2img_oracle(self, student, recipe, prompt, noise, init_latents, strength):
+        from diffusers import SanaSprintImg2ImgPipeline
+
+        c = self.constants(student, recipe)
+        n, _, _ = _img2img_schedule(student, recipe, strength)
+        sd = float(_scheduler(student).config.sigma_data)
+        pipe = SanaSprintImg2ImgPipeline(tokenizer=student.tokenizers[0].hf, text_encoder=student.text_encoders[0],
+                                         vae=student.vae, transformer=student.denoiser, scheduler=_scheduler(student))
+        # prepare_latents takes latents for `image` (its channel check), but prepare_image in front of
+        # it would resize them as pixels: they pass through unchanged
+        pipe.prepare_image = lambda image, *args, **kwargs: image
+        return run_img2img(pipe, "diffusers.pipelines.sana.pipeline_sana_sprint_img2img", noise, prompt=prompt,
+                           image=init_latents * sd, strength=strength, num_inference_steps=n,
+                           intermediate_timesteps=_call_default("intermediate_timesteps") if n == 2 else None,
+                           max_timesteps=c["max_timesteps"], guidance_scale=c["guidance_scale"],
+                           height=recipe.image.height, width=recipe.image.width, use_resolution_binning=False,
+                           max_sequence_length=student.tokenizers[0].prompt_length)
