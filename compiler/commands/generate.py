@@ -89,3 +89,7 @@ def _init_image(chain, args):
 
 def main(argv: list[str] | None = None) -> int:
     return _run("generate", argv, parser(), _generate)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,3 +33,7 @@ def write_package(bundle: Path, out: Path, force: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return _run("package", argv, parser(), _package)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

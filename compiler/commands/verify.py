@@ -151,3 +151,7 @@ def calibration_digests(calibration, bundle) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     return _run("verify", argv, parser(), _verify)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
