@@ -20,7 +20,8 @@ from compiler.load import load_student
 from compiler.prompts import tokenize
 from compiler.recipe import load_recipe
 from compiler.wrap import wrap
-from test_runtime_kotlin import kotlin_jar  # noqa: F401  (the session's built runtime)
+from test_runtime_kotlin import kotlin_jar  # noqa: F401  (the session's built runtimes)
+from test_runtime_swift_pipeline import onestep_generate  # noqa: F401
 from support import REPO, check_runtime_manifest, family_of, write_recipe
 
 PICTURES = REPO / "calibration" / "init_images"
@@ -298,3 +299,20 @@ def test_img2img_compiles_on_every_target_with_an_int8_encoder(students, tmp_pat
     picture = init_image.to_tensor(init_image.fit(init_image.read_picture(PICTURES / "portrait.png"), 32, 32))
     image = chain("a red fox", 3, picture, 0.5)
     assert image.shape == (1, 3, 32, 32) and np.abs(image - chain("a red fox", 3)).max() > 1e-2
+
+
+def test_swift_pipeline_writes_generates_img2img_png(onestep_generate, onnx_bundle, tmp_path):
+    """The Swift Pipeline, handed the picture's RGB bytes, writes `generate --init-image`'s PNG byte for byte."""
+    picture = PICTURES / "sunset-hills.png"
+    rgb = init_image.read_picture(picture)
+    (tmp_path / "picture.rgb").write_bytes(rgb.tobytes())
+    expected = tmp_path / "generate.png"
+    r = _cli("generate", "--bundle", str(onnx_bundle.out), "--prompt", "a red fox", "--seed", "4", "--out", str(expected),
+             "--init-image", str(picture), "--strength", "0.5")
+    assert r.returncode == 0, r.stderr
+    done = subprocess.run([str(onestep_generate), "--reference", sys.executable, str(REPO), str(onnx_bundle.out),
+                           "a red fox", "4", str(tmp_path / "swift.png"), "--init-rgb", str(tmp_path / "picture.rgb"),
+                           f"{rgb.shape[1]}x{rgb.shape[0]}", "0.5"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "vae_encoder" in done.stdout
+    assert (tmp_path / "swift.png").read_bytes() == expected.read_bytes()

@@ -3,7 +3,10 @@
 //
 //     onestep-generate BUNDLE PROMPT SEED OUT.png                          Core ML (macOS, iOS)
 //     onestep-generate --reference PYTHON REPO BUNDLE PROMPT SEED OUT.png  the Python reference engine
+//     ... OUT.png --init-rgb PIXELS WIDTHxHEIGHT STRENGTH                    image-to-image bundles
 //
+// --init-rgb takes the picture as raw 8-bit RGB bytes, row-major (an app passes a CGImage's
+// pixels to Pipeline.generate; Foundation on Linux decodes no PNG).
 // With --reference each component runs in the project's Python reference runtime over a pipe
 // (PythonEngine): on Linux, where there is no Core ML, tests/test_runtime_swift.py compares this
 // PNG with `generate`'s byte for byte. The macOS workflow compares the Core ML one's pixels.
@@ -16,8 +19,18 @@ func fail(_ message: String, _ code: Int32) -> Never {
     exit(code)
 }
 
-let usage = "usage: onestep-generate [--reference PYTHON REPO] BUNDLE PROMPT SEED OUT.png"
+let usage = "usage: onestep-generate [--reference PYTHON REPO] BUNDLE PROMPT SEED OUT.png [--init-rgb PIXELS WxH STRENGTH]"
 var args = Array(CommandLine.arguments.dropFirst())
+var picture: Picture? = nil
+var strength: Double? = nil
+if let i = args.firstIndex(of: "--init-rgb") {
+    let size = i + 2 < args.count ? args[i + 2].split(separator: "x").compactMap { Int($0) } : []
+    guard i + 3 < args.count, size.count == 2, let s = Double(args[i + 3]),
+          let rgb = FileManager.default.contents(atPath: args[i + 1]) else { fail(usage, 2) }
+    do { picture = try Picture(width: size[0], height: size[1], rgb: [UInt8](rgb)) } catch { fail("--init-rgb: \(error)", 2) }
+    strength = s
+    args.removeSubrange(i...(i + 3))
+}
 var engine: any Engine
 var reference: PythonEngine? = nil
 if args.first == "--reference" {
@@ -36,7 +49,7 @@ if args.first == "--reference" {
 guard let seed = NoiseSource.parseSeed(args[2]) else { fail("seed: '\(args[2])' is not an integer in [0, 2^64)", 2) }
 do {
     let pipeline = try Pipeline.open(bundle: URL(fileURLWithPath: args[0]), engine: engine)
-    let result = try pipeline.generate(prompt: args[1], seed: seed)
+    let result = try pipeline.generate(prompt: args[1], seed: seed, picture: picture, strength: strength)
     pipeline.close()
     reference?.close()
     try Png.encode(result.image).write(to: URL(fileURLWithPath: args[3]))
