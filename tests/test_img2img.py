@@ -256,7 +256,7 @@ def test_init_image_on_a_text_to_image_bundle_is_exit_2():
         _init_image(SimpleNamespace(img2img=None), args)
 
 
-def test_kotlin_pipeline_writes_generates_img2img_png(kotlin_jar, onnx_bundle, generated_png, tmp_path):
+def test_kotlin_pipeline_writes_the_img2img_png_generate_writes(kotlin_jar, onnx_bundle, generated_png, tmp_path):
     """The Kotlin Pipeline, handed the picture's RGB bytes (decoded by the JVM), fits it, runs the
     encoder and the strength's step, and writes `generate --init-image`'s PNG byte for byte."""
     picture = PICTURES / "still-life.png"
@@ -301,7 +301,7 @@ def test_img2img_compiles_on_every_target_with_an_int8_encoder(students, tmp_pat
     assert image.shape == (1, 3, 32, 32) and np.abs(image - chain("a red fox", 3)).max() > 1e-2
 
 
-def test_swift_pipeline_writes_generates_img2img_png(onestep_generate, onnx_bundle, tmp_path):
+def test_swift_pipeline_writes_the_img2img_png_generate_writes(onestep_generate, onnx_bundle, tmp_path):
     """The Swift Pipeline, handed the picture's RGB bytes, writes `generate --init-image`'s PNG byte for byte."""
     picture = PICTURES / "sunset-hills.png"
     rgb = init_image.read_picture(picture)
