@@ -107,6 +107,7 @@ class Sample:
     candidate: np.ndarray
     picture: object = None          # cases.Picture of an image-to-image case
     strength: float | None = None
+    number: int = 1                 # which held-out prompt (1-based)
 
     def as_dict(self) -> dict:
         d = {"prompt": self.prompt, "seed": self.seed, "truncated": self.truncated}
@@ -116,7 +117,7 @@ class Sample:
 
     @property
     def label(self) -> str:
-        what = f"held-out prompt {self.prompt[:50]!r}"
+        what = f"held-out prompt {self.number} {self.prompt[:50]!r}"
         return what if self.picture is None else f"{what} on {self.picture.name} at strength {self.strength}"
 
 
@@ -139,7 +140,11 @@ class Parity:
             miss = c.first_miss()
             if miss:
                 bad, what = miss
-                return f"{c.name} ({c.precision}) {self.label}: {what} on {c.cases[bad].label}"
+                if c.cases:
+                    where = c.cases[bad].label
+                else:   # a check built without cases: one entry per held-out prompt
+                    where = f"held-out prompt {bad + 1} {self.samples[bad].prompt[:50]!r}"
+                return f"{c.name} ({c.precision}) {self.label}: {what} on {where}"
         return None
 
 
@@ -160,7 +165,8 @@ def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str],
     checks = {name: Check(name, p, TOLERANCES[(name, p)]) for name, p in precisions.items()}
     checks[END_TO_END] = Check(END_TO_END, e2e_precision, TOLERANCES[(END_TO_END, e2e_precision)])
     cases = heldout_cases(reference, prompts, seed, pictures)
-    samples = [Sample(c.prompt, c.seed, c.tokens.truncated, None, None, c.picture, c.strength) for c in cases]
+    samples = [Sample(c.prompt, c.seed, c.tokens.truncated, None, None, c.picture, c.strength, c.seed - seed + 1)
+               for c in cases]
     step = progress.step if progress else (lambda text: None)
     n = f"{len(prompts)} prompts" + (f", {len(cases)} cases with the pictures" if len(cases) > len(prompts) else "")
 

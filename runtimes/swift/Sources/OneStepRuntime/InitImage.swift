@@ -27,9 +27,9 @@ public struct Strength {
 /// Image-to-image (manifest `img2img`): the picture fitted to the image size by the integer rule of
 /// compiler/contract/init_image.py, bit for bit, and the denoiser's `step` row per strength.
 public struct Img2Img {
-    public static let imageSource = "init_image.pixels"
-    public static let stepSource = "sampler.step"
-    public static let stepSize = 6
+    public static let IMAGE_SOURCE = "init_image.pixels"
+    public static let STEP_SOURCE = "sampler.step"
+    public static let STEP_SIZE = 6
     private static let one: Int64 = 1 << 16
 
     public let height: Int
@@ -128,7 +128,7 @@ public struct Img2Img {
     }
 
     private static func row(_ value: Any?) -> [Float]? {
-        guard let list = value as? [Any?], list.count == stepSize else { return nil }
+        guard let list = value as? [Any?], list.count == STEP_SIZE else { return nil }
         var out: [Float] = []
         for v in list {
             guard let d = number(v) else { return nil }

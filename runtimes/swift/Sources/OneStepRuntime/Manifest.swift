@@ -191,7 +191,7 @@ public struct Manifest {
             if components[parsed.encoder] == nil {
                 throw BundleError("\(location): img2img.encoder", "\(pyRepr(parsed.encoder)) is not a component of the bundle")
             }
-            sources.formUnion([Img2Img.imageSource, Img2Img.stepSource])
+            sources.formUnion([Img2Img.IMAGE_SOURCE, Img2Img.STEP_SOURCE])
             img2img = parsed
         }
         var problems = wiring.problems(sources)

@@ -59,8 +59,8 @@ public final class Pipeline {
             }
             values[manifest.noise.output] = NoiseSource.tensor(seed: seed, shape: manifest.noise.shape)
             if let spec = spec {
-                values[Img2Img.stepSource] = Tensor.float32(shape: [Img2Img.stepSize], data: step!)
-                if let picture = picture { values[Img2Img.imageSource] = spec.tensor(picture) }
+                values[Img2Img.STEP_SOURCE] = Tensor.float32(shape: [Img2Img.STEP_SIZE], data: step!)
+                if let picture = picture { values[Img2Img.IMAGE_SOURCE] = spec.tensor(picture) }
             }
         }
         // Manifest.parse proved that every component, wired input and source named below exists.

@@ -284,7 +284,7 @@ final class RuntimeTests: XCTestCase {
             if let mask = t.maskOutput { sources.insert(mask) }
         }
         if let spec = m.img2img {   // text-to-image and every strength have a step row; others are refused
-            sources.formUnion([Img2Img.imageSource, Img2Img.stepSource])
+            sources.formUnion([Img2Img.IMAGE_SOURCE, Img2Img.STEP_SOURCE])
             XCTAssertEqual(try spec.row(nil)[1], 0, "\(file): text-to-image ignores the picture")
             for s in spec.strengths { XCTAssertEqual(try spec.row(s.strength), s.step, "\(file): row of \(s.strength)") }
             XCTAssertThrowsError(try spec.row(0.3), "\(file): a strength the bundle does not ship was accepted")
