@@ -38,7 +38,7 @@ def _add_unknown_keys(folder: Path) -> None:
         path.write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("layout", ["sd-fp16-variant", "sdxl-sharded"])
+@pytest.mark.parametrize("layout", ["sd-fp16-variant", pytest.param("sdxl-sharded", marks=pytest.mark.slow)])
 def test_a_pipeline_saved_by_diffusers_compiles(students, tmp_path, run_cli, layout):
     import torch
 

@@ -253,6 +253,7 @@ def test_small_student_bundle_passes_parity_with_int8_decoder(small):
     assert q["sizes"]["shipped_bytes"] < q["sizes"]["float_bytes"]
 
 
+@pytest.mark.slow   # CI's 15 minutes: test_quantize and test_cpu_independence keep the property in the fast suite
 def test_small_student_bundle_rebuilt_on_another_cpu_is_byte_identical(small, tmp_path):
     """The fp32 denoiser's folded constants (the baked timestep's embedding) and the int8 decoder's
     calibrated ranges, computed with another CPU's torch kernels: the same bytes."""
