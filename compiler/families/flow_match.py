@@ -54,14 +54,28 @@ class FlowStep(torch.nn.Module):
                              persistent=False)
 
     def forward(self, prompt_embeds, pooled_prompt_embeds, noise):
-        b, ch, h, w = noise.shape
-        z = noise.view(b, ch, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), ch * 4)
-        v = self.transformer(hidden_states=z, timestep=self.timestep.expand(b),
-                             guidance=None if self.guidance is None else self.guidance.expand(b),
-                             pooled_projections=pooled_prompt_embeds, encoder_hidden_states=prompt_embeds,
-                             txt_ids=self.txt_ids, img_ids=self.img_ids, return_dict=False)[0]
-        out = z + self.dt * v
-        return out.view(b, h // 2, w // 2, ch, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, ch, h, w)
+        z = _pack(noise)
+        out = z + self.dt * self.velocity(z, self.timestep, prompt_embeds, pooled_prompt_embeds)
+        return _unpack(out, noise.shape)
+
+    def velocity(self, z, t, prompt_embeds, pooled_prompt_embeds):
+        """The transformer on packed tokens z at t = sigma, with the constant ids and guidance."""
+        b = z.shape[0]
+        return self.transformer(hidden_states=z, timestep=t.expand(b),
+                                guidance=None if self.guidance is None else self.guidance.expand(b),
+                                pooled_projections=pooled_prompt_embeds, encoder_hidden_states=prompt_embeds,
+                                txt_ids=self.txt_ids, img_ids=self.img_ids, return_dict=False)[0]
+
+
+def _pack(x):
+    """[b, c, h, w] -> [b, h/2 * w/2, 4c]: 2x2 patches as tokens (FluxPipeline._pack_latents)."""
+    b, ch, h, w = x.shape
+    return x.view(b, ch, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), ch * 4)
+
+
+def _unpack(z, shape):
+    b, ch, h, w = shape
+    return z.view(b, h // 2, w // 2, ch, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, ch, h, w)
 
 
 class FlowCall(torch.nn.Module):
@@ -72,15 +86,8 @@ class FlowCall(torch.nn.Module):
         self.step = FlowStep(transformer, c, latent_shape, text_length)
 
     def forward(self, x, t, values):
-        b, ch, h, w = x.shape
-        s = self.step
-        z = x.view(b, ch, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), ch * 4)
-        v = s.transformer(hidden_states=z, timestep=t.expand(b),
-                          guidance=None if s.guidance is None else s.guidance.expand(b),
-                          pooled_projections=values["pooled_prompt_embeds"],
-                          encoder_hidden_states=values["prompt_embeds"], txt_ids=s.txt_ids, img_ids=s.img_ids,
-                          return_dict=False)[0]
-        return v.view(b, h // 2, w // 2, ch, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, ch, h, w)
+        v = self.step.velocity(_pack(x), t, values["prompt_embeds"], values["pooled_prompt_embeds"])
+        return _unpack(v, x.shape)
 
 
 class FluxTextGraph(torch.nn.Module):

@@ -75,15 +75,18 @@ class SCMCall(torch.nn.Module):
                                 guidance=self.guidance.expand(b), timestep=t.expand(b), return_dict=False)[0]
 
 
-def _trig_row(t: torch.Tensor, init: float | None) -> tuple[float, ...]:
-    """The affine step at TrigFlow time t (a float32 tensor, as the pipeline holds it): the model reads
-    s = sin t / (cos t + sin t) and x r; out = (cos t - sin t (1 - 2s)) x + (-sin t (1 - 2s + 2s^2) / r) F.
-    `init`: the picture's weight, cos t (SanaSprintImg2ImgPipeline's prepare_latents), or 0 for text."""
+def _trig(t: torch.Tensor) -> dict:
+    """The one step at TrigFlow time t (a float32 tensor, as the pipeline holds it): the model reads
+    s = sin t / (cos t + sin t) (the pipeline's float32 ops) and x r; out = c_noise x + c_model F."""
     s = torch.sin(t) / (torch.cos(t) + torch.sin(t))
     r = torch.sqrt(s ** 2 + (1 - s) ** 2)
     t64, s64, r64 = float(t), float(s), float(r)
-    return row(s64, math.cos(t64) if init is None else init, math.sin(t64) if init is None else 1.0, r64,
-               math.cos(t64) - math.sin(t64) * (1 - 2 * s64), -math.sin(t64) * (1 - 2 * s64 + 2 * s64 * s64) / r64)
+    return {"scm_timestep": s64, "input_scale": r64, "c_noise": math.cos(t64) - math.sin(t64) * (1 - 2 * s64),
+            "c_model": -math.sin(t64) * (1 - 2 * s64 + 2 * s64 * s64) / r64}
+
+
+def _trig_row(c: dict, init: float, noise: float) -> tuple[float, ...]:
+    return row(c["scm_timestep"], init, noise, c["input_scale"], c["c_noise"], c["c_model"])
 
 
 def _img2img_schedule(student, recipe, strength: float):
@@ -136,17 +139,11 @@ class TrigFlowOneStep:
         g = _call_default("guidance_scale") if g is None else g
         sched.set_timesteps(1, max_timesteps=max_t, intermediate_timesteps=None)
         t = sched.timesteps[:1]
-        s = torch.sin(t) / (torch.cos(t) + torch.sin(t))          # the pipeline's float32 ops
-        r = torch.sqrt(s ** 2 + (1 - s) ** 2)
         scale = float(student.denoiser.config.guidance_embeds_scale)
         guidance = torch.full([1], g, dtype=torch.float32) * scale
-        t64, s64, r64 = float(t), float(s), float(r)
         return {"scheduler": "SCMScheduler", "prediction_type": sched.config.prediction_type,
-                "sigma_data": float(sched.config.sigma_data), "max_timesteps": t64, "scm_timestep": s64,
-                "input_scale": r64, "guidance_scale": g, "guidance_embeds_scale": scale,
-                "guidance_input": float(guidance),
-                "c_noise": math.cos(t64) - math.sin(t64) * (1 - 2 * s64),
-                "c_model": -math.sin(t64) * (1 - 2 * s64 + 2 * s64 * s64) / r64}
+                "sigma_data": float(sched.config.sigma_data), "max_timesteps": float(t), "guidance_scale": g,
+                "guidance_embeds_scale": scale, "guidance_input": float(guidance), **_trig(t)}
 
     def text_encoder(self, student, recipe):
         tok = student.tokenizers[0]
@@ -176,13 +173,12 @@ class TrigFlowOneStep:
     def img2img_rows(self, student, recipe):
         """Text-to-image, and per strength 1/N the last step SanaSprintImg2ImgPipeline runs at
         num_inference_steps=N: latents = cos t init + sin t noise (in units of sigma_data, which cancels)."""
-        c = self.constants(student, recipe)
-        t2i = _trig_row(torch.tensor([c["max_timesteps"]], dtype=torch.float32), 0.0)
         rows = []
         for strength in recipe.img2img.strengths:
             n, start, sched = _img2img_schedule(student, recipe, strength)
-            rows.append((n, _trig_row(sched.timesteps[start:start + 1], None)))
-        return t2i, rows
+            t = sched.timesteps[start:start + 1]
+            rows.append((n, _trig_row(_trig(t), math.cos(float(t)), math.sin(float(t)))))
+        return _trig_row(self.constants(student, recipe), 0.0, 1.0), rows
 
     def img2img_oracle(self, student, recipe, prompt, noise, init_latents, strength):
         from diffusers import SanaSprintImg2ImgPipeline
