@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn bench-img2img train-student evaluate-student
+.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn bench-img2img bench-sizes train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -97,6 +97,9 @@ bench-qnn: $(STAMP)
 
 bench-img2img: $(STAMP)
 	$(BIN)/python benchmarks/img2img.py --work build/bench-img2img
+
+bench-sizes: $(STAMP)
+	$(BIN)/python benchmarks/sizes.py --work build/bench-sizes
 
 clean:
 	rm -rf build

@@ -107,6 +107,14 @@ def seed_argument(text: str) -> int:
     return value
 
 
+def size_argument(text: str) -> tuple[int, int]:
+    """`--size WxH` (width x height, as image sizes are spoken) -> (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) < 1 << 16 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x384)")
+    return int(parts[1]), int(parts[0])
+
+
 def add_public_key(p: argparse.ArgumentParser) -> None:
     """`--public-key` of the commands that read a bundle (compiler/signing.py checks it)."""
     p.add_argument("--public-key", metavar="PUB.pem", help="refuse the bundle (exit 7) unless manifest.sig verifies "

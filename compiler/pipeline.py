@@ -6,6 +6,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ from .targets.registry import get_target
 from .parity import TOLERANCES, Parity, check_parity, require
 from .contract.tokenizers import save as save_tokenizer
 from .contract.wiring import NOISE_SOURCE
-from .wrap import Graph, Wrapped, wrap
+from .errors import CompileError
+from .wrap import Graph, Wrapped, check_sizes, wrap
 
 STAGES = ("load", "wrap", "export", "quantize", "verify", "bundle")
 TOOLS = ("torch", "diffusers", "transformers", "numpy")
@@ -60,10 +62,27 @@ class Result:
     latency: dict          # component -> {"fp32", "shipped"} seconds; empty when the target times nothing
 
 
+@dataclass
+class Built:
+    """One size compiled and checked, its files under `root`, before they become the bundle's."""
+    key: str               # "WxH" (manifest sizes, generate --size)
+    size: tuple[int, int]  # (height, width)
+    root: Path
+    student: Student
+    wrapped: Wrapped
+    quantized: Quantized
+    parity: list[Parity]
+    latency: dict
+    decoder_cost: DecoderCost | None
+    device_checks: dict
+    feeds: Callable[[str], dict]   # component -> what its program takes on the first held-out input
+
+
 def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, force: bool = False,
                    progress: Progress | None = None, sign_key: Path | None = None) -> Result:
     progress = progress or Progress(len(STAGES))
-    progress.total = len(STAGES)
+    sizes = recipe.sizes()
+    progress.total = len(STAGES) if len(sizes) == 1 else (len(STAGES) - 1) * len(sizes) + 2
     target = get_target(target_name)
     options = recipe.target_options(target.name)
     target.validate(recipe, options)
@@ -72,37 +91,100 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     calibration = calibration_prompts(recipe, heldout_file)
     if recipe.img2img:
         img2img_family(recipe.family)
-    pictures = read_pictures(recipe)
+    if len(sizes) > 1:   # every size checked against the model before the first is compiled
+        check_sizes(load_recipe_student(model, recipe, lazy=True), recipe)
     with atomic_output(out, force) as staging:
-        with progress.stage("load", f"{model} (configs and tokenizers; weights one component at a time)"):
-            student = load_recipe_student(model, recipe, lazy=True)
-        with progress.stage("wrap", f"family {recipe.family}, {recipe.image.height}x{recipe.image.width}"):
-            wrapped = wrap(student, recipe)
-            reference = torch_chain(wrapped, student)
-            questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe), pictures)
-        with progress.stage("export", f"{target.name}, {_options_detail(options)}"):
-            exported = export(wrapped, student, recipe, reference, questions, target, options, staging, progress)
-        with progress.stage("quantize", _quantize_detail(recipe, calibration)):
-            quantized = quantize(recipe, target, options, reference, exported, staging, calibration, progress,
-                                 pictures)
-        with progress.stage("verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}"
-                                      f"{_pictures_detail(recipe, pictures)}, checked with {target.checker(options)}"):
-            parity = verify(recipe, target, options, reference, quantized, heldout, progress, pictures)
-            decoder_cost = compare_decoders(student, reference, heldout, recipe.parity.seed)
-            latency = {}
-            if target.reports_latency:
-                latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed, pictures)
-            quantized, device_checks = for_device(recipe, target, options, reference, quantized, staging, heldout[0],
-                                                  progress, pictures)
-            shutil.rmtree(staging / WORK_DIR)
+        if len(sizes) == 1:
+            built = [build(recipe, target, options, model, staging, heldout, calibration, progress)]
+            programs = {}
+        else:
+            built = [build(recipe.at_size(h, w), target, options, model, staging / WORK_DIR / "sizes" / size_key(h, w),
+                           heldout, calibration, progress, f"{size_key(h, w)} ", measure=i == 0)
+                     for i, (h, w) in enumerate(sizes)]
+            with progress.stage("share weights", f"{len(sizes)} sizes, each component's weights stored once"):
+                programs = share_weights(target, options, built, staging, progress)
         with progress.stage("bundle", str(out)):
-            manifest = bundle(staging, recipe, target, options, student, wrapped, quantized, parity, latency,
-                              decoder_cost, device_checks)
+            shutil.rmtree(staging / WORK_DIR, ignore_errors=True)   # the sizes' own files, now shared
+            manifest = bundle(staging, recipe, target, options, built, programs)
             if sign_key:   # inside the staging folder: a signed bundle appears whole or not at all
                 from .signing import sign
 
                 sign(staging, sign_key)
-    return Result(Path(out), manifest, parity, latency)
+    return Result(Path(out), manifest, [p for b in built for p in b.parity], built[0].latency)
+
+
+def size_key(height: int, width: int) -> str:
+    """A size as `generate --size` spells it: width x height."""
+    return f"{width}x{height}"
+
+
+def build(recipe: Recipe, target: Target, options, model: str, staging: Path, heldout: list[str],
+          calibration: list[str], progress: Progress, prefix: str = "", measure: bool = True) -> Built:
+    """load -> wrap -> export -> quantize -> verify for the recipe's one size, into `staging`."""
+    staging.mkdir(parents=True, exist_ok=True)
+    pictures = read_pictures(recipe)
+    with progress.stage(f"{prefix}load", f"{model} (configs and tokenizers; weights one component at a time)"):
+        student = load_recipe_student(model, recipe, lazy=True)
+    with progress.stage(f"{prefix}wrap", f"family {recipe.family}, {size_key(recipe.image.height, recipe.image.width)}"):
+        wrapped = wrap(student, recipe)
+        reference = torch_chain(wrapped, student)
+        questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe), pictures)
+    with progress.stage(f"{prefix}export", f"{target.name}, {_options_detail(options)}"):
+        exported = export(wrapped, student, recipe, reference, questions, target, options, staging, progress)
+    with progress.stage(f"{prefix}quantize", _quantize_detail(recipe, calibration)):
+        quantized = quantize(recipe, target, options, reference, exported, staging, calibration, progress, pictures)
+    with progress.stage(f"{prefix}verify", f"{len(heldout)} held-out prompts from {recipe.parity.prompts}"
+                                           f"{_pictures_detail(recipe, pictures)}, checked with {target.checker(options)}"):
+        parity = verify(recipe, target, options, reference, quantized, heldout, progress, pictures, prefix)
+        decoder_cost = compare_decoders(student, reference, heldout, recipe.parity.seed)
+        latency = {}
+        if target.reports_latency and measure:
+            latency = measure_latency(quantized, reference, heldout[0], recipe.parity.seed, pictures)
+        feeds = first_input(recipe, reference, heldout[0], pictures)
+        quantized, device_checks = for_device(recipe, target, options, quantized, staging, feeds, progress)
+        shutil.rmtree(staging / WORK_DIR)
+    size = (recipe.image.height, recipe.image.width)
+    return Built(size_key(*size), size, staging, student, wrapped, quantized, parity, latency, decoder_cost, device_checks, feeds)
+
+
+def share_weights(target: Target, options, built: list[Built], staging: Path, progress: Progress) -> dict:
+    """Each component's programs of every size into one artifact in `staging`: a component whose
+    files are byte-identical at every size (the text encoder; a tiled decoder) ships once, the
+    others go through the target's share_weights (one weight file, a program per size). Each
+    shared program must then compute exactly what the checked one did, on the size's first
+    held-out input. Returns component -> size key -> its program's file (size-dependent only)."""
+    programs = {}
+    first = built[0]
+    for name, art in first.quantized.artifacts.items():
+        parts = [(b.key, b.root, b.quantized.artifacts[name]) for b in built]
+        if len({_digests(root, a) for _, root, a in parts}) == 1:
+            for f in art.files:
+                (staging / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(first.root / f, staging / f)
+            shared, files = art, None
+        else:
+            progress.step(f"{name}: {len(parts)} programs over one copy of its weights")
+            shared, files = target.share_weights(name, parts, staging, options)
+            for b in built:
+                check_shared(target, options, b, name, staging / files[b.key])
+        for b in built:
+            b.quantized.artifacts[name] = shared
+        if files:
+            programs[name] = files
+    return programs
+
+
+def _digests(root: Path, artifact: Artifact) -> tuple:
+    return tuple((f, sha256_file(root / f)) for f in artifact.files)
+
+
+def check_shared(target: Target, options, b: Built, name: str, program: Path) -> None:
+    """The shared program vs the one parity checked, bit for bit, on the first held-out input."""
+    checked, feeds = b.quantized.chain.runners[name], b.feeds(name)
+    want, got = checked(feeds), target.runner(program, options)(feeds)
+    if any(not np.array_equal(w, g) for w, g in zip(want, got)):
+        raise CompileError(f"component {name} at {b.key}", f"{program.name} does not compute what the checked "
+                                                           f"program did (weights shared wrongly)")
 
 
 def _pictures_detail(recipe: Recipe, pictures: list) -> str:
@@ -175,28 +257,35 @@ def _runner_factory(target: Target, options):
 
 
 def verify(recipe: Recipe, target: Target, options, reference: Chain, quantized: Quantized, heldout: list[str],
-           progress: Progress, pictures=()) -> list[Parity]:
-    """The float export vs torch always; the shipped quantized chain vs torch when anything is int8."""
+           progress: Progress, pictures=(), prefix: str = "") -> list[Parity]:
+    """The float export vs torch always; the shipped quantized chain vs torch when anything is int8.
+    `prefix` names the size in each label of a multi-size bundle."""
     fp = target.float_precision(options)
     floats = {name: fp for name in recipe.component_specs()}
     parity = [check_parity(reference, quantized.float_chain, floats, heldout, recipe.parity.seed,
-                           f"{target.name} {fp}", progress, pictures)]
+                           f"{prefix}{target.name} {fp}", progress, pictures)]
     if recipe.quantized:
         parity.append(check_parity(reference, quantized.chain, precisions(recipe, fp), heldout, recipe.parity.seed,
-                                   f"{target.name} int8", progress, pictures))
+                                   f"{prefix}{target.name} int8", progress, pictures))
     for p in parity:
         require(p)
     return parity
 
 
-def for_device(recipe: Recipe, target: Target, options, reference: Chain, quantized: Quantized, staging: Path,
-               prompt: str, progress: Progress, pictures=()) -> tuple[Quantized, dict]:
-    """The checked artifacts made into what the device loads (the target's step: QNN compiles
-    context binaries per SoC and simulates them), and what checking those measured."""
-    def feeds(name: str) -> dict:   # computed only for a target that asks; a tiled component's first tile
+def first_input(recipe: Recipe, reference: Chain, prompt: str, pictures=()) -> Callable[[str], dict]:
+    """component -> its program's inputs on one held-out prompt (a tiled component's first tile),
+    computed when asked: the reference replays what it recorded for the held-out prompts."""
+    def feeds(name: str) -> dict:
         return next(reference.split(name, next(calibration_feeds(name, reference, [prompt], recipe.parity.seed,
                                                                  "device check", pictures))))
 
+    return feeds
+
+
+def for_device(recipe: Recipe, target: Target, options, quantized: Quantized, staging: Path,
+               feeds: Callable[[str], dict], progress: Progress) -> tuple[Quantized, dict]:
+    """The checked artifacts made into what the device loads (the target's step: QNN compiles
+    context binaries per SoC and simulates them), and what checking those measured."""
     shipped, checks = target.for_device(quantized.artifacts, precisions(recipe, target.float_precision(options)),
                                         staging, staging / WORK_DIR, options, feeds, progress)
     return dataclasses.replace(quantized, artifacts=shipped), checks
@@ -260,9 +349,12 @@ def export(wrapped: Wrapped, student: Student, recipe: Recipe, reference: Chain,
                                      wrapped.img2img))
 
 
-def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Student, wrapped: Wrapped,
-           quantized: Quantized, parity: list[Parity], latency: dict, decoder_cost: DecoderCost | None,
-           device_checks: dict) -> dict:
+def bundle(staging: Path, recipe: Recipe, target: Target, options, built: list[Built], programs: dict) -> dict:
+    """manifest.json, report.json/html and the tokenizers for the checked programs in `staging`.
+    `programs`: component -> size key -> its program (multi-size bundles; {} for one size)."""
+    first = built[0]
+    student, wrapped, quantized = first.student, first.wrapped, first.quantized
+    parity = [p for b in built for p in b.parity]
     for tok, folder in zip(student.tokenizers, student.tokenizer_dirs):
         save_tokenizer(tok, folder, staging / tok.name)
     tokenizers = [tok.manifest_entry() for tok in student.tokenizers]
@@ -274,15 +366,18 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
     for name in shipped:
         a = quantized.artifacts[name]
         q = quantized.components.get(name)
-        components[name] = {"file": a.main, "files": a.files, "precision": shipped[name],
+        main = programs[name][first.key] if name in programs else a.main
+        components[name] = {"file": main, "files": a.files, "precision": shipped[name],
                             "weights": WEIGHT_PRECISION[q.scheme] if q else shipped[name],
-                            **target.describe_io(staging / a.main)}
+                            **target.describe_io(staging / main)}
         if name in wrapped.tiling:
             components[name]["tiling"] = wrapped.tiling[name].as_manifest()
     h, w = recipe.image.height, recipe.image.width
     # what was measured (parity, layer SQNR, fallback, the decoder's cost) goes to report.json, not
     # the manifest: figures differ in their last bits between CPUs, the manifest's bytes must not
-    quantization = {name: q.as_dict() for name, q in quantized.components.items()}
+    quantization = {f"{name}{'' if len(built) == 1 else ' ' + b.key}": q
+                    for b in built for name, q in b.quantized.components.items()}
+    device_checks = {k: v for b in built for k, v in (b.device_checks or {}).items()}
     manifest = {
         "name": recipe.name,
         "target": target.name,
@@ -293,6 +388,7 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
                    "decoder_class": type(student.vae).__name__, "vae_scale_factor": student.vae_scale_factor},
         "noise": {"algorithm": noise.ALGORITHM, "dtype": "float32", "shape": list(wrapped.latent_shape),
                   "output": NOISE_SOURCE},
+        **({"sizes": size_entries(staging, target, built, programs)} if len(built) > 1 else {}),
         "tokenizers": tokenizers,
         "components": components,
         "wiring": wrapped.wiring.as_manifest(),
@@ -306,23 +402,45 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, student: Stud
         "tools": tool_versions(target.packages),
     }
     figures = {"parity": [p.as_dict() for p in parity],
-               "quantization": {"components": quantization} if quantization else None,
-               "decoder_cost": decoder_cost.as_dict() if decoder_cost else None,
+               "quantization": {"components": {n: q.as_dict() for n, q in quantization.items()}} if quantization
+               else None,
+               "decoder_cost": first.decoder_cost.as_dict() if first.decoder_cost else None,
                "device_checks": device_checks or None}
-    summary = {"name": recipe.name, "target": target.name, "family": recipe.family, "image": f"{h}x{w}",
+    sizes = ", ".join(b.key for b in built)
+    summary = {"name": recipe.name, "target": target.name, "family": recipe.family,
+               "image": f"{h}x{w}" if len(built) == 1 else f"{sizes} (width x height; default {first.key})",
                "precision": ", ".join(f"{n} {p}" for n, p in shipped.items()),
                "parity": "pass" if all(p.passed for p in parity) else "FAIL", "numbers checked by": target.checker(options)}
-    sections = report.lora_section(manifest.get("lora")) + report.quantization_sections(quantized.components)
+    sections = report.lora_section(manifest.get("lora")) + report.quantization_sections(quantization)
     sections += report.delegation_section(manifest["targets"][target.name])
     sections += report.device_section(manifest["targets"][target.name], device_checks, staging)
-    if decoder_cost:
-        sections += report.decoder_cost_section(decoder_cost, figures["decoder_cost"])
-    if latency:
+    if first.decoder_cost:
+        sections += report.decoder_cost_section(first.decoder_cost, figures["decoder_cost"])
+    if first.latency:
         sections += report.latency_section()
-        (staging / TIMINGS).write_text(report.timings_text(latency, target.checker(options)), encoding="utf-8")
+        checker = target.checker(options) + ("" if len(built) == 1 else f", at the default size {first.key}")
+        (staging / TIMINGS).write_text(report.timings_text(first.latency, checker), encoding="utf-8")
     manifest = write_manifest(staging, manifest)
     report.write_record(staging, figures, report.render(f"{recipe.name} ({target.name})", summary, parity, sections))
     return {**manifest, **figures}
+
+
+def size_entries(staging: Path, target: Target, built: list[Built], programs: dict) -> list[dict]:
+    """Per size, what differs from the default: its noise shape, and each component whose program or
+    tile plan depends on the size (its file, I/O and tiling). The first entry is the default."""
+    out = []
+    for b in built:
+        components = {}
+        for name in b.quantized.artifacts:
+            if name not in programs and name not in b.wrapped.tiling:
+                continue
+            file = programs[name][b.key] if name in programs else b.quantized.artifacts[name].main
+            io = target.describe_io(staging / file)
+            components[name] = {"file": file, "inputs": io["inputs"], "outputs": io["outputs"]}
+            if name in b.wrapped.tiling:
+                components[name]["tiling"] = b.wrapped.tiling[name].as_manifest()
+        out.append({"height": b.size[0], "width": b.size[1], "noise_shape": list(b.wrapped.latent_shape), "components": components})
+    return out
 
 
 def source_fingerprint(student: Student) -> dict:

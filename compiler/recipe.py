@@ -24,6 +24,10 @@ RECIPE_VERSION = 1
 class Image:
     height: int = 512
     width: int = 512
+    # Several sizes from one bundle, as [height, width] pairs, the first the default (height and
+    # width may then be left out). Each size gets its own programs over weights stored once per
+    # target (docs/sizes.md); a component whose program does not depend on the size ships once.
+    sizes: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,14 @@ class Recipe:
     def quantized(self) -> bool:
         return any(c.precision == "int8" for c in self.component_specs().values())
 
+    def sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every size the bundle ships, the default first."""
+        return [tuple(s) for s in self.image.sizes] or [(self.image.height, self.image.width)]
+
+    def at_size(self, height: int, width: int) -> "Recipe":
+        """This recipe for one of its sizes alone: what each size's programs are compiled from."""
+        return dataclasses.replace(self, image=Image(height, width))
+
     def component_specs(self) -> dict[str, Component]:
         """The bundle's components in the order they run (the encoder only with img2img)."""
         return {f.name: getattr(self.components, f.name) for f in dataclasses.fields(Components)
@@ -178,6 +190,10 @@ class Recipe:
                 del spec["lora"]
         if self.img2img is None:
             del out["img2img"], out["components"]["vae_encoder"]
+        if not self.image.sizes:   # a one-size recipe records what it did before sizes existed
+            del out["image"]["sizes"]
+        else:
+            out["image"]["sizes"] = [list(s) for s in self.image.sizes]
         return out
 
     def target_options(self, name: str) -> Any:
@@ -220,12 +236,24 @@ def recipe_from_data(data: Any, where: str) -> Recipe:
                 raise RecipeError(f"{where}: {key}", hint)
         data = dict(data)
         blocks = data.pop("targets", None) or {}
+        data = _default_size(data)
     recipe = _build(Recipe, data, where, "")
     recipe = dataclasses.replace(recipe, targets=_target_blocks(blocks, where))
     if recipe.version != RECIPE_VERSION:
         raise RecipeError(f"{where}: version", f"unsupported recipe version {recipe.version}; this compiler reads version {RECIPE_VERSION}")
     _check_values(recipe, where)
     return recipe
+
+
+def _default_size(data: dict) -> dict:
+    """`image: {sizes: [...]}` alone: height and width are the first size's (checked later when given)."""
+    image = data.get("image")
+    if not isinstance(image, dict) or not isinstance(image.get("sizes"), list) or not image["sizes"]:
+        return data
+    first = image["sizes"][0]
+    if isinstance(first, list) and len(first) == 2:
+        image = {"height": first[0], "width": first[1], **image}
+    return {**data, "image": image}
 
 
 def _target_blocks(blocks: Any, where: str) -> dict[str, Any]:
@@ -259,13 +287,7 @@ def _check_values(r: Recipe, where: str) -> None:
         if getattr(r.components, name).lora:
             raise bad(f"components.{name}.lora", "LoRAs apply to the denoiser and the text encoders")
     _check_img2img(r, bad)
-    for key in ("height", "width"):
-        value = getattr(r.image, key)
-        if value <= 0 or value % 8:
-            raise bad(f"image.{key}", f"must be a positive multiple of 8, got {value}")
-        if value > MAX_IMAGE_SIDE:
-            raise bad(f"image.{key}", f"{value} is over {MAX_IMAGE_SIDE} pixels, beyond what any one-step student "
-                                      f"generates (and than a phone holds activations for)")
+    _check_sizes(r, bad)
     if r.text.max_sequence_length is not None and not 1 <= r.text.max_sequence_length <= 4096:
         raise bad("text.max_sequence_length", f"must be within [1, 4096], got {r.text.max_sequence_length}")
     if r.parity.num_prompts < 1:
@@ -282,15 +304,42 @@ def _check_values(r: Recipe, where: str) -> None:
         if tiling.tile <= 0 or not 0 <= 2 * tiling.overlap <= tiling.tile:
             raise bad("components.vae_decoder.tiling", f"needs tile > 0 and 0 <= overlap <= tile / 2, got tile "
                                                        f"{tiling.tile}, overlap {tiling.overlap}")
-        if tiling.tile >= max(r.image.height, r.image.width):
-            raise bad("components.vae_decoder.tiling.tile", f"{tiling.tile} covers the whole {r.image.height}x"
-                                                            f"{r.image.width} image; remove tiling")
+        for h, w in r.sizes():
+            if tiling.tile >= max(h, w):
+                raise bad("components.vae_decoder.tiling.tile", f"{tiling.tile} covers the whole {h}x{w} image; "
+                                                                f"remove tiling")
+            if tiling.tile > min(h, w):
+                raise bad("components.vae_decoder.tiling.tile", f"{tiling.tile} is taller or wider than the {h}x{w} "
+                                                                f"image; tiles must fit it both ways")
     for name, comp in r.component_specs().items():
         q = comp.quantization
         if comp.precision == "fp32" and q is not None:
             raise bad(f"components.{name}.quantization", "given but precision is fp32; set precision: int8 or remove it")
         if q is not None and not 0.0 <= q.max_float_weight_fraction <= 1.0:
             raise bad(f"components.{name}.quantization.max_float_weight_fraction", "must be within [0, 1]")
+
+
+def _check_sizes(r: Recipe, bad) -> None:
+    for i, size in enumerate(r.image.sizes):
+        if len(size) != 2:
+            raise bad(f"image.sizes[{i}]", f"must be [height, width], got {list(size)}")
+        for side in size:
+            _check_side(bad, f"image.sizes[{i}]", side)
+        if size in r.image.sizes[:i]:
+            raise bad(f"image.sizes[{i}]", f"{size[0]}x{size[1]} is listed twice")
+    for key in ("height", "width"):
+        _check_side(bad, f"image.{key}", getattr(r.image, key))
+    if r.image.sizes and (r.image.height, r.image.width) != tuple(r.image.sizes[0]):
+        raise bad("image.height", f"{r.image.height}x{r.image.width} is not image.sizes[0] "
+                                  f"{list(r.image.sizes[0])}: leave height and width out, the first size is the default")
+
+
+def _check_side(bad, key: str, value: int) -> None:
+    if value <= 0 or value % 8:
+        raise bad(key, f"must be a positive multiple of 8, got {value}")
+    if value > MAX_IMAGE_SIDE:
+        raise bad(key, f"{value} is over {MAX_IMAGE_SIDE} pixels, beyond what any one-step student "
+                       f"generates (and than a phone holds activations for)")
 
 
 MAX_IMG2IMG_STEPS = 1000

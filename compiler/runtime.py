@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .contract import noise, png
+from .contract.sizes import at_size
 from .contract.init_image import INIT_IMAGE_SOURCE, STEP_SOURCE, Img2Img
 from .contract.verifier import read_verified_manifest
 from .errors import BundleError, CompileError, RecipeError, first_line
@@ -160,9 +161,13 @@ def load_tokenizers(bundle: Path, entries: list[dict]) -> list:
     return [from_manifest(bundle, i, entry) for i, entry in enumerate(entries)]
 
 
-def load_bundle(bundle: str | Path) -> tuple[Chain, dict]:
+def load_bundle(bundle: str | Path, size: tuple[int, int] | None = None) -> tuple[Chain, dict]:
+    """The chain at `size` (height, width; default: the bundle's first), and the manifest at that size.
+    A size the bundle does not ship raises SizeNotShipped, naming the ones it does."""
     bundle = Path(bundle)
     manifest = read_verified_manifest(bundle)
+    if size is not None:
+        manifest = at_size(manifest, *size)
     target = get_target(manifest["target"])
     options = _target_options(target, manifest, bundle / "manifest.json")
     tokenizers = load_tokenizers(bundle, manifest["tokenizers"])   # cheap, and checked before any program opens

@@ -91,10 +91,7 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
     family = get_family(recipe.family)
     constants = family.constants(student, recipe)
     f = student.vae_scale_factor
-    for key in ("height", "width"):
-        if getattr(recipe.image, key) % f:
-            raise RecipeError(f"image.{key}", f"{getattr(recipe.image, key)} is not a multiple of the decoder's scale "
-                                              f"factor {f} ({student.source})")
+    check_sizes(student, recipe)
     latent_shape = student.latent_shape(recipe.image.height, recipe.image.width)
     # Every example input its own tensor: torch.export merges inputs that are one tensor, and the
     # SDXL tokenizers pad differently, so input_ids would be ignored (tests/targets/onnx/test_compile_onnx.py).
@@ -126,6 +123,22 @@ def wrap(student: Student, recipe: Recipe) -> Wrapped:
             graphs[name].module = graph_module(student, recipe, name)
     return Wrapped(graphs, constants, student.tokenizers[0].max_length, latent_shape, Wiring.from_graphs(graphs),
                    {"vae_decoder": tiling} if tiling else {}, img2img)
+
+
+def check_sizes(student: Student, recipe: Recipe) -> None:
+    """Every size the recipe ships must be whole latent tokens: a multiple of the decoder's scale
+    factor, times the transformer's patch size and the family's packing (exit 2, before any export)."""
+    f = student.vae_scale_factor
+    patch = int(getattr(student.denoiser.config, "patch_size", None) or 1)
+    multiple = f * patch * get_family(recipe.family).latent_packing
+    why = (f"the decoder's scale factor {f}" if multiple == f else
+           f"{multiple} (the decoder's scale factor {f} x {multiple // f} latent pixels per token)")
+    keyed = ([(f"image.sizes[{i}]", s) for i, s in enumerate(recipe.image.sizes)] or
+             [("image.height", (recipe.image.height, 0)), ("image.width", (0, recipe.image.width))])
+    for key, size in keyed:
+        for side in size:
+            if side % multiple:
+                raise RecipeError(key, f"{side} is not a multiple of {why} ({student.source})")
 
 
 def graph_module(student: Student, recipe: Recipe, name: str) -> torch.nn.Module:

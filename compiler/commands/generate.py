@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli import _parser, _run, add_public_key, seed_argument
+from ..cli import _parser, _run, add_public_key, seed_argument, size_argument
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,6 +19,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True)
     p.add_argument("--seed", type=seed_argument, default=0, help="an integer in [0, 2^64 - 1] (default 0)")
     p.add_argument("--out", required=True, help="output PNG path")
+    p.add_argument("--size", type=size_argument, metavar="WxH",
+                   help="image width x height, one of the sizes the bundle ships (manifest.json sizes; compiled "
+                        "from the recipe's image.sizes); default its first")
     p.add_argument("--init-image", metavar="PICTURE",
                    help="image-to-image (bundles compiled with `img2img`): a PNG or JPEG to start from, cropped to "
                         "the bundle's aspect ratio and resized as the Swift and Kotlin runtimes do")
@@ -31,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _generate(args) -> None:
     from ..errors import RecipeError
+    from ..contract.sizes import SizeNotShipped
     from ..runtime import load_bundle, to_png
 
     out = Path(args.out)
@@ -43,7 +47,10 @@ def _generate(args) -> None:
         check(args.bundle, args.public_key)
     if args.strength is not None and not args.init_image:
         raise RecipeError("--strength", "needs --init-image")
-    chain, manifest = load_bundle(args.bundle)
+    try:
+        chain, manifest = load_bundle(args.bundle, args.size)
+    except SizeNotShipped as exc:
+        raise RecipeError(f"--size {args.size[1]}x{args.size[0]}", str(exc)) from None
     picture, strength = _init_image(chain, args)
     from ..prompts import tokenize
 
@@ -59,7 +66,8 @@ def _generate(args) -> None:
         tmp.unlink(missing_ok=True)
         raise
     block = manifest.get("targets", {}).get(manifest["target"], {})
-    print(f"wrote {out} (computed by {block.get('runs_here') or block.get('checker') or manifest['target']})")
+    size = f"{manifest['image']['width']}x{manifest['image']['height']}, "
+    print(f"wrote {out} ({size}computed by {block.get('runs_here') or block.get('checker') or manifest['target']})")
 
 
 def _init_image(chain, args):

@@ -42,22 +42,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _verify(args) -> None:
-    import tempfile
-
+    from ..contract.sizes import sizes_of, spell
     from ..contract.verifier import read_verified_manifest
     from ..report import read_verified_record
     from .. import lora
     from ..load import load_recipe_student
-    from ..pipeline import export, source_fingerprint, torch_chain
-    from ..streaming import heldout_questions, record_reference
-    from ..cases import read_pictures
+    from ..pipeline import source_fingerprint
     from ..progress import Progress
     from ..prompts import check_not_calibrated, read_prompts
     from ..recipe import recipe_from_data
-    from ..runtime import load_bundle
     from ..targets.registry import get_target
-    from ..parity import chain_precision, check_parity, require
-    from ..wrap import wrap
+    from ..parity import require
 
     if args.public_key:
         from ..signing import check
@@ -82,7 +77,7 @@ def _verify(args) -> None:
     precisions = {name: c["precision"] for name, c in manifest["components"].items()}
     quantized = "int8" in precisions.values() and not args.shipped_only
     first_seed = recipe.parity.seed if args.seed is None else args.seed
-    progress = Progress(4 if quantized else 2, quiet=args.quiet)
+    progress = Progress(1 + (4 if quantized else 2) * len(sizes_of(manifest)), quiet=args.quiet)
     with progress.stage("load", args.model):
         student = load_recipe_student(args.model, recipe, lazy=True)
         if source_fingerprint(student)["weights_sha256"] != manifest["source"]["weights_sha256"]:
@@ -93,28 +88,12 @@ def _verify(args) -> None:
             changed = next((e["file"] for name, entries in (fused or {}).items() for e, was in
                             zip(entries, manifest.get("lora", {}).get(name, [])) if e != was), "a LoRA")
             raise ModelError(changed, "differs from the LoRA this bundle was compiled with (manifest.json lora)")
-        wrapped = wrap(student, recipe)
-        reference = torch_chain(wrapped, student)
-        pictures = read_pictures(recipe)
-        questions = heldout_questions(reference, prompts, first_seed, pictures)
-        chain, _ = load_bundle(args.bundle)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="verify-") as work:
-        if quantized:
-            # The pass compile ran before quantizing: the float export vs torch, so a quantized
-            # bundle cannot pass on a broken export that quantization happened to mask.
-            fp = target.float_precision(options)
-            with progress.stage("export", f"{target.name} {fp}, into a temporary folder"):
-                exported = export(wrapped, student, recipe, reference, questions, target, options, Path(work),
-                                  progress)
-            with progress.stage("verify", f"{target.name} {fp} export vs torch fp32"):
-                runs.append(check_parity(reference, exported.chain, {n: fp for n in precisions}, prompts, first_seed,
-                                         f"{target.name} {fp}", progress, pictures))
-        else:
-            record_reference(student, recipe, wrapped, reference, questions, progress)
-        label = f"{manifest['target']} {chain_precision(precisions)}"
-        with progress.stage("verify", f"the shipped bundle, {len(prompts)} prompts from {prompts_path}"):
-            runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress, pictures))
+    sizes = sizes_of(manifest)
+    for h, w in sizes:   # a multi-size bundle: every size checked, its labels prefixed with it
+        prefix = f"{spell(h, w)} " if len(sizes) > 1 else ""
+        runs += _verify_size(args, recipe.at_size(h, w) if prefix else recipe, student, target, options, precisions,
+                             prompts, prompts_path, first_seed, quantized, progress, (h, w), prefix)
     for parity in runs:
         for name, c in parity.as_dict()["checks"].items():
             w = c["worst"]
@@ -128,6 +107,44 @@ def _verify(args) -> None:
     for parity in runs:
         require(parity)
     print(f"verify: {args.bundle} passes on {len(prompts)} prompts ({', '.join(p.label for p in runs)})")
+
+
+def _verify_size(args, recipe, student, target, options, precisions: dict, prompts: list[str], prompts_path: str,
+                 first_seed: int, quantized: bool, progress, size: tuple[int, int], prefix: str) -> list:
+    """Both passes (float export, shipped bundle) at one of the bundle's sizes."""
+    import tempfile
+
+    from ..cases import read_pictures
+    from ..parity import chain_precision, check_parity
+    from ..pipeline import export, torch_chain
+    from ..runtime import load_bundle
+    from ..streaming import heldout_questions, record_reference
+    from ..wrap import wrap
+
+    with progress.stage(f"{prefix}wrap", f"{size[1]}x{size[0]}"):
+        wrapped = wrap(student, recipe)
+        reference = torch_chain(wrapped, student)
+        pictures = read_pictures(recipe)
+        questions = heldout_questions(reference, prompts, first_seed, pictures)
+        chain, _ = load_bundle(args.bundle, size)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="verify-") as work:
+        if quantized:
+            # The pass compile ran before quantizing: the float export vs torch, so a quantized
+            # bundle cannot pass on a broken export that quantization happened to mask.
+            fp = target.float_precision(options)
+            with progress.stage("export", f"{target.name} {fp}, into a temporary folder"):
+                exported = export(wrapped, student, recipe, reference, questions, target, options, Path(work),
+                                  progress)
+            with progress.stage("verify", f"{target.name} {fp} export vs torch fp32"):
+                runs.append(check_parity(reference, exported.chain, {n: fp for n in precisions}, prompts, first_seed,
+                                         f"{prefix}{target.name} {fp}", progress, pictures))
+        else:
+            record_reference(student, recipe, wrapped, reference, questions, progress)
+        label = f"{prefix}{target.name} {chain_precision(precisions)}"
+        with progress.stage("verify", f"the shipped bundle, {len(prompts)} prompts from {prompts_path}"):
+            runs.append(check_parity(reference, chain, precisions, prompts, first_seed, label, progress, pictures))
+    return runs
 
 
 def recorded_heldout(record: dict, bundle) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import BundleError
 from .limits import MAX_ELEMENTS
+from . import sizes
 from .init_image import INIT_IMAGE_SOURCE, STEP_SOURCE, Img2Img
 from .noise import ALGORITHM as NOISE_ALGORITHM
 from .tiling import manifest_problem as tiling_problem
@@ -103,7 +104,18 @@ def _check_digest(bundle: Path, data: bytes, manifest: dict) -> None:
 def _check_references(manifest: dict, path: Path) -> None:
     """Every path the manifest names must be a checked file of the table (or the folder holding
     some), so nothing outside the bundle is ever opened; every value a runtime reads has its type;
-    the wiring must be one a runtime can follow."""
+    the wiring must be one a runtime can follow. A multi-size manifest must be all that at each
+    of its sizes (compiler/contract/sizes.py)."""
+    _check_one_size(manifest, path)
+    if "sizes" not in manifest:
+        return
+    if problem := sizes.structure_problem(manifest):
+        raise BundleError(f"{path}: {problem[0]}", problem[1])
+    for i, (h, w) in enumerate(sizes.sizes_of(manifest)):
+        _check_one_size(sizes.at_size(manifest, h, w), f"{path}: sizes[{i}]")
+
+
+def _check_one_size(manifest: dict, path) -> None:
     files = manifest["files"]
     folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
     for name, comp in sorted(manifest["components"].items()):
@@ -196,5 +208,5 @@ def runtime_view(manifest: dict) -> dict:
     targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target",
                                                            "soc_models", "cpu_fallback")}
                for t, block in manifest.get("targets", {}).items()}
-    extra = {k: manifest[k] for k in ("img2img",) if k in manifest}
+    extra = {k: manifest[k] for k in ("img2img", "sizes") if k in manifest}
     return {**{k: manifest[k] for k in RUNTIME_KEYS}, **extra, "components": components, "targets": targets}

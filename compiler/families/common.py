@@ -34,6 +34,7 @@ class CLIPTextGraph(torch.nn.Module):
 
 
 class UNetFamily:
+    latent_packing = 1
     """What the four UNet families share; each adds its constants, baked step and oracle."""
     name: str
     layout = UNET_LAYOUT

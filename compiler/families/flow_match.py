@@ -103,6 +103,7 @@ class FluxTextGraph(torch.nn.Module):
 
 
 class FlowMatchOneStep:
+    latent_packing = 2   # _pack: 2x2 latent pixels per token
     name = "flow-match"
     layout = Layout(denoiser="transformer", denoiser_class="FluxTransformer2DModel", text=(CLIP_SLOT, T5_SECOND_SLOT))
 

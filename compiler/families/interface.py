@@ -34,6 +34,8 @@ class Layout:
 class Family(Protocol):
     name: str
     layout: Layout
+    # latent pixels per token side on top of the transformer's patch size (FLUX packs 2x2)
+    latent_packing: int
 
     def prompt_format(self, slot: int, recipe: "Recipe") -> "PromptFormat": ...
 

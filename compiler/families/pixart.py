@@ -74,6 +74,7 @@ class PixArtStep(torch.nn.Module):
 
 
 class PixArtOneStep:
+    latent_packing = 1
     name = "pixart-onestep"
     layout = Layout(denoiser="transformer", denoiser_class="PixArtTransformer2DModel", text=(T5_SLOT,))
 

@@ -119,6 +119,7 @@ class GemmaSelectGraph(torch.nn.Module):
 
 
 class TrigFlowOneStep:
+    latent_packing = 1
     name = "trigflow-scm"
     layout = Layout(denoiser="transformer", denoiser_class="SanaTransformer2DModel", text=(GEMMA_SLOT,),
                     decoder_classes=("AutoencoderDC",))

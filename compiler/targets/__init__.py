@@ -103,8 +103,21 @@ class Target(Protocol):
         prompt), and what checking them measured (for the report). QNN
         compiles each graph into a context binary per SoC; the others ship the artifacts as they are."""
 
+    def share_weights(self, name: str, parts: list[tuple[str, Path, Artifact]], out_dir: Path,
+                      options) -> tuple[Artifact, dict[str, str]]:
+        """One component's checked programs of several image sizes ((size key, root, artifact)
+        each) as one artifact in out_dir whose weights are stored once, and per size key the file a
+        runtime loads for that size. A target that cannot refuses `image.sizes` in validate."""
+
     def manifest_block(self, options, artifacts: dict[str, Artifact], root: Path) -> dict:
         """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""
+
+
+def refuse_sizes(target, recipe, why: str) -> None:
+    """Exit 2 before any work for a multi-size recipe on a target that cannot share weights yet."""
+    if len(recipe.sizes()) > 1:
+        raise RecipeError("image.sizes", f"several sizes in one bundle are not available on {target.name} yet "
+                                         f"({why}); compile one bundle per size or use the onnx target")
 
 
 def toolkit_problem(packages: tuple[str, ...], modules: tuple[str, ...] = ()) -> str | None:

@@ -8,7 +8,7 @@ header, then each tensor's little-endian bytes in header order.
     request:  {"component": "denoiser", "tensors": [{"name", "dtype", "shape"}, ...]}
     response: {"tensors": [...]}  or  {"error": "one line"}
 
-    python -m compiler.testing.reference_engine --bundle BUNDLE
+    python -m compiler.testing.reference_engine --bundle BUNDLE [--size WxH]
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from ..cli import size_argument
 from ..errors import first_line
 
 DTYPES = {"float32": "<f4", "int64": "<i8", "int32": "<i4"}
@@ -53,10 +54,10 @@ def _exactly(stream, n: int) -> bytes:
     return data
 
 
-def serve(bundle: str, stdin, stdout) -> None:
+def serve(bundle: str, stdin, stdout, size: tuple[int, int] | None = None) -> None:
     from ..runtime import load_bundle
 
-    chain, manifest = load_bundle(bundle)
+    chain, manifest = load_bundle(bundle, size)
     while (frame := read_frame(stdin)) is not None:
         header, arrays = frame
         name = header["component"]
@@ -74,6 +75,7 @@ def serve(bundle: str, stdin, stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a bundle's components over stdin/stdout (runtime tests).")
     parser.add_argument("--bundle", required=True)
+    parser.add_argument("--size", type=size_argument, help="WxH: the programs of this size (multi-size bundles)")
     args = parser.parse_args(argv)
     from ..cli import _quiet_libraries
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     # Frames own the real stdout; anything a library prints (also from C code) goes to stderr.
     frames = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    serve(args.bundle, sys.stdin.buffer, frames)
+    serve(args.bundle, sys.stdin.buffer, frames, args.size)
     return 0
 
 

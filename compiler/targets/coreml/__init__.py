@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from ...errors import EnvironmentError_, RecipeError
-from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem, refuse_sizes
 
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 # The oldest OS whose Core ML runs each scheme: activation quantize/dequantize ops are iOS17;
@@ -81,6 +81,7 @@ class CoreMLTarget:
 
     def validate(self, recipe, options: CoreMLOptions) -> None:
         check_schemes(self, recipe)
+        refuse_sizes(self, recipe, "multifunction .mlpackage to come")
         self._deployment = resolved_deployment(recipe, options)
         if options.check in ("core-ml", "both") and not on_macos():
             raise EnvironmentError_("targets.coreml.check", f"{options.check!r} needs Core ML, which runs only on "

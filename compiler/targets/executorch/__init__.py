@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...errors import RecipeError
 
-from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem, refuse_sizes
 
 PACKAGES = ("executorch", "torchao")
 
@@ -56,6 +56,7 @@ class ExecuTorchTarget:
 
     def validate(self, recipe, options: ExecuTorchOptions) -> None:
         check_schemes(self, recipe)
+        refuse_sizes(self, recipe, "a .pte with a method per size to come")
         self._int8 = {n for n, s in recipe.component_specs().items() if s.precision == "int8"}
         if recipe.img2img and "denoiser" in self._int8:
             # measured: a tiny SD student's int8 denoiser at strength 0.25 fell to cosine 0.967 (gate 0.99)

@@ -65,6 +65,11 @@ class OnnxTarget:
 
         return describe_io(path)
 
+    def share_weights(self, name: str, parts: list, out_dir: Path, options) -> tuple[Artifact, dict]:
+        from .shared_weights import share_weights
+
+        return share_weights(name, parts, out_dir)
+
     def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
                    progress) -> tuple[dict, dict]:
         return artifacts, {}     # the checked artifacts are what the device loads

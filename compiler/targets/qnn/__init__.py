@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem, refuse_sizes
 from ..onnx import ORT_ANDROID, OnnxTarget
 from .htp import SOCS
 
@@ -78,6 +78,7 @@ class QnnTarget:
 
     def validate(self, recipe, options: QnnOptions) -> None:
         check_schemes(self, recipe)
+        refuse_sizes(self, recipe, "a context binary with a graph per size to come")
 
     def float_precision(self, options: QnnOptions) -> str:
         return "fp16"

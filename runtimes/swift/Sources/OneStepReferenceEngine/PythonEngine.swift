@@ -25,7 +25,9 @@ public final class PythonEngine: Engine {
         if process == nil {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: python)
-            p.arguments = ["-m", "compiler.testing.reference_engine", "--bundle", bundle.path]
+            // the size of the manifest the pipeline follows: its programs (multi-size bundles)
+            p.arguments = ["-m", "compiler.testing.reference_engine", "--bundle", bundle.path,
+                           "--size", Sizes.spell(manifest.image.height, manifest.image.width)]
             p.currentDirectoryURL = repo
             let stdin = Pipe(), stdout = Pipe()
             p.standardInput = stdin

@@ -44,8 +44,16 @@ public enum Json {
 
         public var description: String { Manifest.pyRepr(self) }
 
-        fileprivate mutating func put(_ key: String, _ value: Any?) {
+        /// Sets a key (a new one goes last, as Kotlin's LinkedHashMap.put).
+        mutating func put(_ key: String, _ value: Any?) {
             if values.updateValue(value, forKey: Array(key.utf16)) == nil { keys.append(key) }
+        }
+
+        /// This object without `key`.
+        func removing(_ key: String) -> Object {
+            var out = Object()
+            for (k, v) in entries where k != key { out.put(k, v) }
+            return out
         }
     }
 

@@ -80,6 +80,22 @@ public struct Manifest {
     public let files: [String: FileEntry]
     public let targets: Json.Object
     public var img2img: Img2Img? = nil
+    /// The manifest at each size of a multi-size bundle (manifest `sizes`), the default first; empty for one size.
+    private var views: [Manifest] = []
+
+    /// Every size the bundle ships, the default first.
+    public var sizes: [ImageSpec] { views.isEmpty ? [image] : views.map { $0.image } }
+
+    /// The manifest at one of the bundle's sizes: its image, noise shape, programs and tile plans
+    /// (the Pipeline runs it as a one-size bundle); a size it does not ship is refused, naming those it does.
+    public func at(height: Int, width: Int) throws -> Manifest {
+        if views.isEmpty && image.height == height && image.width == width { return self }
+        guard let view = views.first(where: { $0.image.height == height && $0.image.width == width }) else {
+            throw RuntimeError("\(Sizes.spell(height, width)) is not a size of this bundle (it ships " +
+                               sizes.map { Sizes.spell($0.height, $0.width) }.joined(separator: ", ") + ")")
+        }
+        return view
+    }
 
     /// Core ML compute units the compiler chose ("all", "cpu_and_ne", ...), when the bundle has them.
     public var computeUnits: String? { (targets[target] as? Json.Object)?["compute_units"] as? String }
@@ -154,8 +170,19 @@ public struct Manifest {
         return table
     }
 
-    /// The typed manifest, after checking every path it names is a file of the table and the wiring can be followed.
+    /// The typed manifest, after checking every path it names is a file of the table and the wiring can be followed;
+    /// a multi-size manifest must be all that at each of its sizes.
     public static func parse(_ raw: Json.Object, where location: String) throws -> Manifest {
+        var top = try parseOne(raw, where: location)
+        if !raw.containsKey("sizes") { return top }
+        if let (key, problem) = Sizes.structureProblem(raw) { throw BundleError("\(location): \(key)", problem) }
+        top.views = try Sizes.of(raw).enumerated().map { i, size in
+            try parseOne(Sizes.atRaw(raw, size.height, size.width), where: "\(location): sizes[\(i)]")
+        }
+        return top
+    }
+
+    private static func parseOne(_ raw: Json.Object, where location: String) throws -> Manifest {
         try requireKeys(raw, where: location)
         let files = try fileTable(raw, where: location)
         var folders = Set<String>()

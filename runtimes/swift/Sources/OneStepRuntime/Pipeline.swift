@@ -109,9 +109,12 @@ public final class Pipeline {
     }
 
     /// Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component; opens
-    /// every component now unless `reduceMemory`.
-    public static func open(bundle: URL, engine: any Engine, reduceMemory: Bool = false) throws -> Pipeline {
-        let manifest = try BundleVerifier.verify(bundle: bundle)
+    /// every component now unless `reduceMemory`. `size`: one of the sizes a multi-size bundle ships
+    /// (Manifest.sizes; default its first), whose programs this pipeline runs.
+    public static func open(bundle: URL, engine: any Engine, reduceMemory: Bool = false,
+                            size: (width: Int, height: Int)? = nil) throws -> Pipeline {
+        let verified = try BundleVerifier.verify(bundle: bundle)
+        let manifest = try size.map { try verified.at(height: $0.height, width: $0.width) } ?? verified
         var tokenizers: [any Tokenizer] = []
         for spec in manifest.tokenizers { tokenizers.append(try Tokenizers.load(bundle: bundle, spec: spec)) }
         var sessions: [String: any Session] = [:]

@@ -4,6 +4,7 @@
 //     onestep-generate BUNDLE PROMPT SEED OUT.png                          Core ML (macOS, iOS)
 //     onestep-generate --reference PYTHON REPO BUNDLE PROMPT SEED OUT.png  the Python reference engine
 //     ... OUT.png --init-rgb PIXELS WIDTHxHEIGHT STRENGTH                    image-to-image bundles
+//     ... OUT.png --size WIDTHxHEIGHT                                       a size of a multi-size bundle
 //
 // --init-rgb takes the picture as raw 8-bit RGB bytes, row-major (an app passes a CGImage's
 // pixels to Pipeline.generate; Foundation on Linux decodes no PNG).
@@ -19,7 +20,7 @@ func fail(_ message: String, _ code: Int32) -> Never {
     exit(code)
 }
 
-let usage = "usage: onestep-generate [--reference PYTHON REPO] BUNDLE PROMPT SEED OUT.png [--init-rgb PIXELS WxH STRENGTH]"
+let usage = "usage: onestep-generate [--reference PYTHON REPO] BUNDLE PROMPT SEED OUT.png [--init-rgb PIXELS WxH STRENGTH] [--size WxH]"
 var args = Array(CommandLine.arguments.dropFirst())
 var picture: Picture? = nil
 var strength: Double? = nil
@@ -30,6 +31,13 @@ if let i = args.firstIndex(of: "--init-rgb") {
     do { picture = try Picture(width: size[0], height: size[1], rgb: [UInt8](rgb)) } catch { fail("--init-rgb: \(error)", 2) }
     strength = s
     args.removeSubrange(i...(i + 3))
+}
+var size: (width: Int, height: Int)? = nil
+if let i = args.firstIndex(of: "--size") {
+    let wh = i + 1 < args.count ? args[i + 1].split(separator: "x").compactMap { Int($0) } : []
+    guard wh.count == 2 else { fail(usage, 2) }
+    size = (width: wh[0], height: wh[1])
+    args.removeSubrange(i...(i + 1))
 }
 var engine: any Engine
 var reference: PythonEngine? = nil
@@ -48,7 +56,7 @@ if args.first == "--reference" {
 }
 guard let seed = NoiseSource.parseSeed(args[2]) else { fail("seed: '\(args[2])' is not an integer in [0, 2^64)", 2) }
 do {
-    let pipeline = try Pipeline.open(bundle: URL(fileURLWithPath: args[0]), engine: engine)
+    let pipeline = try Pipeline.open(bundle: URL(fileURLWithPath: args[0]), engine: engine, size: size)
     let result = try pipeline.generate(prompt: args[1], seed: seed, picture: picture, strength: strength)
     pipeline.close()
     reference?.close()

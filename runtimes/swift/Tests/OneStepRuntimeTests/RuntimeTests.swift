@@ -291,6 +291,21 @@ final class RuntimeTests: XCTestCase {
         }
         XCTAssertEqual(m.wiring.problems(sources), [], "\(file): wiring problems")
         XCTAssertEqual(m.noise.shape, m.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(file): noise shape")
+        for size in m.sizes {   // each size: its own noise shape and programs, the same wiring
+            let at = try m.at(height: size.height, width: size.width)
+            let label = "\(file): \(Sizes.spell(size.height, size.width))"
+            XCTAssertEqual(at.noise.shape, at.components["denoiser"]!.inputs.first(where: { $0.name == "noise" })!.shape, "\(label) noise shape")
+            let decoder = at.components["vae_decoder"]!
+            if decoder.tiling == nil { XCTAssertEqual(Array(decoder.outputs[0].shape.suffix(2)), [size.height, size.width], "\(label) image") }
+            XCTAssertEqual(at.wiring.order, m.wiring.order, "\(label) wiring")
+        }
+        if m.sizes.count > 1 {
+            let programs = try Set(m.sizes.map { try m.at(height: $0.height, width: $0.width).components["denoiser"]!.file })
+            XCTAssertEqual(programs.count, m.sizes.count, "\(file): one denoiser program per size")
+            XCTAssertThrowsError(try m.at(height: 8, width: 8)) { error in
+                XCTAssertTrue("\(error)".contains("it ships"), "\(file): \(error)")
+            }
+        }
         if m.target == "coreml" { XCTAssertNotNil(m.computeUnits, "\(file): Core ML bundle without compute units") }
         if m.target == "qnn" {   // each SoC's own HTP context; a SoC the bundle was not compiled for is refused
             let socs = ((m.targets["qnn"] as! Json.Object)["soc_models"] as! Json.Object).keys

@@ -37,7 +37,23 @@ class Manifest(
     val image: ImageSpec, val noise: NoiseSpec, val tokenizers: List<TokenizerSpec>,
     val components: Map<String, ComponentSpec>, val wiring: Wiring, val files: Map<String, FileEntry>,
     val targets: Map<String, Any?>, val img2img: Img2Img? = null,
+    /** The manifest at each size of a multi-size bundle (manifest `sizes`), the default first; empty for one size. */
+    private val views: List<Manifest> = emptyList(),
 ) {
+    /** Every size the bundle ships, the default first. */
+    val sizes: List<ImageSpec> get() = if (views.isEmpty()) listOf(image) else views.map { it.image }
+
+    /**
+     * The manifest at one of the bundle's sizes: its image, noise shape, programs and tile plans
+     * (the Pipeline runs it as a one-size bundle); a size it does not ship is refused, naming those it does.
+     */
+    fun at(height: Int, width: Int): Manifest {
+        if (views.isEmpty() && image.height == height && image.width == width) return this
+        return views.firstOrNull { it.image.height == height && it.image.width == width }
+            ?: throw IllegalArgumentException("${Sizes.spell(height, width)} is not a size of this bundle (it ships " +
+                sizes.joinToString(", ") { Sizes.spell(it.height, it.width) } + ")")
+    }
+
     /** Core ML compute units the compiler chose ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"), when the bundle has them. */
     val computeUnits: String? get() = (targets[target] as? Map<*, *>)?.get("compute_units") as? String
 
@@ -108,8 +124,19 @@ class Manifest(
                 k as String to FileEntry(sha, size)
             }
 
-        /** The typed manifest, after checking every path it names is a file of the table and the wiring can be followed. */
+        /**
+         * The typed manifest, after checking every path it names is a file of the table and the wiring can be followed;
+         * a multi-size manifest must be all that at each of its sizes.
+         */
         fun parse(raw: Map<String, Any?>, where: String): Manifest {
+            val top = parseOne(raw, where, emptyList())
+            if (!raw.containsKey("sizes")) return top
+            Sizes.structureProblem(raw)?.let { (key, problem) -> throw BundleError("$where: $key", problem) }
+            val views = Sizes.of(raw).mapIndexed { i, (h, w) -> parseOne(Sizes.atRaw(raw, h, w), "$where: sizes[$i]", emptyList()) }
+            return parseOne(raw, where, views)
+        }
+
+        private fun parseOne(raw: Map<String, Any?>, where: String, views: List<Manifest>): Manifest {
             requireKeys(raw, where)
             val files = fileTable(raw, where)
             val folders = files.keys.filter { '/' in it }.map { it.substringBeforeLast('/') }.toSet()
@@ -152,7 +179,7 @@ class Manifest(
             @Suppress("UNCHECKED_CAST")
             val targets = (raw["targets"] as? Map<String, Any?>) ?: emptyMap()
             return Manifest((raw["schema_version"] as Long).toInt(), raw["name"] as? String ?: "", raw["target"] as String,
-                raw["family"] as String, image, noise, tokenizers, components, wiring, files, targets, img2img)
+                raw["family"] as String, image, noise, tokenizers, components, wiring, files, targets, img2img, views)
         }
 
         private fun component(name: String, value: Any?, files: Map<String, FileEntry>, where: String): ComponentSpec {

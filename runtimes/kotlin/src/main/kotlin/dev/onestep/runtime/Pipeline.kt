@@ -87,9 +87,11 @@ class Pipeline private constructor(
 
     companion object {
         /** Verifies the whole bundle (BundleVerifier) before opening a tokenizer or a component; opens
-         *  every component now unless `reduceMemory`. */
-        fun open(bundle: File, engine: Engine, reduceMemory: Boolean = false): Pipeline {
-            val manifest = BundleVerifier.verify(bundle)
+         *  every component now unless `reduceMemory`. `width` x `height`: one of the sizes a multi-size
+         *  bundle ships (Manifest.sizes; default its first), whose programs this pipeline runs. */
+        fun open(bundle: File, engine: Engine, reduceMemory: Boolean = false, width: Int? = null, height: Int? = null): Pipeline {
+            val verified = BundleVerifier.verify(bundle)
+            val manifest = if (width == null || height == null) verified else verified.at(height, width)
             val tokenizers = manifest.tokenizers.map { Tokenizers.load(bundle, it) }
             val sessions = LinkedHashMap<String, Session>()
             if (!reduceMemory) {

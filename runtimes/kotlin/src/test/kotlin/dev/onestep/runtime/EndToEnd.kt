@@ -8,10 +8,11 @@ import kotlin.system.exitProcess
  * (tests/test_runtime_kotlin.py compares the bytes with `generate`'s). One pipeline and one
  * engine process for every seed, as an app keeps them; writes OUT_PREFIX-<seed>.png.
  *
- *     java [-Dinit.image=PNG -Dstrength=S] -cp JAR dev.onestep.runtime.EndToEndKt BUNDLE PROMPT PYTHON REPO OUT_PREFIX SEED...
+ *     java [-Dinit.image=PNG -Dstrength=S] [-Dsize=WxH] -cp JAR dev.onestep.runtime.EndToEndKt BUNDLE PROMPT PYTHON REPO OUT_PREFIX SEED...
  *
  * With `init.image` (image-to-image bundles) the PNG is decoded by the JVM's ImageIO into RGB
- * bytes, as an Android app hands a Bitmap's pixels to the Pipeline.
+ * bytes, as an Android app hands a Bitmap's pixels to the Pipeline. With `size` (multi-size bundles)
+ * the pipeline runs that size's programs.
  */
 fun main(args: Array<String>) {
     if (args.size < 6) {
@@ -27,9 +28,10 @@ fun main(args: Array<String>) {
     }
     val picture = System.getProperty("init.image")?.let { readPicture(File(it)) }
     val strength = System.getProperty("strength")?.toDouble()
+    val size = System.getProperty("size")?.split("x")?.map { it.toInt() }
     val engine = PythonEngine(python, File(repo))
     try {
-        Pipeline.open(File(bundle), engine).use { pipeline ->
+        Pipeline.open(File(bundle), engine, width = size?.get(0), height = size?.get(1)).use { pipeline ->
             for (seed in seeds) {
                 val result = pipeline.generate(prompt, seed, picture, strength)
                 File("$prefix-$seed.png").writeBytes(Png.encode(result.image))

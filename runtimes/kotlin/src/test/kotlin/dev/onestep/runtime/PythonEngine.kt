@@ -18,7 +18,9 @@ class PythonEngine(private val python: String, private val repo: File) : Engine,
 
     override fun open(bundle: File, component: ComponentSpec, manifest: Manifest): Session {
         if (process == null) {
-            val p = ProcessBuilder(python, "-m", "compiler.testing.reference_engine", "--bundle", bundle.path)
+            // the size of the manifest the pipeline follows: its programs (multi-size bundles)
+            val size = Sizes.spell(manifest.image.height, manifest.image.width)
+            val p = ProcessBuilder(python, "-m", "compiler.testing.reference_engine", "--bundle", bundle.path, "--size", size)
                 .directory(repo).redirectError(ProcessBuilder.Redirect.INHERIT).start()
             input = DataInputStream(p.inputStream.buffered())
             output = DataOutputStream(p.outputStream.buffered())

@@ -152,6 +152,18 @@ private fun manifestTests(t: TestHarness, fixtures: File) {
                 check(runCatching { spec.row(0.3) }.isFailure) { "a strength the bundle does not ship was accepted" }
             }
             checkEqual(m.noise.shape.toList(), m.components.getValue("denoiser").inputs.first { it.name == "noise" }.shape.toList(), "noise shape")
+            for (size in m.sizes) {   // each size: its own noise shape and programs, the same wiring
+                val at = m.at(size.height, size.width)
+                checkEqual(at.noise.shape.toList(), at.components.getValue("denoiser").inputs.first { it.name == "noise" }.shape.toList(), "noise shape at ${size.width}x${size.height}")
+                val decoder = at.components.getValue("vae_decoder")
+                if (decoder.tiling == null) checkEqual(listOf(size.height, size.width), decoder.outputs[0].shape.takeLast(2), "image of ${size.width}x${size.height}")
+                checkEqual(m.wiring.order, at.wiring.order, "wiring")
+            }
+            if (m.sizes.size > 1) {
+                check(m.sizes.map { m.at(it.height, it.width).components.getValue("denoiser").file }.toSet().size == m.sizes.size) { "one denoiser program per size" }
+                val refused = runCatching { m.at(8, 8) }.exceptionOrNull()
+                check(refused is IllegalArgumentException && "it ships" in refused.message!!) { "a size the bundle does not ship was accepted" }
+            }
             if (m.target == "coreml") check(m.computeUnits != null) { "Core ML bundle without compute units" }
             if (m.target == "qnn") {   // each SoC's own HTP context; a SoC the bundle was not compiled for is refused
                 val socs = ((m.targets["qnn"] as Map<*, *>)["soc_models"] as Map<*, *>).keys.map { it as String }

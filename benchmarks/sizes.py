@@ -1,0 +1,137 @@
+"""Several image sizes from one bundle at SD-Turbo size: `make bench-sizes` (python benchmarks/sizes.py).
+
+Random seeded SD-Turbo-size weights (benchmarks/int8.py), the ONNX target, three sizes (square,
+landscape, portrait; 512x512, 640x384, 384x640 width x height), everything side by side in one
+process, for each size-dependent component (the UNet denoiser, the VAE decoder; the text encoder
+is the same program at every size and ships once):
+
+    bytes      one size's exported files vs the three sizes' programs over one weight file
+               (compiler/targets/onnx/shared_weights.py; goal <= 1.1x)
+    compile    seconds to export each size, and to share their weights
+    latency    each size's fixed-shape export vs the same size's program in the multi-size bundle,
+               interleaved rounds, medians (goal <= 1.05x)
+    accuracy   each size's shared program vs torch fp32 on the same inputs (PSNR), and whether it
+               computes exactly what its own fixed-shape export does
+
+fp32 only: the int8 programs share weights the same way (per-channel weight scales come from the
+weights alone), which tests/test_sizes.py checks on a tiny student (>= 90% of the tensor bytes
+shared, the data file <= 1.1x one size's).
+
+    python benchmarks/sizes.py --work /tmp/sizes
+    python benchmarks/sizes.py --tiny          # smoke test, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, print_header, verdict
+
+sys.path.insert(0, str(REPO))
+
+import int8 as bench  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+GOAL_BYTES = 1.1
+GOAL_LATENCY = 1.05
+SIZES = [(512, 512), (384, 640), (640, 384)]      # (height, width)
+TINY_SIZES = [(32, 32), (24, 40), (40, 24)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", help="folder for the exported files (default: a temporary one)")
+    p.add_argument("--tiny", action="store_true", help="toy-size student, to smoke-test the script")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per size (default 3)")
+    args = p.parse_args()
+    sizes = TINY_SIZES if args.tiny else SIZES
+    print_header("multi-size bundles (bench-sizes)", args.tiny, sizes[0][0], "onnxruntime", "onnx")
+    with tempfile.TemporaryDirectory(prefix="bench-sizes-") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        _run(work, sizes, args)
+    return 0
+
+
+def _inputs(graph, seed: int) -> dict:
+    """The graph's example inputs, its noise or latents replaced by seeded Gaussian noise."""
+    import numpy as np
+
+    from compiler.contract import noise
+
+    feeds = {}
+    for name, value in zip(graph.input_names, graph.example_inputs):
+        a = value.numpy()
+        feeds[name] = noise.gaussian(seed, a.shape) if name in ("noise", "latents") else np.ascontiguousarray(a)
+    return feeds
+
+
+def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
+    import numpy as np
+    import torch
+
+    from compiler.metrics import compare
+    from compiler.pipeline import size_key
+    from compiler.recipe import Image, Recipe
+    from compiler.targets.registry import get_target
+    from compiler.wrap import graph_module, wrap
+
+    target = get_target("onnx")
+    options = target.Options()
+    student = bench._student(args.tiny, work)
+    recipe = Recipe(version=1, name="bench-sizes", family="eps-turbo", image=Image(*sizes[0]))
+    rows = []
+    for name in ("denoiser", "vae_decoder"):
+        parts, feeds, expected, export_s = [], {}, {}, {}
+        for h, w in sizes:
+            key = size_key(h, w)
+            at = recipe.at_size(h, w)
+            graph = wrap(student, at).graphs[name]
+            graph.module = graph_module(student, at, name)
+            feeds[key] = _inputs(graph, seed=h + w)
+            with torch.no_grad():
+                expected[key] = graph.module(*[torch.from_numpy(feeds[key][n]) for n in graph.input_names]).numpy()
+            folder = work / name / key
+            folder.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            parts.append((key, folder, target.export(graph, folder, options)))
+            export_s[key] = time.perf_counter() - t0
+            graph.module = None
+        shared_dir = work / name / "shared"
+        shared_dir.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        artifact, programs = target.share_weights(name, parts, shared_dir, options)
+        share_s = time.perf_counter() - t0
+        one = sum((parts[0][1] / f).stat().st_size for f in parts[0][2].files)
+        three = sum((shared_dir / f).stat().st_size for f in artifact.files)
+        separate = sum((folder / f).stat().st_size for _, folder, a in parts for f in a.files)
+        rows.append(f"  {name}: one size {one / 1e6:.1f} MB; three sizes {three / 1e6:.1f} MB shared = "
+                    f"{three / one:.3f}x one size (goal <= {GOAL_BYTES}x: {verdict(three / one <= GOAL_BYTES)}); "
+                    f"three separate bundles {separate / 1e6:.1f} MB")
+        rows.append(f"    compile: export " + ", ".join(f"{k} {s:.1f} s" for k, s in export_s.items())
+                    + f"; sharing the weights {share_s:.1f} s")
+        for key, folder, a in parts:
+            fixed = target.runner(folder / a.main, options)
+            multi = target.runner(shared_dir / programs[key], options)
+            out_fixed, out_multi = fixed(feeds[key])[0], multi(feeds[key])[0]   # also the warm-up runs
+            times = {"fixed": [], "multi": []}
+            for _ in range(args.repeats):   # interleaved: a slow moment of the machine hits both
+                for label, run in (("fixed", fixed), ("multi", multi)):
+                    t0 = time.perf_counter()
+                    run(feeds[key])
+                    times[label].append(time.perf_counter() - t0)
+            f_ms, m_ms = (1000 * statistics.median(times[k]) for k in ("fixed", "multi"))
+            psnr = compare(expected[key], out_multi).psnr_db
+            rows.append(f"    {key:>8}: fixed-shape {f_ms:8.1f} ms, in the multi-size bundle {m_ms:8.1f} ms = "
+                        f"{m_ms / f_ms:.3f}x (goal <= {GOAL_LATENCY}x: {verdict(m_ms / f_ms <= GOAL_LATENCY)}); "
+                        f"vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "
+                        f"{'yes' if np.array_equal(out_fixed, out_multi) else 'NO'}")
+            del fixed, multi
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
