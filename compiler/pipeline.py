@@ -152,7 +152,8 @@ def share_weights(target: Target, options, built: list[Built], staging: Path, pr
     files are byte-identical at every size (the text encoder; a tiled decoder) ships once, the
     others go through the target's share_weights (one weight file, a program per size). Each
     shared program must then compute exactly what the checked one did, on the size's first
-    held-out input. Returns component -> size key -> its program's file (size-dependent only)."""
+    held-out input. Returns component -> size key -> its program ({"file"[, "function"]}; the
+    size-dependent components only)."""
     programs = {}
     first = built[0]
     for name, art in first.quantized.artifacts.items():
@@ -166,7 +167,7 @@ def share_weights(target: Target, options, built: list[Built], staging: Path, pr
             progress.step(f"{name}: {len(parts)} programs over one copy of its weights")
             shared, files = target.share_weights(name, parts, staging, options)
             for b in built:
-                check_shared(target, options, b, name, staging / files[b.key])
+                check_shared(target, options, b, name, staging / files[b.key]["file"], files[b.key].get("function"))
         for b in built:
             b.quantized.artifacts[name] = shared
         if files:
@@ -178,13 +179,13 @@ def _digests(root: Path, artifact: Artifact) -> tuple:
     return tuple((f, sha256_file(root / f)) for f in artifact.files)
 
 
-def check_shared(target: Target, options, b: Built, name: str, program: Path) -> None:
+def check_shared(target: Target, options, b: Built, name: str, program: Path, function: str | None) -> None:
     """The shared program vs the one parity checked, bit for bit, on the first held-out input."""
     checked, feeds = b.quantized.chain.runners[name], b.feeds(name)
-    want, got = checked(feeds), target.runner(program, options)(feeds)
+    want, got = checked(feeds), target.runner(program, options, function)(feeds)
     if any(not np.array_equal(w, g) for w, g in zip(want, got)):
-        raise CompileError(f"component {name} at {b.key}", f"{program.name} does not compute what the checked "
-                                                           f"program did (weights shared wrongly)")
+        raise CompileError(f"component {name} at {b.key}", f"{program.name} {function or ''} does not compute "
+                                                           f"what the checked program did (weights shared wrongly)")
 
 
 def _pictures_detail(recipe: Recipe, pictures: list) -> str:
@@ -366,10 +367,10 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, built: list[B
     for name in shipped:
         a = quantized.artifacts[name]
         q = quantized.components.get(name)
-        main = programs[name][first.key] if name in programs else a.main
-        components[name] = {"file": main, "files": a.files, "precision": shipped[name],
+        program = programs[name][first.key] if name in programs else {"file": a.main}
+        components[name] = {**program, "files": a.files, "precision": shipped[name],
                             "weights": WEIGHT_PRECISION[q.scheme] if q else shipped[name],
-                            **target.describe_io(staging / main)}
+                            **target.describe_io(staging / program["file"], program.get("function"))}
         if name in wrapped.tiling:
             components[name]["tiling"] = wrapped.tiling[name].as_manifest()
     h, w = recipe.image.height, recipe.image.width
@@ -434,9 +435,9 @@ def size_entries(staging: Path, target: Target, built: list[Built], programs: di
         for name in b.quantized.artifacts:
             if name not in programs and name not in b.wrapped.tiling:
                 continue
-            file = programs[name][b.key] if name in programs else b.quantized.artifacts[name].main
-            io = target.describe_io(staging / file)
-            components[name] = {"file": file, "inputs": io["inputs"], "outputs": io["outputs"]}
+            program = programs[name][b.key] if name in programs else {"file": b.quantized.artifacts[name].main}
+            io = target.describe_io(staging / program["file"], program.get("function"))
+            components[name] = {**program, "inputs": io["inputs"], "outputs": io["outputs"]}
             if name in b.wrapped.tiling:
                 components[name]["tiling"] = b.wrapped.tiling[name].as_manifest()
         out.append({"height": b.size[0], "width": b.size[1], "noise_shape": list(b.wrapped.latent_shape), "components": components})

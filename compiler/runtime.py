@@ -171,7 +171,8 @@ def load_bundle(bundle: str | Path, size: tuple[int, int] | None = None) -> tupl
     target = get_target(manifest["target"])
     options = _target_options(target, manifest, bundle / "manifest.json")
     tokenizers = load_tokenizers(bundle, manifest["tokenizers"])   # cheap, and checked before any program opens
-    runners = {name: _open(target, bundle / c["file"], options) for name, c in sorted(manifest["components"].items())}
+    runners = {name: _open(target, bundle / c["file"], options, c.get("function"))
+               for name, c in sorted(manifest["components"].items())}
     tiling = {name: plan_from_manifest(c["tiling"]) for name, c in manifest["components"].items() if "tiling" in c}
     img2img = Img2Img.from_manifest(manifest["img2img"]) if "img2img" in manifest else None
     chain = Chain(tokenizers, runners, tuple(manifest["noise"]["shape"]), Wiring.from_manifest(manifest), tiling,
@@ -179,10 +180,10 @@ def load_bundle(bundle: str | Path, size: tuple[int, int] | None = None) -> tupl
     return chain, manifest
 
 
-def _open(target, path: Path, options) -> Runner:
+def _open(target, path: Path, options, function: str | None = None) -> Runner:
     """A component of a verified bundle that does not load is a bad bundle (exit 7), whatever the toolkit raised."""
     try:
-        return target.runner(path, options)
+        return target.runner(path, options, function)
     except BundleError:
         raise
     except CompileError as exc:

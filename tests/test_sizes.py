@@ -52,7 +52,7 @@ def test_a_one_size_recipe_records_what_it_did_before(tmp_path):
     assert several.to_dict()["image"]["sizes"] == [[32, 32], [24, 40], [40, 24]]
 
 
-@pytest.mark.parametrize("target", ["coreml", "executorch", "qnn"])
+@pytest.mark.parametrize("target", ["executorch", "qnn"])
 def test_targets_without_shared_weights_refuse_sizes_before_any_work(tmp_path, target):
     from compiler.targets.registry import get_target
 
@@ -60,6 +60,19 @@ def test_targets_without_shared_weights_refuse_sizes_before_any_work(tmp_path, t
     t = get_target(target)
     with pytest.raises(RecipeError, match=f"image.sizes: .*not available on {target} yet"):
         t.validate(recipe, recipe.target_options(target))
+
+
+def test_coreml_sizes_need_ios18_multifunction_packages(tmp_path):
+    from compiler.targets.registry import get_target
+
+    t = get_target("coreml")
+    recipe = load_recipe(_recipe(tmp_path, SIZES))
+    t.validate(recipe, recipe.target_options("coreml"))
+    assert t.deployment(recipe.target_options("coreml")) == "iOS18"
+    pinned = load_recipe(_recipe(tmp_path, SIZES + "targets: {coreml: {minimum_deployment_target: iOS17}}\n"))
+    with pytest.raises(RecipeError, match="minimum_deployment_target: iOS17 cannot run a multifunction package "
+                                          r"\(image.sizes"):
+        t.validate(pinned, pinned.target_options("coreml"))
 
 
 def test_a_size_the_model_cannot_take_is_refused_before_any_export(students, tmp_path, monkeypatch):
@@ -214,3 +227,61 @@ def test_a_size_of_a_multi_size_bundle_is_its_own_one_size_bundle(sized, student
     code, out, err = run_cli("verify", "--bundle", sized.out, "--model", students["eps-turbo"], "--quiet")
     assert code == 0, err
     assert all(f"{k} onnx int8" in out for k in KEYS)
+
+
+def _blobs(package) -> dict[str, dict[int, int]]:
+    """function -> {offset: bytes} of every weight blob its ops read from weight.bin (the blob
+    header at each offset holds its size: coremltools' blob storage format)."""
+    import struct
+
+    import coremltools as ct
+    from google.protobuf.message import Message
+
+    spec = ct.utils.load_spec(str(package / "Data/com.apple.CoreML/model.mlmodel"))
+    data = (package / "Data/com.apple.CoreML/weights/weight.bin").read_bytes()
+    out = {}
+
+    def walk(message, found):
+        for field, value in message.ListFields():
+            if field.message_type is None:
+                continue
+            if field.message_type.GetOptions().map_entry:
+                items = list(value.values())
+            else:
+                items = [value] if isinstance(value, Message) else list(value)
+            for item in items:
+                if field.message_type.name == "BlobFileValue":
+                    found[item.offset] = struct.unpack_from("<Q", data, item.offset + 8)[0]
+                else:
+                    walk(item, found)
+
+    for name, fn in spec.mlProgram.functions.items():
+        out[name] = {}
+        walk(fn, out[name])
+    return out
+
+
+@pytest.mark.slow
+def test_coreml_ships_every_size_as_one_multifunction_package(students, tmp_path, run_cli):
+    """Two sizes, the denoiser int8 (W8A8): one package per size-dependent component, a function per
+    size, each weight blob stored once; parity at both sizes; generate at both (the evaluator)."""
+    from compiler.pipeline import compile_bundle
+
+    recipe = load_recipe(_recipe(tmp_path, "image: {sizes: [[32, 32], [24, 40]]}\n" + INT8_DENOISER))
+    result = compile_bundle(recipe, "coreml", str(students["eps-turbo"]), tmp_path / "bundle")
+    check_runtime_manifest(result.out, "coreml-eps-turbo-sizes")
+    m = result.manifest
+    assert m["targets"]["coreml"]["minimum_deployment_target"] == "iOS18"
+    assert [p.label for p in result.parity] == [f"{k} coreml {p}" for k in ("32x32", "40x24") for p in ("fp16", "int8")]
+    for name in ("denoiser", "vae_decoder"):
+        assert [s["components"][name] ["function"] for s in m["sizes"]] == ["size_32x32", "size_40x24"]
+        assert {s["components"][name]["file"] for s in m["sizes"]} == {f"{name}.mlpackage"}
+        blobs = _blobs(result.out / f"{name}.mlpackage")
+        first, second = blobs["size_32x32"], blobs["size_40x24"]
+        shared = sum(n for o, n in first.items() if o in second)
+        assert shared >= 0.9 * sum(first.values()), (name, shared, sum(first.values()))
+    assert "function" not in m["components"]["text_encoder"]
+    for key in ("32x32", "40x24"):
+        code, _, err = run_cli("generate", "--bundle", result.out, "--prompt", "a red fox", "--out",
+                               tmp_path / f"{key}.png", "--size", key)
+        assert code == 0, err

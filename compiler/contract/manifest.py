@@ -126,6 +126,8 @@ def _check_one_size(manifest: dict, path) -> None:
         main = comp.get("file")
         if not isinstance(main, str) or (main not in files and not any(f.startswith(f"{main}/") for f in listed)):
             raise BundleError(f"{where}.file", f"{main!r} is not a checked file or folder of the bundle")
+        if "function" in comp and not (isinstance(comp["function"], str) and comp["function"]):
+            raise BundleError(f"{where}.function", "must be the name of a program in the file")
         for key in ("inputs", "outputs"):
             tensors = comp.get(key)
             if not isinstance(tensors, list) or not all(_tensor_spec(t) for t in tensors):
@@ -203,7 +205,7 @@ RUNTIME_KEYS = ("schema_version", "name", "target", "family", "sampler", "image"
 
 def runtime_view(manifest: dict) -> dict:
     """What an on-device runtime reads of a manifest (runtimes/README.md): no parity, recipe or tools."""
-    components = {n: {k: c[k] for k in ("file", "files", "inputs", "outputs", "precision", "tiling") if k in c}
+    components = {n: {k: c[k] for k in ("file", "function", "files", "inputs", "outputs", "precision", "tiling") if k in c}
                   for n, c in manifest["components"].items()}
     targets = {t: {k: v for k, v in block.items() if k in ("compute_units", "backend", "minimum_deployment_target",
                                                            "soc_models", "cpu_fallback")}

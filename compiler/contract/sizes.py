@@ -70,8 +70,10 @@ def structure_problem(manifest: dict) -> tuple[str, str] | None:
             top = manifest["components"].get(name)
             if not isinstance(top, dict) or not isinstance(c, dict):
                 return f"{key}.components.{name}", "is not a component of the bundle"
-            if c.get("file") not in (top.get("files") or []):
-                return f"{key}.components.{name}.file", f"{c.get('file')!r} is not a file of the component"
+            listed = top.get("files") or []
+            if c.get("file") not in listed and not any(isinstance(c.get("file"), str) and isinstance(f, str)
+                                                       and f.startswith(f"{c['file']}/") for f in listed):
+                return f"{key}.components.{name}.file", f"{c.get('file')!r} is not a file (or folder) of the component"
     image, first = manifest["image"], sizes[0]
     if ((first["height"], first["width"]) != (image.get("height"), image.get("width"))
             or first["noise_shape"] != manifest["noise"].get("shape")):

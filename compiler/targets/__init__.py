@@ -88,13 +88,15 @@ class Target(Protocol):
     def quantizer(self, component: str, scheme: str, src: Artifact, src_root: Path, out_dir: Path,
                   options) -> ComponentQuantizer: ...
 
-    def runner(self, path: Path, options) -> Runner:
-        """How this machine computes the artifact's outputs: run it, or evaluate it."""
+    def runner(self, path: Path, options, function: str | None = None) -> Runner:
+        """How this machine computes the artifact's outputs: run it, or evaluate it. `function`: one
+        program of an artifact that holds several (a multi-size bundle's Core ML function); None:
+        its only or default one."""
 
     def checker(self, options) -> str:
         """Which check verified the numbers (the manifest and report say it)."""
 
-    def describe_io(self, path: Path) -> dict: ...
+    def describe_io(self, path: Path, function: str | None = None) -> dict: ...
 
     def for_device(self, artifacts: dict[str, Artifact], precisions: dict[str, str], root: Path, work: Path,
                    options, feeds: Callable[[str], dict], progress) -> tuple[dict[str, Artifact], dict]:
@@ -104,10 +106,12 @@ class Target(Protocol):
         compiles each graph into a context binary per SoC; the others ship the artifacts as they are."""
 
     def share_weights(self, name: str, parts: list[tuple[str, Path, Artifact]], out_dir: Path,
-                      options) -> tuple[Artifact, dict[str, str]]:
+                      options) -> tuple[Artifact, dict[str, dict]]:
         """One component's checked programs of several image sizes ((size key, root, artifact)
-        each) as one artifact in out_dir whose weights are stored once, and per size key the file a
-        runtime loads for that size. A target that cannot refuses `image.sizes` in validate."""
+        each) as one artifact in out_dir whose weights are stored once, and per size key the
+        program a runtime loads for that size: {"file"} (ONNX: a graph per size), with "function"
+        where one file holds them all (Core ML). A target that cannot refuses `image.sizes` in
+        validate."""
 
     def manifest_block(self, options, artifacts: dict[str, Artifact], root: Path) -> dict:
         """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""

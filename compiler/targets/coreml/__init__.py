@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from ...errors import EnvironmentError_, RecipeError
-from .. import AppRuntime, Artifact, check_schemes, toolkit_problem, refuse_sizes
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
 
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
 # The oldest OS whose Core ML runs each scheme: activation quantize/dequantize ops are iOS17;
 # per-grouped-channel palettes (constexpr_lut_to_dense with per-group tables) are iOS18.
 SCHEME_MINIMUM = {"w8": "iOS16", "w8a8": "iOS17", "palettize6": "iOS18", "palettize4": "iOS18"}
 DEFAULT_DEPLOYMENT = "iOS17"
+MULTIFUNCTION_MINIMUM = "iOS18"   # MLModelConfiguration.functionName: iOS 18 / macOS 15
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,21 @@ class CoreMLOptions:
 
 
 def resolved_deployment(recipe, options: CoreMLOptions) -> tuple[str, str]:
-    """(deployment target, why): the recipe's, or iOS17 raised to what its schemes need."""
+    """(deployment target, why): the recipe's, or iOS17 raised to what its schemes (and several
+    sizes: a multifunction package) need."""
     from ...recipe import scheme_of
 
-    needs = [(SCHEME_MINIMUM[scheme_of(n, s)], f"components.{n} scheme {scheme_of(n, s)}")
+    needs = [(SCHEME_MINIMUM[scheme_of(n, s)], f"components.{n} scheme {scheme_of(n, s)}", scheme_of(n, s))
              for n, s in recipe.component_specs().items() if s.precision == "int8"]
-    floor, why = max(needs, key=lambda x: DEPLOYMENT_TARGETS.index(x[0]), default=("iOS16", ""))
+    if len(recipe.sizes()) > 1:
+        needs.append((MULTIFUNCTION_MINIMUM, "image.sizes (one multifunction package per component)",
+                      "a multifunction package"))
+    floor, why, what = max(needs, key=lambda x: DEPLOYMENT_TARGETS.index(x[0]), default=("iOS16", "", ""))
     if options.minimum_deployment_target:
         chosen = options.minimum_deployment_target
         if DEPLOYMENT_TARGETS.index(chosen) < DEPLOYMENT_TARGETS.index(floor):
             raise RecipeError("targets.coreml.minimum_deployment_target",
-                              f"{chosen} cannot run {why.split(' scheme ')[1]} ({why}); it needs {floor} or later")
+                              f"{chosen} cannot run {what} ({why}); it needs {floor} or later")
         return chosen, "recipe"
     if DEPLOYMENT_TARGETS.index(floor) > DEPLOYMENT_TARGETS.index(DEFAULT_DEPLOYMENT):
         return floor, f"raised from {DEFAULT_DEPLOYMENT}: {why} needs {floor}"
@@ -81,7 +86,6 @@ class CoreMLTarget:
 
     def validate(self, recipe, options: CoreMLOptions) -> None:
         check_schemes(self, recipe)
-        refuse_sizes(self, recipe, "multifunction .mlpackage to come")
         self._deployment = resolved_deployment(recipe, options)
         if options.check in ("core-ml", "both") and not on_macos():
             raise EnvironmentError_("targets.coreml.check", f"{options.check!r} needs Core ML, which runs only on "
@@ -107,15 +111,15 @@ class CoreMLTarget:
         return CoreMLQuantizer(component, scheme, src_root / src.main, out_dir / src.main, options,
                                src.layer_names)
 
-    def runner(self, path: Path, options: CoreMLOptions | None = None):
+    def runner(self, path: Path, options: CoreMLOptions | None = None, function: str | None = None):
         check = (options or CoreMLOptions()).check
         if check in ("core-ml", "both") or (check == "auto" and on_macos()):
             from .predict import predict_runner
 
-            return predict_runner(path, compare_with_evaluator=check == "both")
+            return predict_runner(path, compare_with_evaluator=check == "both", function=function)
         from .check import CheckedEvaluator
 
-        return CheckedEvaluator(path)
+        return CheckedEvaluator(path, function=function)
 
     def checker(self, options: CoreMLOptions) -> str:
         if options.check == "both":
@@ -124,10 +128,15 @@ class CoreMLTarget:
             return "Core ML MLModel.predict"
         return f"ML Program evaluator ({options.compute_precision} storage emulated, torch kernels)"
 
-    def describe_io(self, path: Path) -> dict:
+    def describe_io(self, path: Path, function: str | None = None) -> dict:
         from .convert import describe_io
 
-        return describe_io(path)
+        return describe_io(path, function)
+
+    def share_weights(self, name: str, parts: list, out_dir: Path, options: CoreMLOptions) -> tuple[Artifact, dict]:
+        from .multifunction import share_weights
+
+        return share_weights(name, parts, out_dir)
 
     def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
                    progress) -> tuple[dict, dict]:

@@ -10,7 +10,7 @@ from ...errors import ExportError, ParityError
 
 
 class CheckedEvaluator:
-    def __init__(self, package: Path, prog=None, fp16_storage: bool = True):
+    def __init__(self, package: Path, prog=None, fp16_storage: bool = True, function: str | None = None):
         from . import convert
         from .evaluate import ProgramEvaluator, UnsupportedOp
 
@@ -21,7 +21,7 @@ class CheckedEvaluator:
             except Exception as exc:  # coremltools' loader: a package it cannot read back
                 raise ExportError(str(package), f"the ML Program does not load: {str(exc)[:200]}") from exc
         try:
-            self.evaluator = ProgramEvaluator(prog, fp16_storage)
+            self.evaluator = ProgramEvaluator(prog, fp16_storage, function or convert.default_function(package))
         except UnsupportedOp as exc:
             raise ParityError(self.where, f"{exc}; its numbers cannot be checked on this machine") from exc
 

@@ -197,7 +197,7 @@ def float32_ops(package: Path) -> dict[str, int]:
     from coremltools.proto import MIL_pb2
 
     spec = ct.utils.load_spec(str(Path(package) / MODEL_SPEC))
-    main = spec.mlProgram.functions["main"]
+    main = spec.mlProgram.functions[spec.description.defaultFunctionName or "main"]
     counts: dict[str, int] = {}
     for op in main.block_specializations[main.opset].operations:
         if op.type in ("const", "cast") or op.type.startswith("constexpr_"):
@@ -210,7 +210,21 @@ def float32_ops(package: Path) -> dict[str, int]:
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 131080: "int8"}
 
 
-def describe_io(package: Path) -> dict:
+def default_function(package: Path) -> str:
+    """The function a runtime gets without naming one: "main", or a multifunction package's default."""
+    import coremltools as ct
+
+    return ct.utils.load_spec(str(Path(package) / MODEL_SPEC)).description.defaultFunctionName or "main"
+
+
+def description(spec, function: str | None = None):
+    """The model description of `function` (a multifunction package's), or of the model's only one."""
+    if function is None:
+        return spec.description
+    return next(f for f in spec.description.functions if f.name == function)
+
+
+def describe_io(package: Path, function: str | None = None) -> dict:
     """Names, shapes and dtypes as the program really has them (token ids are int32 in Core ML)."""
     import coremltools as ct
 
@@ -221,5 +235,6 @@ def describe_io(package: Path) -> dict:
                                                             str(f.type.multiArrayType.dataType)),
                  "shape": [int(d) for d in f.type.multiArrayType.shape]} for f in items]
 
-    return {"inputs": features(spec.description.input), "outputs": features(spec.description.output),
+    d = description(spec, function)
+    return {"inputs": features(d.input), "outputs": features(d.output),
             "specification_version": spec.specificationVersion}

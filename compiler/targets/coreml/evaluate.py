@@ -989,18 +989,19 @@ class _Step:
 
 
 class ProgramEvaluator:
-    """Evaluates the "main" function of a pymil Program with torch kernels; see the module doc.
+    """Evaluates one function of a pymil Program ("main"; a multi-size package's per size) with torch
+    kernels; see the module doc.
 
     `function` is that MIL function; `input_names` / `output_names` its inputs and outputs in
     program order; `input_dtypes` what each input is cast to (Core ML takes int32 token ids,
     feeds may be int64)."""
 
-    def __init__(self, prog, fp16_storage: bool = True):
+    def __init__(self, prog, fp16_storage: bool = True, function: str = "main"):
         """`fp16_storage=False` computes an fp16 program in float32 throughout (calibration: a
         last-bit difference between CPUs' kernels would otherwise flip fp16 roundings, moving
         ranges by fp16's 1e-3 instead of float32's 1e-7)."""
         self.fp16_storage = fp16_storage
-        fn = prog.functions["main"]
+        fn = prog.functions[function]
         self.function = fn
         ops = list(fn.operations)
         for op in ops:
@@ -1178,8 +1179,8 @@ def _to_numpy(value) -> np.ndarray:
     return value.numpy() if torch.is_tensor(value) else np.asarray(value)
 
 
-def evaluate_package(path) -> ProgramEvaluator:
-    """An evaluator for the ML Program inside a saved .mlpackage."""
-    from .convert import load_program
+def evaluate_package(path, function: str | None = None) -> ProgramEvaluator:
+    """An evaluator for the ML Program inside a saved .mlpackage (one function of a multifunction one)."""
+    from .convert import default_function, load_program
 
-    return ProgramEvaluator(load_program(Path(path)))
+    return ProgramEvaluator(load_program(Path(path)), function=function or default_function(Path(path)))

@@ -13,22 +13,24 @@ from ...metrics import compare
 AGREEMENT_MIN_PSNR_DB = 40.0
 
 
-def predict_runner(path: Path, compare_with_evaluator: bool = False):
+def predict_runner(path: Path, compare_with_evaluator: bool = False, function: str | None = None):
     import coremltools as ct
 
     try:
-        model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
+        model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL, function_name=function)
     except Exception as exc:
         raise ExportError(str(path), f"Core ML could not load it: {str(exc)[:200]}") from exc
     spec = model.get_spec()
-    inputs = {f.name: f.type.multiArrayType.dataType for f in spec.description.input}
-    outputs = [f.name for f in spec.description.output]
+    from .convert import description
+
+    inputs = {f.name: f.type.multiArrayType.dataType for f in description(spec, function).input}
+    outputs = [f.name for f in description(spec, function).output]
     int32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32
     evaluator = None
     if compare_with_evaluator:
         from .evaluate import evaluate_package
 
-        evaluator = evaluate_package(path)
+        evaluator = evaluate_package(path, function)
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         args = {n: feeds[n].astype(np.int32 if t == int32 else np.float32) for n, t in inputs.items()}

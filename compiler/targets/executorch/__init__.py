@@ -82,7 +82,7 @@ class ExecuTorchTarget:
 
         return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), out_dir, options)
 
-    def runner(self, path: Path, options=None):
+    def runner(self, path: Path, options=None, function: str | None = None):   # one method per file
         from .run import program_runner
 
         return program_runner(path)
@@ -90,7 +90,7 @@ class ExecuTorchTarget:
     def checker(self, options) -> str:
         return "ExecuTorch runtime (XNNPACK delegate, portable kernels)"
 
-    def describe_io(self, path: Path) -> dict:
+    def describe_io(self, path: Path, function: str | None = None) -> dict:
         from .run import describe_io
 
         return describe_io(path)

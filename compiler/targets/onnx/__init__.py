@@ -52,7 +52,7 @@ class OnnxTarget:
 
         return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main)
 
-    def runner(self, path: Path, options=None):
+    def runner(self, path: Path, options=None, function: str | None = None):   # a graph per file
         from .run import session_runner
 
         return session_runner(path)
@@ -60,7 +60,7 @@ class OnnxTarget:
     def checker(self, options) -> str:
         return "onnxruntime CPUExecutionProvider"
 
-    def describe_io(self, path: Path) -> dict:
+    def describe_io(self, path: Path, function: str | None = None) -> dict:
         from .export import describe_io
 
         return describe_io(path)
@@ -68,7 +68,8 @@ class OnnxTarget:
     def share_weights(self, name: str, parts: list, out_dir: Path, options) -> tuple[Artifact, dict]:
         from .shared_weights import share_weights
 
-        return share_weights(name, parts, out_dir)
+        artifact, files = share_weights(name, parts, out_dir)
+        return artifact, {key: {"file": file} for key, file in files.items()}
 
     def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
                    progress) -> tuple[dict, dict]:

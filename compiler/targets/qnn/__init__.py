@@ -98,7 +98,7 @@ class QnnTarget:
 
         return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main, reduce_range=False)
 
-    def runner(self, path: Path, options: QnnOptions | None = None):
+    def runner(self, path: Path, options: QnnOptions | None = None, function: str | None = None):
         """A compiled context runs on the simulator; the graph it is compiled from, on ONNX Runtime CPU."""
         from .htp import is_context, simulator_runner
 
@@ -110,7 +110,7 @@ class QnnTarget:
         return ("onnxruntime CPUExecutionProvider on the QDQ / float graph each context binary is compiled from; "
                 f"the QNN HTP simulator (x86) on the compiled programs ({options.simulate} SoC)")
 
-    def describe_io(self, path: Path) -> dict:
+    def describe_io(self, path: Path, function: str | None = None) -> dict:
         return self._onnx.describe_io(path)
 
     def for_device(self, artifacts: dict[str, Artifact], precisions: dict[str, str], root: Path, work: Path,

@@ -21,6 +21,12 @@ public final class CoreMLEngine: Engine {
     public func open(bundle: URL, component: ComponentSpec, manifest: Manifest) throws -> any Session {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = try CoreMLEngine.computeUnits(manifest.computeUnits)
+        if let function = component.function {   // one size of a multi-size bundle's multifunction package
+            guard #available(macOS 15.0, iOS 18.0, *) else {
+                throw RuntimeError("\(component.name): function \(function) of a multifunction package needs iOS 18 / macOS 15")
+            }
+            configuration.functionName = function
+        }
         let compiled = try cache.compiled(component: CompiledModelCache.slot(manifest: manifest, component: component),
                                           key: CompiledModelCache.key(component: component, manifest: manifest)) {
             try MLModel.compileModel(at: bundle.appendingPathComponent(component.file))

@@ -22,6 +22,8 @@ public struct ComponentSpec {
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
     public var tiling: TilePlan? = nil
+    /// The program in `file` to run when the file holds several (a multi-size Core ML package's function).
+    public var function: String? = nil
 }
 
 /// A tokenizer: its type (`clip-bpe`: vocab + merges; `sentencepiece`: tokenizer.json, with the
@@ -261,11 +263,16 @@ public struct Manifest {
         if !isFile(main, of: files) && !isFolder {
             throw BundleError("\(location).file", "\(pyRepr(main)) is not a checked file or folder of the bundle")
         }
+        if c.containsKey("function") && ((c["function"] as? String) ?? "").isEmpty {
+            throw BundleError("\(location).function", "must be the name of a program in the file")
+        }
         let inputs = try tensors(c["inputs"], where: "\(location).inputs")
         let outputs = try tensors(c["outputs"], where: "\(location).outputs")
         let tiling = c.containsKey("tiling") ? try self.tiling(c["tiling"], inputs, outputs, where: "\(location).tiling") : nil
-        return ComponentSpec(name: name, file: main as! String, files: listed.map { $0 as! String },
-                             precision: c["precision"] as? String ?? "", inputs: inputs, outputs: outputs, tiling: tiling)
+        var spec = ComponentSpec(name: name, file: main as! String, files: listed.map { $0 as! String },
+                                 precision: c["precision"] as? String ?? "", inputs: inputs, outputs: outputs, tiling: tiling)
+        spec.function = c["function"] as? String
+        return spec
     }
 
     /// The tile plan, checked as compiler/contract/tiling.py manifest_problem checks it, with its messages.

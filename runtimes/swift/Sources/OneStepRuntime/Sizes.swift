@@ -67,8 +67,11 @@ public enum Sizes {
                     return ("\(key).components.\(name)", "is not a component of the bundle")
                 }
                 let files = (top["files"] as? [Any?]) ?? []
-                guard let file = c["file"] as? String, files.contains(where: { ($0 as? String) == file }) else {
-                    return ("\(key).components.\(name).file", "\(Manifest.pyRepr(c["file"])) is not a file of the component")
+                guard let file = c["file"] as? String, files.contains(where: { f in
+                    guard let f = f as? String else { return false }
+                    return f == file || f.utf8.starts(with: "\(file)/".utf8)
+                }) else {
+                    return ("\(key).components.\(name).file", "\(Manifest.pyRepr(c["file"])) is not a file (or folder) of the component")
                 }
             }
         }

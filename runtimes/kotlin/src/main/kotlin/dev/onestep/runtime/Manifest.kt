@@ -7,6 +7,8 @@ class TensorSpec(val name: String, val dtype: DType, val shape: IntArray)
 class ComponentSpec(
     val name: String, val file: String, val files: List<String>, val precision: String,
     val inputs: List<TensorSpec>, val outputs: List<TensorSpec>, val tiling: TilePlan? = null,
+    /** The program in [file] to run when the file holds several (a multi-size Core ML package's function). */
+    val function: String? = null,
 )
 
 /**
@@ -192,11 +194,14 @@ class Manifest(
             if (main !in files && listed.none { main is String && (it as String).startsWith("$main/") }) {
                 throw BundleError("$where.file", "${pyRepr(main)} is not a checked file or folder of the bundle")
             }
+            if (c.containsKey("function") && (c["function"] as? String).isNullOrEmpty()) {
+                throw BundleError("$where.function", "must be the name of a program in the file")
+            }
             val inputs = tensors(c["inputs"], "$where.inputs")
             val outputs = tensors(c["outputs"], "$where.outputs")
             val tiling = if (c.containsKey("tiling")) tiling(c["tiling"], inputs, outputs, "$where.tiling") else null
             return ComponentSpec(name, main as String, listed.map { it as String }, c["precision"] as? String ?: "",
-                inputs, outputs, tiling)
+                inputs, outputs, tiling, c["function"] as? String)
         }
 
         /** The tile plan, checked as compiler/contract/tiling.py manifest_problem checks it, with its messages. */

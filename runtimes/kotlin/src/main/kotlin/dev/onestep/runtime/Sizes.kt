@@ -55,8 +55,10 @@ object Sizes {
             for ((name, c) in s["components"] as Map<*, *>) {
                 val top = components[name] as? Map<*, *>
                 if (top == null || c !is Map<*, *>) return "$key.components.$name" to "is not a component of the bundle"
-                if (c["file"] !in ((top["files"] as? List<*>) ?: emptyList<Any?>())) {
-                    return "$key.components.$name.file" to "${Manifest.pyRepr(c["file"])} is not a file of the component"
+                val listed = (top["files"] as? List<*>) ?: emptyList<Any?>()
+                val file = c["file"]
+                if (file !in listed && listed.none { file is String && it is String && it.startsWith("$file/") }) {
+                    return "$key.components.$name.file" to "${Manifest.pyRepr(file)} is not a file (or folder) of the component"
                 }
             }
         }

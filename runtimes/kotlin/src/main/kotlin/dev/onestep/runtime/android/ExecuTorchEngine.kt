@@ -27,7 +27,7 @@ class ExecuTorchEngine(private val loadMode: Int = Module.LOAD_MODE_MMAP) : Engi
         val module = Module.load(File(bundle, component.file).absolutePath, loadMode)
         try {
             // Loading now makes a program this runtime cannot run fail Pipeline.open, not the first generate.
-            module.loadMethod(METHOD)
+            module.loadMethod(component.function ?: METHOD)
         } catch (e: Exception) {
             module.close()
             throw e
@@ -36,13 +36,14 @@ class ExecuTorchEngine(private val loadMode: Int = Module.LOAD_MODE_MMAP) : Engi
     }
 }
 
+/** A program's only method; a component naming a `function` (one program of several in its file) runs that one. */
 private const val METHOD = "forward"
 
 private class ExecuTorchSession(private val component: ComponentSpec, private val module: Module) : Session {
 
     override fun run(inputs: Map<String, Tensor>): Map<String, Tensor> {
         val args = component.inputs.map { EValue.from(toExecuTorch(inputs.getValue(it.name))) }
-        val out = module.execute(METHOD, *args.toTypedArray())
+        val out = module.execute(component.function ?: METHOD, *args.toTypedArray())
         check(out.size == component.outputs.size) {
             "${component.name}: ${component.file} returned ${out.size} values, the manifest declares ${component.outputs.size}"
         }
