@@ -74,7 +74,7 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
     import torch
 
     from compiler.metrics import compare
-    from compiler.pipeline import size_key
+    from compiler.contract.sizes import spell
     from compiler.recipe import Image, Recipe
     from compiler.targets.registry import get_target
     from compiler.wrap import graph_module, wrap
@@ -87,7 +87,7 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
     for name in ("denoiser", "vae_decoder"):
         parts, feeds, expected, export_s = [], {}, {}, {}
         for h, w in sizes:
-            key = size_key(h, w)
+            key = spell(h, w)
             at = recipe.at_size(h, w)
             graph = wrap(student, at).graphs[name]
             graph.module = graph_module(student, at, name)
@@ -111,7 +111,7 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
         rows.append(f"  {name}: one size {one / 1e6:.1f} MB; three sizes {three / 1e6:.1f} MB shared = "
                     f"{three / one:.3f}x one size (goal <= {GOAL_BYTES}x: {verdict(three / one <= GOAL_BYTES)}); "
                     f"three separate bundles {separate / 1e6:.1f} MB")
-        rows.append(f"    compile: export " + ", ".join(f"{k} {s:.1f} s" for k, s in export_s.items())
+        rows.append("    compile: export " + ", ".join(f"{k} {s:.1f} s" for k, s in export_s.items())
                     + f"; sharing the weights {share_s:.1f} s")
         for key, folder, a in parts:
             fixed = target.runner(folder / a.main, options)

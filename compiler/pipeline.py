@@ -17,6 +17,7 @@ from .bundle import atomic_output, package_versions
 from .cases import read_pictures
 from .families import img2img_family
 from .contract.manifest import TIMINGS, sha256_file, write_manifest
+from .contract.sizes import spell
 from .decoder_cost import DecoderCost, compare_decoders
 from .load import load_recipe_student
 from .student import Student
@@ -98,8 +99,8 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
             built = [build(recipe, target, options, model, staging, heldout, calibration, progress)]
             programs = {}
         else:
-            built = [build(recipe.at_size(h, w), target, options, model, staging / WORK_DIR / "sizes" / size_key(h, w),
-                           heldout, calibration, progress, f"{size_key(h, w)} ", measure=i == 0)
+            built = [build(recipe.at_size(h, w), target, options, model, staging / WORK_DIR / "sizes" / spell(h, w),
+                           heldout, calibration, progress, f"{spell(h, w)} ", measure=i == 0)
                      for i, (h, w) in enumerate(sizes)]
             with progress.stage("share weights", f"{len(sizes)} sizes, each component's weights stored once"):
                 programs = share_weights(target, options, built, staging, progress)
@@ -113,11 +114,6 @@ def compile_bundle(recipe: Recipe, target_name: str, model: str, out: Path, forc
     return Result(Path(out), manifest, [p for b in built for p in b.parity], built[0].latency)
 
 
-def size_key(height: int, width: int) -> str:
-    """A size as `generate --size` spells it: width x height."""
-    return f"{width}x{height}"
-
-
 def build(recipe: Recipe, target: Target, options, model: str, staging: Path, heldout: list[str],
           calibration: list[str], progress: Progress, prefix: str = "", measure: bool = True) -> Built:
     """load -> wrap -> export -> quantize -> verify for the recipe's one size, into `staging`."""
@@ -125,7 +121,7 @@ def build(recipe: Recipe, target: Target, options, model: str, staging: Path, he
     pictures = read_pictures(recipe)
     with progress.stage(f"{prefix}load", f"{model} (configs and tokenizers; weights one component at a time)"):
         student = load_recipe_student(model, recipe, lazy=True)
-    with progress.stage(f"{prefix}wrap", f"family {recipe.family}, {size_key(recipe.image.height, recipe.image.width)}"):
+    with progress.stage(f"{prefix}wrap", f"family {recipe.family}, {spell(recipe.image.height, recipe.image.width)}"):
         wrapped = wrap(student, recipe)
         reference = torch_chain(wrapped, student)
         questions = compile_questions(reference, recipe, heldout, calibration, precisions(recipe), pictures)
@@ -144,7 +140,7 @@ def build(recipe: Recipe, target: Target, options, model: str, staging: Path, he
         quantized, device_checks = for_device(recipe, target, options, quantized, staging, feeds, progress)
         shutil.rmtree(staging / WORK_DIR)
     size = (recipe.image.height, recipe.image.width)
-    return Built(size_key(*size), size, staging, student, wrapped, quantized, parity, latency, decoder_cost, device_checks, feeds)
+    return Built(spell(*size), size, staging, student, wrapped, quantized, parity, latency, decoder_cost, device_checks, feeds)
 
 
 def share_weights(target: Target, options, built: list[Built], staging: Path, progress: Progress) -> dict:

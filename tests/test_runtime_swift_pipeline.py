@@ -55,7 +55,8 @@ def test_swift_pipeline_writes_the_same_png_as_generate(onestep_generate, bundle
     assert pngs["7"] != pngs[str(2**64 - 1)]          # the check can fail: another seed is another image
 
 
-@pytest.mark.parametrize("kind", ["trigflow-scm", "pixart-onestep", "flow-match"])
+@pytest.mark.parametrize("kind", ["trigflow-scm", pytest.param("pixart-onestep", marks=pytest.mark.slow),
+                                  pytest.param("flow-match", marks=pytest.mark.slow)])   # CI's 15 minutes
 def test_swift_pipeline_runs_the_transformer_families_like_generate(onestep_generate, transformer_bundles,
                                                                    generated_png, tmp_path, kind):
     """SentencePiece tokenizers from tokenizer.json (Gemma with SANA's prefix, T5 with PixArt's mask, CLIP + T5 for FLUX)."""

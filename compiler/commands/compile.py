@@ -114,7 +114,10 @@ def _print_summary(result) -> None:
     from ..report import delegation_line, latency_rows
 
     m = result.manifest
-    print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {m['image']['height']}x{m['image']['width']})")
+    image = f"{m['image']['height']}x{m['image']['width']}"
+    if "sizes" in m:
+        image = "sizes " + ", ".join(f"{s['width']}x{s['height']}" for s in m["sizes"]) + " (width x height)"
+    print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {image})")
     for name, c in m["components"].items():
         size = sum(m["files"][f]["size"] for f in c["files"])
         print(f"  {name:<13} {c['precision']:<5} {size / 1e6:9.2f} MB  {c['file']}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...errors import RecipeError
 
-from .. import AppRuntime, Artifact, check_schemes, toolkit_problem, refuse_sizes
+from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
 
 PACKAGES = ("executorch", "torchao")
 
@@ -45,6 +45,7 @@ class ExecuTorchTarget:
 
     def __init__(self):
         self._int8: set[str] = set()
+        self._keep = False   # multi-size compiles keep each size's ATen programs (sizes.py)
         # component -> (the rewritten ATen program as a module, its example inputs, input names, output
         # names), kept from export for PT2E quantization; the module shares the torch module's weights
         # (no copy). Taken before lowering, which edits the program's constants.
@@ -56,7 +57,7 @@ class ExecuTorchTarget:
 
     def validate(self, recipe, options: ExecuTorchOptions) -> None:
         check_schemes(self, recipe)
-        refuse_sizes(self, recipe, "a .pte with a method per size to come")
+        self._keep = len(recipe.sizes()) > 1   # each size's programs, lowered again together (sizes.py)
         self._int8 = {n for n, s in recipe.component_specs().items() if s.precision == "int8"}
         if recipe.img2img and "denoiser" in self._int8:
             # measured: a tiny SD student's int8 denoiser at strength 0.25 fell to cosine 0.967 (gate 0.99)
@@ -75,17 +76,18 @@ class ExecuTorchTarget:
         if graph.name in self._int8:
             self._modules[graph.name] = (program.module(), program.example_inputs[0], graph.input_names,
                                          graph.output_names)
-        return lower_and_write(program, graph.name, graph.input_names, graph.output_names, out_dir, options)
+        return lower_and_write(program, graph.name, graph.input_names, graph.output_names, out_dir, options,
+                               self._keep)
 
     def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
         from .quantize import ExecuTorchQuantizer
 
-        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), out_dir, options)
+        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), out_dir, options, self._keep)
 
-    def runner(self, path: Path, options=None, function: str | None = None):   # one method per file
+    def runner(self, path: Path, options=None, function: str | None = None):
         from .run import program_runner
 
-        return program_runner(path)
+        return program_runner(path, function)
 
     def checker(self, options) -> str:
         return "ExecuTorch runtime (XNNPACK delegate, portable kernels)"
@@ -93,7 +95,12 @@ class ExecuTorchTarget:
     def describe_io(self, path: Path, function: str | None = None) -> dict:
         from .run import describe_io
 
-        return describe_io(path)
+        return describe_io(path, function)
+
+    def share_weights(self, name: str, parts: list, out_dir: Path, options: ExecuTorchOptions) -> tuple[Artifact, dict]:
+        from .sizes import share_weights
+
+        return share_weights(name, parts, out_dir, options)
 
     def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
                    progress) -> tuple[dict, dict]:

@@ -65,11 +65,24 @@ def _spec(names: list[str], values) -> list[dict]:
             for n, v in zip(names, values)]
 
 
+KEPT = ".programs"   # beside a size's files (multi-size compiles): the ATen programs it lowered
+
+
+def kept_program(out_dir: Path, component: str) -> Path:
+    return out_dir / KEPT / f"{component}.pt2"
+
+
 def lower_and_write(program, component: str, input_names: list[str], output_names: list[str], out_dir: Path,
-                    options) -> Artifact:
+                    options, keep: bool = False) -> Artifact:
     """Partition for XNNPACK, measure and enforce delegation, write `<component>.pte` and its I/O file,
-    and load it with ExecuTorch's runtime."""
+    and load it with ExecuTorch's runtime. `keep`: also save the ATen program (torch.export.save),
+    which a multi-size bundle lowers again with the other sizes' into one program (sizes.py)."""
     import torch
+
+    if keep:
+        kept_program(out_dir, component).parent.mkdir(exist_ok=True)
+        with quiet():
+            torch.export.save(program, str(kept_program(out_dir, component)))
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 

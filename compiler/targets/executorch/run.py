@@ -26,11 +26,29 @@ def io_path(program: Path) -> Path:
     return program.with_name(program.name + IO_SUFFIX)
 
 
-def write_io(program: Path, inputs: list[dict], outputs: list[dict]) -> Path:
+def write_io(program: Path, inputs: list[dict], outputs: list[dict], method: str = METHOD) -> Path:
+    """The I/O file of a one-method program; write_methods_io for a program of several."""
+    return write_methods_io(program, {method: {"inputs": inputs, "outputs": outputs}})
+
+
+def write_methods_io(program: Path, methods: dict[str, dict]) -> Path:
+    """{"method", "inputs", "outputs"} for one method (as bundles always had); several (a multi-size
+    program): {"methods": {name: {"inputs", "outputs"}}}, the first the default."""
     path = io_path(program)
-    path.write_text(json.dumps({"method": METHOD, "inputs": inputs, "outputs": outputs}, indent=1) + "\n",
-                    encoding="utf-8")
+    if len(methods) == 1:
+        (method, spec), = methods.items()
+        data = {"method": method, "inputs": spec["inputs"], "outputs": spec["outputs"]}
+    else:
+        data = {"methods": methods}
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+def _method_spec(spec: dict, function: str | None) -> dict:
+    """{"method", "inputs", "outputs"} of `function` (None: the only or first method)."""
+    methods = spec["methods"] if "methods" in spec else {spec["method"]: spec}
+    method = function or next(iter(methods))
+    return {"method": method, "inputs": methods[method]["inputs"], "outputs": methods[method]["outputs"]}
 
 
 @contextlib.contextmanager
@@ -48,31 +66,32 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def load_program(path: Path, component: str, program=None):
-    """(program, its forward method), the delegates initialized; `program` if already opened."""
+def load_program(path: Path, component: str, program=None, method_name: str = METHOD):
+    """(program, its method), the delegates initialized; `program` if already opened."""
     from executorch.runtime import Runtime
 
     try:
         with _native_stderr_silenced():
             program = program or Runtime.get().load_program(Path(path))
-            method = program.load_method(METHOD)
+            method = program.load_method(method_name)
     except Exception as exc:
         raise ExportError(f"component {component}", f"ExecuTorch could not load {Path(path).name}: "
                                                     f"{first_line(exc)}") from exc
     return program, method
 
 
-def describe_io(path: Path) -> dict:
-    """The program's inputs and outputs by name, as its I/O file says and its metadata confirms."""
-    return _described(Path(path))[0]
+def describe_io(path: Path, function: str | None = None) -> dict:
+    """The program's inputs and outputs by name, as its I/O file says and its metadata confirms
+    (`function`: one method of a multi-size program)."""
+    return _described(Path(path), function)[0]
 
 
-def _described(path: Path):
+def _described(path: Path, function: str | None = None):
     """(describe_io's answer, the opened program)."""
     from executorch.runtime import Runtime
 
     try:
-        spec = json.loads(io_path(path).read_text(encoding="utf-8"))
+        spec = _method_spec(json.loads(io_path(path).read_text(encoding="utf-8")), function)
         program = Runtime.get().load_program(path)
         meta = program.metadata(spec["method"])
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -88,12 +107,12 @@ def _described(path: Path):
     return {"inputs": spec["inputs"], "outputs": spec["outputs"], "method": spec["method"]}, program
 
 
-def program_runner(path: Path):
+def program_runner(path: Path, function: str | None = None):
     import torch
 
-    io, program = _described(Path(path))   # opened once: at SD-Turbo size a program is gigabytes
+    io, program = _described(Path(path), function)   # opened once: at SD-Turbo size a program is gigabytes
     names = [i["name"] for i in io["inputs"]]
-    _, method = load_program(path, Path(path).stem, program)
+    _, method = load_program(path, Path(path).stem, program, io["method"])
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:

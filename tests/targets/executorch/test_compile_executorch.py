@@ -240,6 +240,7 @@ def small(tmp_path_factory) -> tuple[Path, Path]:
     return student, root / "bundle"
 
 
+@pytest.mark.slow   # CI's 15 minutes: the ExecuTorch tests above and test_sizes' keep a compile in the fast suite
 def test_small_student_bundle_passes_parity_with_int8_decoder(small):
     m = _manifest(small[1])
     assert m["target"] == "executorch"
@@ -263,6 +264,7 @@ def test_small_student_bundle_rebuilt_on_another_cpu_is_byte_identical(small, tm
     assert_same_identity(bundle, again)
 
 
+@pytest.mark.slow
 def test_manifest_records_delegation_and_program_io(small):
     bundle = small[1]
     m = _manifest(bundle)
@@ -280,6 +282,7 @@ def test_manifest_records_delegation_and_program_io(small):
     assert "Delegation" in (bundle / "report.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_generate_and_verify_work_on_an_executorch_bundle(small, run_cli, tmp_path):
     student, bundle = small
     pngs = [tmp_path / "a.png", tmp_path / "b.png"]
@@ -297,6 +300,7 @@ def test_generate_and_verify_work_on_an_executorch_bundle(small, run_cli, tmp_pa
     assert code == Exit.BUNDLE and "denoiser.pte" in err and not (tmp_path / "c.png").exists()
 
 
+@pytest.mark.slow
 def test_below_the_minimum_delegated_share_is_exit_5_naming_the_portable_ops(small, tmp_path):
     """Even with the rewrites the token embedding (a gather) stays on a portable kernel: a minimum of
     1.0 cannot be met, and the compile says which operator is to blame."""
