@@ -1,15 +1,17 @@
 """Several image sizes from one bundle at SD-Turbo size: `make bench-sizes` (python benchmarks/sizes.py).
 
-Random seeded SD-Turbo-size weights (benchmarks/int8.py), the ONNX target, three sizes (square,
+Random seeded SD-Turbo-size weights (benchmarks/int8.py), one target (--target, default onnx), three sizes (square,
 landscape, portrait; 512x512, 640x384, 384x640 width x height), everything side by side in one
 process, for each size-dependent component (the UNet denoiser, the VAE decoder; the text encoder
 is the same program at every size and ships once):
 
-    bytes      one size's exported files vs the three sizes' programs over one weight file
-               (compiler/targets/onnx/shared_weights.py; goal <= 1.1x)
+    bytes      one size's exported files vs the three sizes' programs over one copy of the weights
+               (Target.share_weights: ONNX graphs over one data file, a Core ML multifunction
+               package, an ExecuTorch program with a method per size; goal <= 1.1x)
     compile    seconds to export each size, and to share their weights
     latency    each size's fixed-shape export vs the same size's program in the multi-size bundle,
-               interleaved rounds, medians (goal <= 1.05x)
+               interleaved rounds, medians (goal <= 1.05x; not for Core ML, whose evaluator's speed
+               says nothing about a phone's)
     accuracy   each size's shared program vs torch fp32 on the same inputs (PSNR), and whether it
                computes exactly what its own fixed-shape export does
 
@@ -18,6 +20,7 @@ weights alone), which tests/test_sizes.py checks on a tiny student (>= 90% of th
 shared, the data file <= 1.1x one size's).
 
     python benchmarks/sizes.py --work /tmp/sizes
+    python benchmarks/sizes.py --target coreml --components vae_decoder
     python benchmarks/sizes.py --tiny          # smoke test, seconds
 """
 from __future__ import annotations
@@ -46,9 +49,12 @@ def main() -> int:
     p.add_argument("--work", help="folder for the exported files (default: a temporary one)")
     p.add_argument("--tiny", action="store_true", help="toy-size student, to smoke-test the script")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per size (default 3)")
+    p.add_argument("--target", default="onnx", choices=["onnx", "coreml", "executorch"])
+    p.add_argument("--components", default="denoiser,vae_decoder", help="size-dependent components to measure")
     args = p.parse_args()
     sizes = TINY_SIZES if args.tiny else SIZES
-    print_header("multi-size bundles (bench-sizes)", args.tiny, sizes[0][0], "onnxruntime", "onnx")
+    print_header(f"multi-size bundles (bench-sizes, {args.target})", args.tiny, sizes[0][0], "onnxruntime", "onnx",
+                 "coremltools", "executorch")
     with tempfile.TemporaryDirectory(prefix="bench-sizes-") as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -79,12 +85,13 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
     from compiler.targets.registry import get_target
     from compiler.wrap import graph_module, wrap
 
-    target = get_target("onnx")
+    target = get_target(args.target)
     options = target.Options()
     student = bench._student(args.tiny, work)
-    recipe = Recipe(version=1, name="bench-sizes", family="eps-turbo", image=Image(*sizes[0]))
+    recipe = Recipe(version=1, name="bench-sizes", family="eps-turbo", image=Image(*sizes[0], sizes=tuple(sizes)))
+    target.validate(recipe, options)   # Core ML: iOS 18 (multifunction); ExecuTorch: keep each size's program
     rows = []
-    for name in ("denoiser", "vae_decoder"):
+    for name in args.components.split(","):
         parts, feeds, expected, export_s = [], {}, {}, {}
         for h, w in sizes:
             key = spell(h, w)
@@ -115,20 +122,24 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
                     + f"; sharing the weights {share_s:.1f} s")
         for key, folder, a in parts:
             fixed = target.runner(folder / a.main, options)
-            multi = target.runner(shared_dir / programs[key], options)
+            multi = target.runner(shared_dir / programs[key]["file"], options, programs[key].get("function"))
             out_fixed, out_multi = fixed(feeds[key])[0], multi(feeds[key])[0]   # also the warm-up runs
             times = {"fixed": [], "multi": []}
+            psnr, same = compare(expected[key], out_multi).psnr_db, np.array_equal(out_fixed, out_multi)
+            if not target.reports_latency:
+                rows.append(f"    {key:>8}: vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "
+                            f"{'yes' if same else 'NO'} (latency: not measured on {target.name}'s checker)")
+                continue
             for _ in range(args.repeats):   # interleaved: a slow moment of the machine hits both
                 for label, run in (("fixed", fixed), ("multi", multi)):
                     t0 = time.perf_counter()
                     run(feeds[key])
                     times[label].append(time.perf_counter() - t0)
             f_ms, m_ms = (1000 * statistics.median(times[k]) for k in ("fixed", "multi"))
-            psnr = compare(expected[key], out_multi).psnr_db
             rows.append(f"    {key:>8}: fixed-shape {f_ms:8.1f} ms, in the multi-size bundle {m_ms:8.1f} ms = "
                         f"{m_ms / f_ms:.3f}x (goal <= {GOAL_LATENCY}x: {verdict(m_ms / f_ms <= GOAL_LATENCY)}); "
                         f"vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "
-                        f"{'yes' if np.array_equal(out_fixed, out_multi) else 'NO'}")
+                        f"{'yes' if same else 'NO'}")
             del fixed, multi
     print("\n".join(rows))
 
