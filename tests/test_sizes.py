@@ -317,3 +317,43 @@ def test_executorch_ships_every_size_as_one_program_with_a_method_per_size(tmp_p
         code, _, err = run_cli("generate", "--bundle", result.out, "--prompt", "a red fox", "--out",
                                tmp_path / f"{key}.png", "--size", key)
         assert code == 0, err
+
+
+@pytest.mark.slow
+def test_a_tiled_decoder_ships_once_with_a_tile_plan_per_size(students, tmp_path, run_cli):
+    """The decoder ships at its tile, the same program at every size: one file, and each size's
+    manifest entry carries its own tile plan (3x3 tiles at 32x32, 2x3 at 40x24)."""
+    from compiler.pipeline import compile_bundle
+
+    recipe = load_recipe(_recipe(tmp_path, SIZES + "components: {vae_decoder: {tiling: {tile: 16, overlap: 4}}}\n"))
+    result = compile_bundle(recipe, "onnx", str(students["eps-turbo"]), tmp_path / "bundle")
+    m = result.manifest
+    assert m["components"]["vae_decoder"]["files"] == ["vae_decoder.onnx", "vae_decoder.onnx.data"]
+    plans = [s["components"]["vae_decoder"]["tiling"] for s in m["sizes"]]
+    assert [(len(p["rows"]), len(p["cols"])) for p in plans] == [(3, 3), (2, 3)]
+    assert all(s["components"]["vae_decoder"]["file"] == "vae_decoder.onnx" for s in m["sizes"])
+    for key in KEYS:
+        code, _, err = run_cli("generate", "--bundle", result.out, "--prompt", "a red fox", "--out",
+                               tmp_path / f"{key}.png", "--size", key)
+        assert code == 0, err
+
+
+@pytest.mark.slow
+def test_img2img_ships_an_encoder_per_size_and_fits_pictures_to_the_size(students, tmp_path, run_cli):
+    from PIL import Image
+
+    from compiler.pipeline import compile_bundle
+
+    pictures = REPO / "calibration" / "init_images"
+    recipe = load_recipe(_recipe(tmp_path, SIZES + f"img2img: {{strengths: [0.5], images: {pictures}}}\n"))
+    result = compile_bundle(recipe, "onnx", str(students["eps-turbo"]), tmp_path / "bundle")
+    assert all(p.passed for p in result.parity)
+    assert [s["components"]["vae_encoder"]["file"] for s in result.manifest["sizes"]] == \
+        [f"vae_encoder.{k}.onnx" for k in KEYS]
+    for key in KEYS:
+        out = tmp_path / f"{key}.png"
+        code, _, err = run_cli("generate", "--bundle", result.out, "--prompt", "a red fox", "--out", out, "--size", key,
+                               "--init-image", pictures / "portrait.png", "--strength", "0.5")
+        assert code == 0, err
+        with Image.open(out) as im:
+            assert f"{im.width}x{im.height}" == key

@@ -300,8 +300,11 @@ final class RuntimeTests: XCTestCase {
             XCTAssertEqual(at.wiring.order, m.wiring.order, "\(label) wiring")
         }
         if m.sizes.count > 1 {
-            let programs = try Set(m.sizes.map { try m.at(height: $0.height, width: $0.width).components["denoiser"]!.file })
-            XCTAssertEqual(programs.count, m.sizes.count, "\(file): one denoiser program per size")
+            let programs = try Set(m.sizes.map { size -> String in
+                let c = try m.at(height: size.height, width: size.width).components["denoiser"]!
+                return "\(c.file)#\(c.function ?? "")"
+            })
+            XCTAssertEqual(programs.count, m.sizes.count, "\(file): one denoiser program (file, function) per size")
             XCTAssertThrowsError(try m.at(height: 8, width: 8)) { error in
                 XCTAssertTrue("\(error)".contains("it ships"), "\(file): \(error)")
             }

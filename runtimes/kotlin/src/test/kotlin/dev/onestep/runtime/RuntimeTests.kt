@@ -160,7 +160,8 @@ private fun manifestTests(t: TestHarness, fixtures: File) {
                 checkEqual(m.wiring.order, at.wiring.order, "wiring")
             }
             if (m.sizes.size > 1) {
-                check(m.sizes.map { m.at(it.height, it.width).components.getValue("denoiser").file }.toSet().size == m.sizes.size) { "one denoiser program per size" }
+                val programs = m.sizes.map { m.at(it.height, it.width).components.getValue("denoiser").let { c -> c.file to c.function } }
+                check(programs.toSet().size == m.sizes.size) { "one denoiser program (file, function) per size" }
                 val refused = runCatching { m.at(8, 8) }.exceptionOrNull()
                 check(refused is IllegalArgumentException && "it ships" in refused.message!!) { "a size the bundle does not ship was accepted" }
             }
