@@ -259,6 +259,7 @@ def test_init_image_on_a_text_to_image_bundle_is_exit_2():
         _init_image(SimpleNamespace(img2img=None), args)
 
 
+@pytest.mark.slow   # CI's 15 minutes: the Swift pipeline's img2img test below stays in the fast suite
 def test_kotlin_pipeline_writes_the_img2img_png_generate_writes(kotlin_jar, onnx_bundle, generated_png, tmp_path):
     """The Kotlin Pipeline, handed the picture's RGB bytes (decoded by the JVM), fits it, runs the
     encoder and the strength's step, and writes `generate --init-image`'s PNG byte for byte."""

@@ -50,9 +50,9 @@ def test_kotlin_pipeline_decodes_a_tiled_bundle_to_the_same_png_as_generate(kotl
     assert (tmp_path / "kotlin-11.png").read_bytes() == generated_png(tiled_bundle, PROMPT, "11")
 
 
-# SANA (masked Gemma) in the fast suite; PixArt's and FLUX's layouts in test-slow (CI's 15 minutes)
-@pytest.mark.parametrize("kind", ["trigflow-scm", *(pytest.param(k, marks=pytest.mark.slow)
-                                                   for k in ("pixart-onestep", "flow-match"))])
+# test-slow (CI's 15 minutes): the Swift pipeline runs SANA (masked Gemma) in the fast suite
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["trigflow-scm", "pixart-onestep", "flow-match"])
 def test_kotlin_pipeline_runs_the_transformer_families_like_generate(kotlin_jar, transformer_bundles, generated_png,
                                                                     tmp_path, kind):
     """SentencePiece tokenizers from tokenizer.json (Gemma with SANA's instruction prefix, T5 with

@@ -65,6 +65,7 @@ def test_the_simulator_agrees_with_the_graphs_the_contexts_came_from(qnn_bundle)
         assert min(o["psnr_db"] for o in checks[name]["SM8750"]["outputs"]) > floor, (name, checks[name])
 
 
+@pytest.mark.slow   # CI's 15 minutes: the compile test above runs the simulator on every component
 def test_generate_and_verify_run_the_bundle_on_the_simulator(qnn_bundle, students, run_cli, tmp_path):
     png = tmp_path / "a.png"
     code, out, err = run_cli("generate", "--bundle", qnn_bundle, "--prompt", "a red fox", "--seed", 3, "--out", png)
