@@ -363,10 +363,9 @@ def bundle(staging: Path, recipe: Recipe, target: Target, options, built: list[B
     for name in shipped:
         a = quantized.artifacts[name]
         q = quantized.components.get(name)
-        program = programs[name][first.key] if name in programs else {"file": a.main}
+        program, io = _program(staging, target, first, name, programs)
         components[name] = {**program, "files": a.files, "precision": shipped[name],
-                            "weights": WEIGHT_PRECISION[q.scheme] if q else shipped[name],
-                            **target.describe_io(staging / program["file"], program.get("function"))}
+                            "weights": WEIGHT_PRECISION[q.scheme] if q else shipped[name], **io}
         if name in wrapped.tiling:
             components[name]["tiling"] = wrapped.tiling[name].as_manifest()
     h, w = recipe.image.height, recipe.image.width
@@ -431,13 +430,18 @@ def size_entries(staging: Path, target: Target, built: list[Built], programs: di
         for name in b.quantized.artifacts:
             if name not in programs and name not in b.wrapped.tiling:
                 continue
-            program = programs[name][b.key] if name in programs else {"file": b.quantized.artifacts[name].main}
-            io = target.describe_io(staging / program["file"], program.get("function"))
+            program, io = _program(staging, target, b, name, programs)
             components[name] = {**program, "inputs": io["inputs"], "outputs": io["outputs"]}
             if name in b.wrapped.tiling:
                 components[name]["tiling"] = b.wrapped.tiling[name].as_manifest()
         out.append({"height": b.size[0], "width": b.size[1], "noise_shape": list(b.wrapped.latent_shape), "components": components})
     return out
+
+
+def _program(staging: Path, target: Target, b: Built, name: str, programs: dict) -> tuple[dict, dict]:
+    """({"file"[, "function"]}, its I/O) of the program `name` runs at b's size."""
+    program = programs[name][b.key] if name in programs else {"file": b.quantized.artifacts[name].main}
+    return program, target.describe_io(staging / program["file"], program.get("function"))
 
 
 def source_fingerprint(student: Student) -> dict:

@@ -133,12 +133,11 @@ def check_sizes(student: Student, recipe: Recipe) -> None:
     multiple = f * patch * get_family(recipe.family).latent_packing
     why = (f"the decoder's scale factor {f}" if multiple == f else
            f"{multiple} (the decoder's scale factor {f} x {multiple // f} latent pixels per token)")
-    keyed = ([(f"image.sizes[{i}]", s) for i, s in enumerate(recipe.image.sizes)] or
-             [("image.height", (recipe.image.height, 0)), ("image.width", (0, recipe.image.width))])
-    for key, size in keyed:
-        for side in size:
-            if side % multiple:
-                raise RecipeError(key, f"{side} is not a multiple of {why} ({student.source})")
+    sides = ([(f"image.sizes[{i}]", side) for i, size in enumerate(recipe.image.sizes) for side in size] or
+             [("image.height", recipe.image.height), ("image.width", recipe.image.width)])
+    for key, side in sides:
+        if side % multiple:
+            raise RecipeError(key, f"{side} is not a multiple of {why} ({student.source})")
 
 
 def graph_module(student: Student, recipe: Recipe, name: str) -> torch.nn.Module:

@@ -116,7 +116,9 @@ def _print_summary(result) -> None:
     m = result.manifest
     image = f"{m['image']['height']}x{m['image']['width']}"
     if "sizes" in m:
-        image = "sizes " + ", ".join(f"{s['width']}x{s['height']}" for s in m["sizes"]) + " (width x height)"
+        from ..contract.sizes import sizes_of, spell
+
+        image = "sizes " + ", ".join(spell(h, w) for h, w in sizes_of(m)) + " (width x height)"
     print(f"bundle: {result.out}  ({m['family']}, {m['target']}, {image})")
     for name, c in m["components"].items():
         size = sum(m["files"][f]["size"] for f in c["files"])

@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _generate(args) -> None:
     from ..errors import RecipeError
-    from ..contract.sizes import SizeNotShipped
+    from ..contract.sizes import SizeNotShipped, spell
     from ..runtime import load_bundle, to_png
 
     out = Path(args.out)
@@ -50,7 +50,7 @@ def _generate(args) -> None:
     try:
         chain, manifest = load_bundle(args.bundle, args.size)
     except SizeNotShipped as exc:
-        raise RecipeError(f"--size {args.size[1]}x{args.size[0]}", str(exc)) from None
+        raise RecipeError(f"--size {spell(*args.size)}", str(exc)) from None
     picture, strength = _init_image(chain, args)
     from ..prompts import tokenize
 
@@ -66,8 +66,8 @@ def _generate(args) -> None:
         tmp.unlink(missing_ok=True)
         raise
     block = manifest.get("targets", {}).get(manifest["target"], {})
-    size = f"{manifest['image']['width']}x{manifest['image']['height']}, "
-    print(f"wrote {out} ({size}computed by {block.get('runs_here') or block.get('checker') or manifest['target']})")
+    size = spell(manifest["image"]["height"], manifest["image"]["width"])
+    print(f"wrote {out} ({size}, computed by {block.get('runs_here') or block.get('checker') or manifest['target']})")
 
 
 def _init_image(chain, args):

@@ -92,7 +92,7 @@ def _verify(args) -> None:
     sizes = sizes_of(manifest)
     for h, w in sizes:   # a multi-size bundle: every size checked, its labels prefixed with it
         prefix = f"{spell(h, w)} " if len(sizes) > 1 else ""
-        runs += _verify_size(args, recipe.at_size(h, w) if prefix else recipe, student, target, options, precisions,
+        runs += _verify_size(args, recipe.at_size(h, w), student, target, options, precisions,
                              prompts, prompts_path, first_seed, quantized, progress, (h, w), prefix)
     for parity in runs:
         for name, c in parity.as_dict()["checks"].items():

@@ -34,8 +34,8 @@ class CLIPTextGraph(torch.nn.Module):
 
 
 class UNetFamily:
-    latent_packing = 1
     """What the four UNet families share; each adds its constants, baked step and oracle."""
+    latent_packing = 1
     name: str
     layout = UNET_LAYOUT
 

@@ -117,11 +117,19 @@ class Target(Protocol):
         """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""
 
 
+def size_program(key: str) -> str:
+    """The name of a size's program where one file holds every size's (a Core ML function, an
+    ExecuTorch method): `size_640x384` (a MIL function name is an identifier; "640x384" starts
+    with a digit)."""
+    return f"size_{key}"
+
+
 def refuse_sizes(target, recipe, why: str) -> None:
     """Exit 2 before any work for a multi-size recipe on a target that cannot share weights yet."""
     if len(recipe.sizes()) > 1:
         raise RecipeError("image.sizes", f"several sizes in one bundle are not available on {target.name} yet "
-                                         f"({why}); compile one bundle per size or use the onnx target")
+                                         f"({why}); compile one bundle per size, or use a target that shares "
+                                         f"weights between sizes")
 
 
 def toolkit_problem(packages: tuple[str, ...], modules: tuple[str, ...] = ()) -> str | None:

@@ -133,11 +133,17 @@ def _one_line(exc: BaseException) -> str:
 def save(model, path: Path) -> list[str]:
     """Save `model` as a package at `path` with stable identifiers; returns every file written,
     relative to path's parent, sorted."""
+    return write_package(path, lambda p: model.save(str(p)))
+
+
+def write_package(path: Path, write) -> list[str]:
+    """`write(path)` a package (a model's save, coremltools' save_multifunction) in place of any
+    earlier one, then give it stable identifiers; every file written, relative to path's parent, sorted."""
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)
     with quiet():
-        model.save(str(path))
+        write(path)
     (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
     stabilize_spec(path / MODEL_SPEC)
     stabilize_manifest(path)

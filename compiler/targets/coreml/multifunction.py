@@ -8,17 +8,10 @@ made deterministic as every converted one is (convert.save).
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from .. import Artifact
-from .convert import MODEL_SPEC, SUFFIX, quiet, stabilize_manifest, stabilize_spec
-
-PREFIX = "size_"   # a MIL function name is an identifier: "640x384" alone starts with a digit
-
-
-def function_name(key: str) -> str:
-    return f"{PREFIX}{key}"
+from .. import Artifact, size_program
+from .convert import SUFFIX, write_package
 
 
 def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: Path) -> tuple[Artifact, dict]:
@@ -26,16 +19,8 @@ def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: P
 
     desc = ct.utils.MultiFunctionDescriptor()
     for key, root, artifact in parts:
-        desc.add_function(str(root / artifact.main), src_function_name="main", target_function_name=function_name(key))
-    desc.default_function_name = function_name(parts[0][0])
-    package = out_dir / f"{name}{SUFFIX}"
-    if package.exists():
-        shutil.rmtree(package)
-    with quiet():
-        ct.utils.save_multifunction(desc, str(package))
-    (package / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
-    stabilize_spec(package / MODEL_SPEC)
-    stabilize_manifest(package)
-    files = sorted(p.relative_to(out_dir).as_posix() for p in package.rglob("*") if p.is_file())
-    main = package.name
-    return Artifact(name, main, files), {key: {"file": main, "function": function_name(key)} for key, _, _ in parts}
+        desc.add_function(str(root / artifact.main), src_function_name="main", target_function_name=size_program(key))
+    desc.default_function_name = size_program(parts[0][0])
+    main = f"{name}{SUFFIX}"
+    files = write_package(out_dir / main, lambda path: ct.utils.save_multifunction(desc, str(path)))
+    return Artifact(name, main, files), {key: {"file": main, "function": size_program(key)} for key, _, _ in parts}

@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import Artifact
+from .. import Artifact, size_program
 from . import delegation
 from .export import SUFFIX, _failure, kept_program, quiet
 from .run import io_path, load_program, write_methods_io
-
-PREFIX = "size_"
 
 
 def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: Path, options) -> tuple[Artifact, dict]:
@@ -25,7 +23,7 @@ def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: P
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    methods = {f"{PREFIX}{key}": root for key, root, _ in parts}
+    methods = {size_program(key): root for key, root, _ in parts}
     try:
         with torch.no_grad(), quiet():
             programs = {m: torch.export.load(str(kept_program(root, name))) for m, root in methods.items()}
@@ -45,4 +43,4 @@ def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: P
     files = sorted([path.name, io_path(path).name])
     first = next(iter(reports))
     return (Artifact(name, path.name, files, facts={"delegation": reports[first]}),
-            {key: {"file": path.name, "function": f"{PREFIX}{key}"} for key, _, _ in parts})
+            {key: {"file": path.name, "function": size_program(key)} for key, _, _ in parts})
