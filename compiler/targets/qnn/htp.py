@@ -1,5 +1,6 @@
 """QNN's HTP backend through ONNX Runtime's QNN execution provider (PyPI onnxruntime-qnn): the
-offline context compile per SoC, the partition check, and the x86 build of the HTP backend as a
+offline context compile per SoC, the partition check, a weight-shared context with a graph per image
+size (compiled, not yet loadable by the simulator: docs/targets.md), and the x86 build of the HTP backend as a
 runner (it simulates the NPU's arithmetic: exact, and about 500x slower than ONNX Runtime CPU).
 
 Each context is compiled in a fresh process (`python -m compiler.targets.qnn.htp`): QNN numbers
@@ -91,6 +92,46 @@ def compile_context(src: Path, context: Path, soc: str) -> dict:
     return {"nodes": partition["nodes"], "htp_nodes": partition["nodes"]}
 
 
+def compile_shared_context(graphs: list[Path], contexts: list[Path], soc: str) -> Path:
+    """Compile several graphs (one per image size) for `soc` into one HTP context binary holding a
+    graph each over one copy of their weights (QNN weight sharing: ONNX Runtime's
+    `ep.share_ep_contexts`), in a fresh process; `contexts[i]` is graph i's EPContext model. Returns
+    the binary, named after the first context. The graphs must share a folder's parent (their paths
+    relative to it name the graphs in the binary)."""
+    base = _common_parent(graphs)
+    done = subprocess.run([sys.executable, "-m", "compiler.targets.qnn.htp", "--shared", soc, str(base)]
+                          + [f"{g.resolve()}={c.resolve()}" for g, c in zip(graphs, contexts)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise ExportError(f"{graphs[0].stem} (qnn {soc})", f"QNN shared context compile failed: {_last_line(done.stderr)}")
+    return context_files(contexts[0])[1]
+
+
+def shared_context_problem(context: Path, soc: str) -> str | None:
+    """Why the simulator cannot run an EPContext model whose binary holds shared weights, or None
+    when it ran. A fresh process: QAIRT 2.51's x86 HTP backend dies loading such a binary (SIGSEGV
+    in contextCreateFromBinary; shared/PITFALLS.md), which must not take the compile with it."""
+    probe = ("import sys; from pathlib import Path; from compiler.targets.qnn.htp import simulator_runner; "
+             "simulator_runner(Path(sys.argv[1]), sys.argv[2])")
+    done = subprocess.run([sys.executable, "-c", probe, str(context.resolve()), soc], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    how = f"signal {-done.returncode}" if done.returncode < 0 else _last_line(done.stderr)
+    return f"the QNN HTP simulator (QAIRT {_qairt()}) cannot load a weight-shared context binary ({how})"
+
+
+def _qairt() -> str:
+    from onnxruntime_qnn import build_and_package_info
+
+    return str(build_and_package_info.qnn_version)
+
+
+def _common_parent(graphs: list[Path]) -> Path:
+    import os
+
+    return Path(os.path.commonpath([g.resolve().parent.parent for g in graphs]))
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][-300:] if lines else "no message"
@@ -128,5 +169,25 @@ def _child(src: Path, context: Path, soc: str) -> None:
     print(json.dumps({"nodes": nodes, "refused": [{"name": n.name, "op_type": n.op_type} for n in left]}))
 
 
+def _shared_child(soc: str, base: Path, pairs: list[str]) -> None:
+    import os
+
+    import onnxruntime as ort
+
+    # partitions are named by a hash of each graph's path as given: relative to `base`, the names
+    # differ between sizes (same file name, another folder) and not between machines
+    os.chdir(base)
+    for i, pair in enumerate(pairs):
+        src, context = (Path(p) for p in pair.split("=", 1))
+        so = session_options(soc, context)
+        so.add_session_config_entry("ep.share_ep_contexts", "1")
+        if i == len(pairs) - 1:   # the last session writes the one binary, named after the first context
+            so.add_session_config_entry("ep.stop_share_ep_contexts", "1")
+        ort.InferenceSession(str(src.relative_to(base)), so)
+
+
 if __name__ == "__main__":
-    _child(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])
+    if sys.argv[1] == "--shared":
+        _shared_child(sys.argv[2], Path(sys.argv[3]), sys.argv[4:])
+    else:
+        _child(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])

@@ -142,6 +142,61 @@ def test_an_op_the_htp_does_not_take_is_refused_by_name(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def _two_sized_convs(tmp_path):
+    """The same two 3x3 convolutions (590 KB of fp32 weights) as fixed-shape graphs at two sizes, each
+    `m.onnx` in its size's folder, as a multi-size compile lays them out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.05, n)
+               for n, s in (("w1", (128, 64, 3, 3)), ("w2", (64, 128, 3, 3)))]
+    graphs = []
+    for h, w in ((32, 32), (24, 40)):
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, h, w])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, h, w])], initializer=weights)
+        folder = tmp_path / f"{w}x{h}"
+        folder.mkdir()
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), folder / "m.onnx")
+        graphs.append(folder / "m.onnx")
+    return graphs
+
+
+def test_one_context_binary_holds_a_graph_per_size_but_the_simulator_cannot_load_it(tmp_path):
+    """Why QNN refuses `image.sizes` (issue 29): QNN compiles every size's graph into one context
+    binary over one copy of the weights, byte for byte again on a rebuild, but its x86 simulator
+    dies loading that binary, so no such program could be checked here. When this test fails, the
+    simulator loads them: lift the refusal and ship them."""
+    import onnx
+
+    from compiler.targets.qnn.htp import compile_context, compile_shared_context, shared_context_problem
+
+    graphs = _two_sized_convs(tmp_path)
+    alone = []
+    for g in graphs:
+        compile_context(g, g.with_name("m.SM8750.onnx"), "SM8750")
+        alone.append(g.with_name("m.SM8750_qnn.bin").stat().st_size)
+    binaries = []
+    for run in ("first", "again"):
+        out = tmp_path / run
+        out.mkdir()
+        contexts = [out / f"m.{g.parent.name}.SM8750.onnx" for g in graphs]
+        binaries.append(compile_shared_context(graphs, contexts, "SM8750"))
+        nodes = [onnx.load(str(c)).graph.node[0] for c in contexts]
+        attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
+        assert {a["ep_cache_context"] for a in attrs} == {binaries[-1].name.encode()}
+        names = [a["partition_name"] for a in attrs]
+        assert len(set(names)) == 2 and all(n in binaries[-1].read_bytes() for n in names)
+        assert sorted(p.name for p in out.iterdir()) == sorted([binaries[-1].name] + [c.name for c in contexts])
+    assert binaries[0].read_bytes() == binaries[1].read_bytes()
+    assert binaries[0].stat().st_size <= 1.1 * max(alone) < sum(alone)     # the weights once
+    problem = shared_context_problem(out / contexts[1].name, "SM8750")
+    assert problem and "cannot load a weight-shared context binary" in problem
+
+
 @pytest.mark.parametrize("target", ["onnx", "coreml", "executorch"])
 def test_w8a16_means_the_same_everywhere_and_other_targets_refuse_it_before_any_work(target, students, run_cli,
                                                                                      tmp_path):
