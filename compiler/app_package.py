@@ -14,7 +14,7 @@ from pathlib import Path
 from .bundle import atomic_output
 from .contract.manifest import FOR_PEOPLE
 from .contract.verifier import read_verified_manifest
-from .errors import EnvironmentError_
+from .errors import EnvironmentError_, RecipeError
 from .targets.registry import target_class
 
 RUNTIMES = Path(__file__).resolve().parents[1] / "runtimes"
@@ -72,9 +72,18 @@ dependencies {{
 """
 
 
+def phone_app(target: str, where: str):
+    """The target's AppRuntime; exit 2 for a target whose bundles are not for phones (OpenVINO: PCs)."""
+    app = target_class(target).app
+    if app.platform not in ("swift", "android"):
+        raise RecipeError(where, f"{target} bundles run on {app.platform.upper()}s, not phones: an app loads them with "
+                                 f"{app.engine} ({', '.join(app.dependencies)}); there is no app package to write")
+    return app
+
+
 def write_app_package(bundle: Path, out: Path, force: bool = False) -> dict:
     manifest = read_verified_manifest(bundle)
-    app = target_class(manifest["target"]).app
+    app = phone_app(manifest["target"], f"{bundle}: target")
     name = manifest["name"]
     module = "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", name) if p) + "Model"
     with atomic_output(out, force) as staging:

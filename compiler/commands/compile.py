@@ -19,9 +19,12 @@ def parser() -> argparse.ArgumentParser:
                            "tokenizer and report.html. The output directory is written atomically.")
     p.add_argument("--target", required=True, help="export target: onnx (ONNX Runtime; checked by running it), "
                                                     "coreml (ML Program .mlpackage; on Linux checked by evaluating "
-                                                    "the converted MIL program, fp16 emulated) or executorch (.pte "
+                                                    "the converted MIL program, fp16 emulated), executorch (.pte "
                                                     "programs delegated to XNNPACK; checked by running them with "
-                                                    "ExecuTorch's runtime)")
+                                                    "ExecuTorch's runtime), qnn (HTP context binaries per Snapdragon "
+                                                    "SoC; checked on QNN's HTP simulator) or openvino (IR .xml + .bin "
+                                                    "for Intel CPUs, GPUs and NPUs in PCs; checked with OpenVINO's CPU "
+                                                    "plugin in fp32)")
     p.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/sd-turbo.yaml")
     p.add_argument("--model", help="local diffusers folder or hub id (org/name; needs network). "
                                    "Default: the recipe's `model`")
@@ -55,6 +58,10 @@ def _compile(args) -> None:
     target = target_class(args.target)()
     options = recipe.target_options(args.target)
     target.validate(recipe, options)
+    if args.emit_app_package is not None:
+        from ..app_package import phone_app
+
+        phone_app(args.target, "--emit-app-package")
     model = args.model or recipe.model
     if not model:
         raise RecipeError(f"{args.recipe}: model", "no model given: pass --model or set `model` in the recipe")

@@ -12,7 +12,7 @@ from ..cli import _parser, _run, add_public_key, seed_argument, size_argument
 def parser() -> argparse.ArgumentParser:
     p = _parser("generate", "Generate an image from a compiled bundle with the reference runtime (the bundle's "
                             "target runtime on this machine: ONNX Runtime, the ML Program evaluator or Core ML, "
-                            "ExecuTorch). "
+                            "ExecuTorch, QNN's HTP simulator, OpenVINO's CPU plugin). "
                             "The bundle's hashes are checked first; the noise comes from the documented portable "
                             "generator, so the Swift and Kotlin runtimes produce the same image for the same seed.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")

@@ -11,7 +11,8 @@ def parser() -> argparse.ArgumentParser:
     p = _parser("package", "Turn a compiled bundle into what an app adds in one step, after checking every hash: "
                            "a Swift package (runtimes/swift sources + the bundle as a resource) for Core ML bundles, "
                            "an Android library module (runtimes/kotlin sources, the target's engine and framework "
-                           "dependency, the bundle in assets/) for ONNX and ExecuTorch bundles. Written atomically.")
+                           "dependency, the bundle in assets/) for ONNX, ExecuTorch and QNN bundles. OpenVINO bundles "
+                           "are for PCs (an app loads the IR with OpenVINO) and are refused. Written atomically.")
     p.add_argument("--bundle", required=True, help="bundle directory written by `compile`")
     p.add_argument("--out", help="output directory (default: <bundle>-app)")
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty --out atomically")

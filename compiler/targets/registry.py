@@ -15,6 +15,7 @@ TARGETS: dict[str, str] = {
     "coreml": "compiler.targets.coreml:CoreMLTarget",
     "executorch": "compiler.targets.executorch:ExecuTorchTarget",
     "qnn": "compiler.targets.qnn:QnnTarget",
+    "openvino": "compiler.targets.openvino:OpenVinoTarget",
 }
 
 
