@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn bench-img2img bench-sizes train-student evaluate-student
+.PHONY: demo test test-kotlin test-swift fixtures test-slow install clean bench-export bench-int8 bench-e2e bench-tiled bench-sana bench-coreml bench-executorch bench-runtimes bench-cpus bench-qnn bench-img2img bench-sizes bench-peers bench-upsampling train-student evaluate-student
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -100,6 +100,16 @@ bench-img2img: $(STAMP)
 
 bench-sizes: $(STAMP)
 	$(BIN)/python benchmarks/sizes.py --work build/bench-sizes
+
+# ONNX Runtime and OpenVINO side by side on the same SD-Turbo-size student, fp32 and int8, with
+# this machine's measured peak (docs/benchmarks.md)
+bench-peers: $(STAMP)
+	$(BIN)/python benchmarks/peers.py --work build/bench-peers
+
+# diffusers' Upsample2D exported as torch writes it and as four phase convolutions, timed on ONNX
+# Runtime and OpenVINO (docs/benchmarks.md)
+bench-upsampling: $(STAMP)
+	$(BIN)/python benchmarks/upsampling.py --work build/bench-upsampling
 
 clean:
 	rm -rf build

@@ -14,6 +14,6 @@ def test_bench_e2e_runs_at_toy_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "FAILED" not in out, out
-    for chain in ("fp32", "w8 text encoder", "sd-turbo-int8", "+ int8 decoder", "+ tiny decoder"):
+    for chain in ("fp32", "w8 text encoder", "int8 UNet only", "sd-turbo-int8", "+ tiny decoder"):
         assert f"\n{chain} " in out, out
     assert "int8 decoder (W8A8" in out and "goals (printed, never asserted)" in out

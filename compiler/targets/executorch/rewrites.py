@@ -36,6 +36,8 @@ import math
 
 import torch
 
+from ..upsampling import phase_weights
+
 aten = torch.ops.aten
 
 
@@ -118,18 +120,6 @@ def upsample_nearest2d(x, output_size, scale_factors):
     return torch.nn.functional.conv_transpose2d(x, kernel, stride=s, groups=c)
 
 
-# Nearest 2x upsampling then a 3x3 convolution (padding 1) gives output row 2i+a from input rows
-# i+a-1 and i+a only: per output phase a, a 2x2 kernel whose taps are sums of the 3x3 taps.
-# _PHASE_TAPS[a][u] marks the 3x3 rows that meet row u of phase a's kernel.
-_PHASE_TAPS = torch.tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=torch.float64)
-
-
-def _phase_weights(w: torch.Tensor) -> torch.Tensor:
-    """[out, in, 3, 3] -> [4*out, in, 2, 2]: the four phases' kernels, phase (a, b) at block 2a+b."""
-    k = torch.einsum("auk,oikl,bvl->aboiuv", _PHASE_TAPS, w.detach().double(), _PHASE_TAPS)
-    return k.reshape(4 * w.shape[0], w.shape[1], 2, 2).to(w.dtype).contiguous()
-
-
 def _fusable(conv, params: dict) -> bool:
     up = conv.args[0]
     if getattr(up, "target", None) is not aten.upsample_nearest2d.vec or len(up.users) != 1 or conv.kwargs:
@@ -187,7 +177,7 @@ def fuse_upsampling_into_conv(program: torch.export.ExportedProgram) -> torch.ex
         x = up.args[0]
         n, _, h, w = x.meta["val"].shape
         out = weight.meta["val"].shape[0]
-        _set_param(program, weight, _phase_weights(program.state_dict[params[weight.name]]))
+        _set_param(program, weight, phase_weights(program.state_dict[params[weight.name]]))
         if bias is not None:
             _set_param(program, bias, program.state_dict[params[bias.name]].detach().repeat(4))
         emit = _Emitter(graph, conv, fake)

@@ -19,6 +19,14 @@ ORT_ANDROID = "com.microsoft.onnxruntime:onnxruntime-android:1.32.0"
 @dataclass(frozen=True)
 class OnnxOptions:
     opset: int = 18
+    # W8A8 weights in 7 bits (ONNX Runtime's advice for x86 CPUs without VNNI, whose u8 x s8
+    # kernels saturate pairs of products: quantize.py); false ships all 8 bits, for phones (ARM
+    # dot products) and x86 CPUs with VNNI. The file is the same whichever machine compiles it.
+    reduce_range: bool = True
+    # diffusers' Upsample2D (nearest 2x, then a 3x3 convolution) exported as its four phase
+    # convolutions (targets/upsampling.py): ONNX Runtime runs the SD decoder faster so
+    # (make bench-upsampling); OpenVINO runs torch's form faster and exports without
+    phase_upsampling: bool = True
 
     def problems(self) -> list[tuple[str, str]]:
         return [("opset", "must be >= 17 (LayerNormalization, dynamo exporter)")] if self.opset < 17 else []
@@ -45,12 +53,12 @@ class OnnxTarget:
     def export(self, graph, out_dir: Path, options: OnnxOptions) -> Artifact:
         from .export import export
 
-        return export(graph, out_dir, options.opset)
+        return export(graph, out_dir, options.opset, options.phase_upsampling)
 
     def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
         from .quantize import OnnxQuantizer
 
-        return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main)
+        return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main, options.reduce_range)
 
     def runner(self, path: Path, options=None, function: str | None = None):   # a graph per file
         from .run import session_runner
@@ -76,5 +84,6 @@ class OnnxTarget:
         return artifacts, {}     # the checked artifacts are what the device loads
 
     def manifest_block(self, options: OnnxOptions, artifacts: dict, root: Path) -> dict:
-        return {"opset": options.opset, "execution_provider_checked": "CPUExecutionProvider",
+        return {"opset": options.opset, "reduce_range": options.reduce_range,
+                "execution_provider_checked": "CPUExecutionProvider",
                 "checker": self.checker(options)}

@@ -89,12 +89,17 @@ def drop_noop_squeezes(module, example_inputs):
     return program
 
 
-def export(graph, out_dir: Path, opset: int) -> Artifact:
+def export(graph, out_dir: Path, opset: int, phases: bool = True) -> Artifact:
+    """`phases`: nearest 2x upsamplings read by a 3x3 convolution exported as their four phase
+    convolutions (targets/upsampling.py)."""
     import torch
+
+    from ..upsampling import phase_upsampling
 
     path = out_dir / f"{graph.name}{SUFFIX}"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), keep_tiny_epsilons():
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), keep_tiny_epsilons(), \
+                (phase_upsampling(graph.module) if phases else contextlib.nullcontext()):
             program = torch.onnx.export(
                 drop_noop_squeezes(graph.module, graph.example_inputs), graph.example_inputs, dynamo=True,
                 opset_version=opset, optimize=True,

@@ -27,20 +27,24 @@ _AUTO_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*_\d+$")
 def export(graph, out_dir: Path, onnx_target) -> Artifact:
     """The component as `<name>.xml` + `<name>.bin` in out_dir, via an ONNX file exported (and
     checked) in a scratch folder beside it."""
+    with tempfile.TemporaryDirectory(prefix=f".{graph.name}-onnx-", dir=out_dir) as scratch:
+        onnx_artifact = onnx_target.export(graph, Path(scratch), onnx_target.Options(phase_upsampling=False))
+        return from_onnx(Path(scratch) / onnx_artifact.main, out_dir, graph.name)
+
+
+def from_onnx(src: Path, out_dir: Path, name: str) -> Artifact:
+    """The ONNX file `src` as IR `<name>.xml` + `<name>.bin` in out_dir."""
     import onnx
     import openvino as ov
 
     from ..onnx.quantize import weight_layers
 
-    with tempfile.TemporaryDirectory(prefix=f".{graph.name}-onnx-", dir=out_dir) as scratch:
-        onnx_artifact = onnx_target.export(graph, Path(scratch), onnx_target.Options())
-        src = Path(scratch) / onnx_artifact.main
-        torch_names = {l.node: l.name for l in weight_layers(onnx.load(str(src), load_external_data=False))}
-        try:
-            model = ov.convert_model(str(src))
-        except Exception as exc:
-            raise ExportError(graph.name, f"OpenVINO could not read the ONNX export: {first_line(exc)}") from exc
-        return save(model, out_dir, graph.name, layer_names(model, torch_names))
+    torch_names = {l.node: l.name for l in weight_layers(onnx.load(str(src), load_external_data=False))}
+    try:
+        model = ov.convert_model(str(src))
+    except Exception as exc:
+        raise ExportError(name, f"OpenVINO could not read the ONNX export: {first_line(exc)}") from exc
+    return save(model, out_dir, name, layer_names(model, torch_names))
 
 
 def save(model, out_dir: Path, name: str, names: dict[str, str]) -> Artifact:

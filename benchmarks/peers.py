@@ -1,0 +1,361 @@
+"""Peers side by side: `make bench-peers` (python benchmarks/peers.py).
+
+The same SD-Turbo-size random student (random seeded weights, 512 px) through each target's own
+toolchain, fp32 and int8, timed side by side: ONNX Runtime (the onnx target) and OpenVINO (the
+openvino target), each in its own child process with interleaved fp32 / int8 rounds, with this
+machine's peak measured in the same child.
+
+    export     benchmarks/int8.py's child: fp32 ONNX of text encoder, UNet and decoder
+    prepare    the torch fp32 reference on held-out prompt 1 (ids, embeddings, noise, latents,
+               image) and the calibration samples of the UNet and the decoder, as compile streams
+               them (compiler.quantization.calibration_feeds), saved as .npz
+    build      per target: fp32 (OpenVINO: the ONNX files read by its frontend, as the target
+               does) and int8 through the target's own quantizer (ONNX Runtime QDQ W8A8; NNCF W8A8)
+               on the same samples, UNet and decoder fully int8 (no fallback), text encoder fp32
+    time       per target, one child: the chain tokens -> text encoder -> UNet -> decoder, fp32 and
+               int8 chains in interleaved rounds, the median per component and in total; each
+               output against torch fp32 (PSNR); peak RSS; then this machine's peak in the same
+               process: fp32 GEMM (numpy's BLAS, 2048^3) and int8 GEMM (ONNX Runtime's
+               MatMulInteger, u8 x s8, the VNNI kernels where the CPU has them)
+
+The limit: each component's multiply-accumulates are counted from its exported ONNX graph (every
+Conv / MatMul / Gemm, attention's activation x activation products included) and divided by the
+measured time: achieved GFLOP/s (fp32) or GOP/s (int8), as a percent of the measured peak.
+
+    python benchmarks/peers.py --work /tmp/peers              # 512 px, 8 calibration prompts
+    python benchmarks/peers.py --work /tmp/peers --reuse      # after a first run: time only
+    python benchmarks/peers.py --tiny                         # smoke test, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import REPO, PeakRSS, machine, run_child, verdict, versions
+
+sys.path.insert(0, str(REPO))
+
+import int8 as bench_int8  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+TARGETS = ("onnx", "openvino")
+COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
+INT8 = ("denoiser", "vae_decoder")        # the components the int8 chain quantizes (W8A8)
+GOAL_BEST, GOAL_PSNR, GOAL_ONNX = 4.0, 35.0, 2.0   # issue 30's goals, printed, never asserted
+
+
+def _suffix(target: str) -> str:
+    return {"onnx": ".onnx", "openvino": ".xml"}[target]
+
+
+# ---------------------------------------------------------------- children
+
+def child_prepare(work: Path, tiny: bool, image: int, prompts: int) -> dict:
+    """The torch reference on held-out prompt 1 and the calibration samples, as compile makes them."""
+    from compiler.contract import noise
+    from compiler.pipeline import precisions, torch_chain
+    from compiler.prompts import calibration_prompts, tokenize
+    from compiler.quantization import calibration_feeds, program_feeds
+    from compiler.streaming import compile_questions, record_reference
+    from compiler.wrap import wrap
+
+    recipe = _recipe(image, prompts)
+    student = bench_int8._student(tiny, work)
+    wrapped = wrap(student, recipe)
+    reference = torch_chain(wrapped, student)
+    heldout = bench_int8._heldout(recipe)
+    calib = calibration_prompts(recipe, bench_int8._heldout_file(recipe))
+    record_reference(student, recipe, wrapped, reference,
+                     compile_questions(reference, recipe, heldout, calib, precisions(recipe)))
+    tokens = tokenize(student.tokenizers, heldout[0])
+    z = noise.gaussian(recipe.parity.seed, tuple(wrapped.latent_shape))
+    embeds = reference.embed(tokens)
+    latents = reference.denoise(embeds, z)
+    image_out = reference.decode(latents)
+    np.savez(work / "reference.npz", **{**tokens.ids, "prompt_embeds": embeds["prompt_embeds"], "noise": z,
+                                        "latents": latents, "image": image_out})
+    for name in INT8:
+        feeds = list(program_feeds(reference, name, calibration_feeds(name, reference, calib, recipe.calibration.seed,
+                                                                       f"calibration ({name})")))
+        np.savez(work / f"calibration-{name}.npz", **{f"{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
+    return {"prompts": len(calib)}
+
+
+def _samples(work: Path, name: str) -> list[dict]:
+    data = np.load(work / f"calibration-{name}.npz")
+    out: dict[int, dict] = {}
+    for key in data.files:
+        i, k = key.split("/", 1)
+        out.setdefault(int(i), {})[k] = data[key]
+    return [out[i] for i in sorted(out)]
+
+
+def child_build(work: Path, target_name: str) -> dict:
+    """fp32 and W8A8 files of one target, from the same fp32 ONNX export and calibration samples."""
+    from compiler.targets.registry import get_target
+
+    from compiler.targets import Artifact
+    from compiler.targets.openvino.export import from_onnx
+
+    target = get_target(target_name)
+    own = work / target_name / "fp32"
+    own.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in COMPONENTS:
+        src = work / "fp32" / f"{name}.onnx"
+        t0 = time.perf_counter()
+        if target_name == "openvino":     # what the target's export does after its ONNX export
+            artifact, root = from_onnx(src, own, name), own
+        else:
+            artifact, root = Artifact(name, src.name, [src.name, f"{src.name}.data"]), src.parent
+        row = {"fp32_s": time.perf_counter() - t0, "fp32_bytes": sum((root / f).stat().st_size for f in artifact.files)}
+        for chain, options in _int8_chains(target) if name in INT8 else ():
+            t0 = time.perf_counter()
+            folder = work / target_name / chain
+            folder.mkdir(exist_ok=True)
+            quantizer = target.quantizer(name, "w8a8", artifact, root, folder, options)
+            quantizer.layers()
+            quantizer.calibrate(iter(_samples(work, name)))
+            built = quantizer.build([])
+            row[chain] = {"s": time.perf_counter() - t0, "tool": quantizer.tool,
+                          "bytes": sum((folder / f).stat().st_size for f in built.files)}
+        out[name] = row
+    return out
+
+
+def _int8_chains(target) -> list[tuple[str, object]]:
+    """(chain, target options) of the int8 chains: ONNX Runtime's W8A8 as the target ships it (7-bit
+    weights) and with all 8 bits (`reduce_range: false`, for CPUs with VNNI and ARM); NNCF's."""
+    if target.name == "onnx":
+        return [("int8", target.Options()), ("int8 8-bit", target.Options(reduce_range=False))]
+    return [("int8", target.Options())]
+
+
+def _files(work: Path, target_name: str) -> dict[str, dict[str, Path]]:
+    """chain -> component -> the file it runs."""
+    from compiler.targets.registry import target_class
+
+    fp32 = work / "fp32" if target_name == "onnx" else work / target_name / "fp32"
+    chains = {"fp32": {n: fp32 / f"{n}{_suffix(target_name)}" for n in COMPONENTS}}
+    for chain, _ in _int8_chains(target_class(target_name)()):
+        chains[chain] = {n: (work / target_name / chain if n in INT8 else fp32) / f"{n}{_suffix(target_name)}"
+                         for n in COMPONENTS}
+    return chains
+
+
+def child_time(work: Path, target_name: str, repeats: int) -> dict:
+    """Both chains in interleaved rounds; outputs vs torch fp32; peak RSS; the machine's peak."""
+    from compiler.metrics import compare
+    from compiler.targets.registry import get_target
+
+    target = get_target(target_name)
+    ref = dict(np.load(work / "reference.npz"))
+    ids = {k: ref[k] for k in ("input_ids",) if k in ref}
+    with PeakRSS() as rss:
+        runners = {chain: {n: target.runner(p) for n, p in files.items()} for chain, files in _files(work, target_name).items()}
+        times = {chain: {n: [] for n in (*COMPONENTS, "total")} for chain in runners}
+        outputs = {}
+        for round_ in range(repeats + 1):          # round 0 warms up (allocations, kernel choice)
+            for chain, run in runners.items():
+                t = {}
+                t0 = time.perf_counter()
+                embeds = run["text_encoder"](ids)[0]
+                t["text_encoder"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                latents = run["denoiser"]({"prompt_embeds": embeds, "noise": ref["noise"]})[0]
+                t["denoiser"] = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                image = run["vae_decoder"]({"latents": latents})[0]
+                t["vae_decoder"] = time.perf_counter() - t2
+                t["total"] = time.perf_counter() - t0
+                if round_:
+                    for k, v in t.items():
+                        times[chain][k].append(v)
+                else:
+                    # each component on the reference's own input, and the image the chain makes
+                    outputs[chain] = {
+                        "text_encoder": compare(ref["prompt_embeds"], embeds).psnr_db,
+                        "denoiser": compare(ref["latents"], run["denoiser"]({"prompt_embeds": ref["prompt_embeds"],
+                                                                             "noise": ref["noise"]})[0]).psnr_db,
+                        "vae_decoder": compare(ref["image"], run["vae_decoder"]({"latents": ref["latents"]})[0],
+                                               data_range=1.0).psnr_db,
+                        "image": compare(ref["image"], image, data_range=1.0).psnr_db}
+    return {"median_s": {c: {k: statistics.median(v) for k, v in row.items()} for c, row in times.items()},
+            "psnr_db": outputs, "peak_rss_bytes": rss.peak, "peak": machine_peak()}
+
+
+def machine_peak(size: int = 2048, repeats: int = 5) -> dict:
+    """Best-of GEMM throughput in this process: fp32 (numpy's BLAS) and int8 (ONNX Runtime
+    MatMulInteger, u8 activations x s8 weights: MLAS's VNNI kernels where present)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    fp32 = 2 * size ** 3 / best / 1e9
+    w = rng.integers(-127, 128, (size, size), dtype=np.int8)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8, [size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    session.run(None, {"x": x})
+    best = min(_seconds(lambda: session.run(None, {"x": x})) for _ in range(repeats))
+    return {"fp32_gflops": fp32, "int8_gops": 2 * size ** 3 / best / 1e9}
+
+
+def _seconds(call) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def graph_flops(path: Path) -> int:
+    """2 x multiply-accumulates of every Conv / MatMul / Gemm in an ONNX graph: those with a constant
+    weight (compiler.targets.onnx.quantize.weight_layers) and attention's activation products."""
+    import onnx
+
+    from compiler.targets.onnx.quantize import _value_shapes, weight_layers
+
+    model = onnx.load(str(path), load_external_data=False)
+    layers = weight_layers(model)
+    weighted = {l.node for l in layers}
+    shapes = _value_shapes(model)
+    total = sum(l.flops for l in layers)
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.name not in weighted:
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if a is None or out is None:
+                raise SystemExit(f"{path.name}: no shape for {node.name}; cannot count its operations")
+            total += 2 * int(np.prod(out)) * int(a[-1])
+    return total
+
+
+# ---------------------------------------------------------------- parent
+
+def _recipe(image: int, prompts: int):
+    """bench-int8's recipe with the decoder W8A8 too: the reference answers both calibrations."""
+    import dataclasses
+
+    from compiler.recipe import Quantization
+
+    recipe = bench_int8._recipe(image, prompts)
+    decoder = dataclasses.replace(recipe.components.vae_decoder, precision="int8", quantization=Quantization("w8a8"))
+    return dataclasses.replace(recipe, components=dataclasses.replace(recipe.components, vae_decoder=decoder))
+
+
+def _run(stage: str, work: Path, args, *extra: str) -> dict:
+    argv = ["--child", stage, "--work", str(work), "--image", str(args.image), "--repeats", str(args.repeats),
+            "--prompts", str(args.prompts), *extra] + (["--tiny"] if args.tiny else [])
+    result = run_child(Path(__file__).resolve(), argv, echo_stderr=True)
+    if "error" in result:
+        raise SystemExit(f"{stage} {' '.join(extra)}: {result['error']}")
+    return result
+
+
+def _report(builds: dict, timed: dict, flops: dict) -> list[str]:
+    columns = [(t, c) for t in TARGETS for c in timed[t]["median_s"]]
+    head = [f"{t} {c}" for t, c in columns]
+    lines = [f"{'':26}" + "".join(f"{h:>17}" for h in head)]
+    for name in (*COMPONENTS, "total"):
+        lines.append(f"{name:26}" + "".join(f"{timed[t]['median_s'][c][name] * 1e3:>15.0f}ms" for t, c in columns))
+    base = timed["onnx"]["median_s"]["fp32"]["total"]
+    lines.append(f"{'whole image vs ORT fp32':26}" + "".join(
+        f"{base / timed[t]['median_s'][c]['total']:>16.2f}x" for t, c in columns))
+    lines.append(f"{'image PSNR vs torch fp32':26}" + "".join(f"{timed[t]['psnr_db'][c]['image']:>15.1f}dB"
+                                                            for t, c in columns))
+    lines.append("peak RSS of each target's child (all its chains loaded): " + ", ".join(
+        f"{t} {timed[t]['peak_rss_bytes'] / 1e9:.2f} GB" for t in TARGETS))
+    lines.append("")
+    lines.append("each component on the reference's own input, PSNR vs torch fp32 (dB):")
+    for name in COMPONENTS:
+        lines.append(f"  {name:24}" + "".join(f"{timed[t]['psnr_db'][c][name]:>17.1f}" for t, c in columns))
+    lines.append("")
+    lines.append("the limit: operations counted from the exported graph / median time, against the peak measured "
+                 "in the same child")
+    gaps = []
+    for t in TARGETS:
+        peak = timed[t]["peak"]
+        lines.append(f"  {t}: peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s (numpy BLAS GEMM), int8 {peak['int8_gops']:.0f} "
+                     f"GOP/s (ONNX Runtime MatMulInteger)")
+        for name in COMPONENTS:
+            cells = []
+            for c in timed[t]["median_s"]:
+                quantized = c != "fp32" and name in INT8
+                rate = flops[name] / timed[t]["median_s"][c][name] / 1e9
+                pct = 100 * rate / (peak["int8_gops"] if quantized else peak["fp32_gflops"])
+                cells.append(f"{c} {rate:6.0f} {'GOP/s' if quantized else 'GFLOP/s'} {pct:5.1f}%")
+                if name in INT8:
+                    gaps.append((pct, f"{t} {c} {name}"))
+            lines.append(f"    {name:14} {flops[name] / 1e9:7.1f} G   " + "   ".join(cells))
+    pct, where = min(gaps)
+    lines.append(f"largest remaining gap (UNet and decoder): {where} at {pct:.1f}% of its peak")
+    lines.append("")
+    speed = {(t, c): base / timed[t]["median_s"][c]["total"] for t, c in columns}
+    good = [(x, t, c) for (t, c), x in speed.items() if c != "fp32" and timed[t]["psnr_db"][c]["image"] >= GOAL_PSNR]
+    x, t, c = max(good, default=(0.0, "-", "-"))
+    lines.append(f"goal: an int8 chain (full decoder) >= {GOAL_BEST}x ONNX Runtime fp32 at >= {GOAL_PSNR} dB: best "
+                 f"{t} {c} {x:.2f}x: {verdict(x >= GOAL_BEST)}")
+    lines.append(f"goal: ONNX Runtime int8 (as shipped) >= {GOAL_ONNX}x fp32: {speed[('onnx', 'int8')]:.2f}x: "
+                 f"{verdict(speed[('onnx', 'int8')] >= GOAL_ONNX)}")
+    lines.append("")
+    lines.append("int8 build (calibration + quantization, s): " + "; ".join(
+        f"{t} {n} {c} {row[c]['s']:.0f}" for t in TARGETS for n, row in builds[t].items() for c in row
+        if isinstance(row[c], dict)))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", help="folder for the exported files (default: a temporary one)")
+    p.add_argument("--tiny", action="store_true", help="toy-size student, to smoke-test the script")
+    p.add_argument("--image", type=int, default=512)
+    p.add_argument("--prompts", type=int, default=8, help="calibration prompts (default 8)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per target (default 3)")
+    p.add_argument("--reuse", action="store_true", help="time the files a previous run left in --work")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--target", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.tiny and args.image == 512:
+        args.image = 64
+    if args.child:
+        from _common import child_result
+
+        work = Path(args.work)
+        if args.child == "export":
+            child_result(lambda: bench_int8.child_export(work, args.tiny, args.image))
+        elif args.child == "prepare":
+            child_result(lambda: child_prepare(work, args.tiny, args.image, args.prompts))
+        elif args.child == "build":
+            child_result(lambda: child_build(work, args.target))
+        else:
+            child_result(lambda: child_time(work, args.target, args.repeats))
+        return 0
+    with bench_int8._workdir(args.work) as work:
+        m = machine()
+        print(f"peers benchmark ({'TOY SIZES (--tiny)' if args.tiny else f'SD-Turbo size, random seeded weights, {args.image}x{args.image}'}); "
+              f"{m['cpu']}, {m['cores']} cores, AVX-512 {m['avx512']}, VNNI {m['vnni']}; "
+              + ", ".join(f"{k} {v}" for k, v in versions("onnxruntime", "openvino", "nncf").items()), flush=True)
+        if not args.reuse:
+            _run("export", work, args)
+            _run("prepare", work, args)
+            builds = {t: _run("build", work, args, "--target", t) for t in TARGETS}
+            (work / "builds.json").write_text(json.dumps(builds))
+        builds = json.loads((work / "builds.json").read_text())
+        flops = {n: graph_flops(work / "fp32" / f"{n}.onnx") for n in COMPONENTS}
+        timed = {t: _run("time", work, args, "--target", t) for t in TARGETS}
+        print("\n".join(_report(builds, timed, flops)))
+        (work / "peers.json").write_text(json.dumps({"builds": builds, "timed": timed, "flops": flops}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
