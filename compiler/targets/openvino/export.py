@@ -28,7 +28,7 @@ def export(graph, out_dir: Path, onnx_target) -> Artifact:
     """The component as `<name>.xml` + `<name>.bin` in out_dir, via an ONNX file exported (and
     checked) in a scratch folder beside it."""
     with tempfile.TemporaryDirectory(prefix=f".{graph.name}-onnx-", dir=out_dir) as scratch:
-        onnx_artifact = onnx_target.export(graph, Path(scratch), onnx_target.Options(phase_upsampling=False))
+        onnx_artifact = onnx_target.export(graph, Path(scratch), onnx_target.Options())
         return from_onnx(Path(scratch) / onnx_artifact.main, out_dir, graph.name)
 
 
