@@ -47,7 +47,8 @@ fixtures: $(STAMP)
 		tests/test_transformer_families.py::test_transformer_family_compiles_to_onnx_and_generates \
 		tests/test_tiled_decoding.py::test_a_tiled_bundle_ships_its_decoder_at_one_tile_with_the_plan_in_the_manifest \
 		tests/test_img2img.py::test_img2img_bundle_ships_the_encoder_and_passes_parity_at_every_strength \
-		tests/targets/qnn/test_compile_qnn.py::test_every_component_ships_as_htp_context_binaries_for_each_soc
+		tests/targets/qnn/test_compile_qnn.py::test_every_component_ships_as_htp_context_binaries_for_each_soc \
+		tests/test_sizes.py::test_each_size_has_its_programs_over_weights_stored_once
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
