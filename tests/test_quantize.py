@@ -484,3 +484,41 @@ def test_one_component_at_a_time_frees_each_and_keeps_every_answer_later_stages_
         np.testing.assert_array_equal(got["latents"], want["latents"])
     with pytest.raises(RuntimeError, match="not recorded"):
         reference.denoise(reference.embed(tokenize(reference.tokenizers, "a prompt nobody recorded")), z)
+
+
+def test_reduce_range_false_ships_all_eight_bits_of_each_weight(tmp_path):
+    """`targets.onnx.reduce_range` (default true: 7-bit weights for x86 CPUs without VNNI); false
+    ships the full int8 range, for VNNI and ARM dot products (docs/quantization.md)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.recipe import load_recipe
+    from compiler.targets import Artifact
+    from compiler.targets.onnx import OnnxTarget
+    from support import write_recipe
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
+              tmp_path / "vae_decoder.onnx")
+    widest = {}
+    for reduce_range in (True, False):
+        recipe = load_recipe(write_recipe(tmp_path / f"{reduce_range}.yaml",
+                                          extra=f"targets: {{onnx: {{reduce_range: {str(reduce_range).lower()}}}}}\n"))
+        options = recipe.target_options("onnx")
+        out = tmp_path / str(reduce_range)
+        out.mkdir()
+        target = OnnxTarget()
+        q = target.quantizer("vae_decoder", "w8a8", Artifact("vae_decoder", "vae_decoder.onnx", ["vae_decoder.onnx"]),
+                             tmp_path, out, options)
+        q.layers()
+        q.calibrate(iter([{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]))
+        q.build([])
+        assert f"reduce_range={reduce_range}" in q.tool
+        assert target.manifest_block(options, {}, out)["reduce_range"] is reduce_range
+        model = onnx.load(str(out / "vae_decoder.onnx"))
+        weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8]
+        widest[reduce_range] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert widest[True] <= 64 and widest[False] == 127
