@@ -1,9 +1,10 @@
 """Peers side by side: `make bench-peers` (python benchmarks/peers.py).
 
 The same SD-Turbo-size random student (random seeded weights, 512 px) through each target's own
-toolchain, fp32 and int8, timed side by side: ONNX Runtime (the onnx target) and OpenVINO (the
-openvino target), each in its own child process with interleaved fp32 / int8 rounds, with this
-machine's peak measured in the same child.
+toolchain, fp32 and int8, timed side by side: ONNX Runtime (the onnx target), OpenVINO (the
+openvino target) and, with --targets, ExecuTorch (XNNPACK, lowered from the same torch graphs), each
+in its own child process with interleaved fp32 / int8 rounds, with this machine's peak measured in
+the same child.
 
     export     benchmarks/int8.py's child: fp32 ONNX of text encoder, UNet and decoder
     prepare    the torch fp32 reference on held-out prompt 1 (ids, embeddings, noise, latents,
@@ -25,6 +26,7 @@ measured time: achieved GFLOP/s (fp32) or GOP/s (int8), as a percent of the meas
     python benchmarks/peers.py --work /tmp/peers              # 512 px, 8 calibration prompts
     python benchmarks/peers.py --work /tmp/peers --reuse      # after a first run: time only
     python benchmarks/peers.py --tiny                         # smoke test, seconds
+    python benchmarks/peers.py --targets onnx,openvino,executorch   # ExecuTorch too (its lowering is slow at SD size)
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import int8 as bench_int8  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-TARGETS = ("onnx", "openvino")
+TARGETS = ("onnx", "openvino", "executorch")   # --targets picks; ExecuTorch lowers from torch (slow at SD size)
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 INT8 = ("denoiser", "vae_decoder")        # the components the int8 chain quantizes (W8A8)
 GOAL_BEST, GOAL_PSNR, GOAL_ONNX = 4.0, 35.0, 2.0   # issue 30's goals, printed, never asserted
@@ -50,7 +52,7 @@ HYBRID = "int8 hybrid"     # OpenVINO: optimum-intel's split (MatMuls weight-onl
 
 
 def _suffix(target: str) -> str:
-    return {"onnx": ".onnx", "openvino": ".xml"}[target]
+    return {"onnx": ".onnx", "openvino": ".xml", "executorch": ".pte"}[target]
 
 
 # ---------------------------------------------------------------- children
@@ -95,8 +97,19 @@ def _samples(work: Path, name: str) -> list[dict]:
     return [out[i] for i in sorted(out)]
 
 
-def child_build(work: Path, target_name: str) -> dict:
-    """fp32 and W8A8 files of one target, from the same fp32 ONNX export and calibration samples."""
+def _torch_graphs(work: Path, target, tiny: bool, image: int, prompts: int) -> dict:
+    """The wrapped torch graphs of the same seeded student, for a target that exports from torch
+    (its validate sees the recipe's int8 components first, as compile's does)."""
+    from compiler.wrap import wrap
+
+    recipe = _recipe(image, prompts)
+    target.validate(recipe, recipe.target_options(target.name))
+    return wrap(bench_int8._student(tiny, work), recipe).graphs
+
+
+def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: int) -> dict:
+    """fp32 and W8A8 files of one target, from the same fp32 ONNX export (ExecuTorch: the same
+    torch graphs) and calibration samples."""
     from compiler.targets.registry import get_target
 
     from compiler.targets import Artifact
@@ -105,12 +118,15 @@ def child_build(work: Path, target_name: str) -> dict:
     target = get_target(target_name)
     own = work / target_name / "fp32"
     own.mkdir(parents=True, exist_ok=True)
+    graphs = _torch_graphs(work, target, tiny, image, prompts) if target_name == "executorch" else {}
     out = {}
     for name in COMPONENTS:
         src = work / "fp32" / f"{name}.onnx"
         t0 = time.perf_counter()
         if target_name == "openvino":     # what the target's export does after its ONNX export
             artifact, root = from_onnx(src, own, name), own
+        elif target_name == "executorch":   # torch.export -> XNNPACK, from the same seeded weights
+            artifact, root = target.export(graphs[name], own, target.Options()), own
         else:
             artifact, root = Artifact(name, src.name, [src.name, f"{src.name}.data"]), src.parent
         row = {"fp32_s": time.perf_counter() - t0, "fp32_bytes": sum((root / f).stat().st_size for f in artifact.files)}
@@ -296,7 +312,8 @@ def _run(stage: str, work: Path, args, *extra: str) -> dict:
 
 
 def _report(builds: dict, timed: dict, flops: dict) -> list[str]:
-    columns = [(t, c) for t in TARGETS for c in timed[t]["median_s"]]
+    peers = list(timed)
+    columns = [(t, c) for t in peers for c in timed[t]["median_s"]]
     head = [f"{t} {c}" for t, c in columns]
     lines = [f"{'':26}" + "".join(f"{h:>21}" for h in head)]
     for name in (*COMPONENTS, "total"):
@@ -307,7 +324,7 @@ def _report(builds: dict, timed: dict, flops: dict) -> list[str]:
     lines.append(f"{'image PSNR vs torch fp32':26}" + "".join(f"{timed[t]['psnr_db'][c]['image']:>19.1f}dB"
                                                             for t, c in columns))
     lines.append("peak RSS of each target's child (all its chains loaded): " + ", ".join(
-        f"{t} {timed[t]['peak_rss_bytes'] / 1e9:.2f} GB" for t in TARGETS))
+        f"{t} {timed[t]['peak_rss_bytes'] / 1e9:.2f} GB" for t in peers))
     lines.append("")
     lines.append("each component on the reference's own input, PSNR vs torch fp32 (dB):")
     for name in COMPONENTS:
@@ -316,7 +333,7 @@ def _report(builds: dict, timed: dict, flops: dict) -> list[str]:
     lines.append("the limit: operations counted from the exported graph / median time, against the peak measured "
                  "in the same child")
     gaps = []
-    for t in TARGETS:
+    for t in peers:
         peak = timed[t]["peak"]
         lines.append(f"  {t}: peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s (numpy BLAS GEMM), int8 {peak['int8_gops']:.0f} "
                      f"GOP/s (ONNX Runtime MatMulInteger)")
@@ -342,9 +359,9 @@ def _report(builds: dict, timed: dict, flops: dict) -> list[str]:
                  f"{verdict(speed[('onnx', 'int8')] >= GOAL_ONNX)}")
     lines.append("")
     lines.append("int8 build (calibration + quantization, s): " + "; ".join(
-        f"{t} {n} {c} {row[c]['s']:.0f}" for t in TARGETS for n, row in builds[t].items() for c in row
+        f"{t} {n} {c} {row[c]['s']:.0f}" for t in peers for n, row in builds[t].items() for c in row
         if isinstance(row[c], dict)))
-    lines.append("int8 tools: " + "; ".join(sorted({f"{t} {c}: {row[c]['tool']}" for t in TARGETS
+    lines.append("int8 tools: " + "; ".join(sorted({f"{t} {c}: {row[c]['tool']}" for t in peers
                                                      for row in builds[t].values() for c in row
                                                      if isinstance(row[c], dict)})))
     return lines
@@ -359,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per target (default 3)")
     p.add_argument("--reuse", action="store_true", help="time the files a previous run left in --work")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--targets", default="onnx,openvino",
+                   help="peers to run, from onnx, openvino, executorch (default onnx,openvino; onnx is the baseline)")
     p.add_argument("--target", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.tiny and args.image == 512:
@@ -372,10 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.child == "prepare":
             child_result(lambda: child_prepare(work, args.tiny, args.image, args.prompts))
         elif args.child == "build":
-            child_result(lambda: child_build(work, args.target))
+            child_result(lambda: child_build(work, args.target, args.tiny, args.image, args.prompts))
         else:
             child_result(lambda: child_time(work, args.target, args.repeats))
         return 0
+    targets = args.targets.split(",")
+    if "onnx" not in targets or set(targets) - set(TARGETS):
+        p.error(f"--targets: a comma-separated list from {', '.join(TARGETS)}, onnx included (the baseline)")
     with bench_int8._workdir(args.work) as work:
         m = machine()
         print(f"peers benchmark ({'TOY SIZES (--tiny)' if args.tiny else f'SD-Turbo size, random seeded weights, {args.image}x{args.image}'}); "
@@ -384,11 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.reuse:
             _run("export", work, args)
             _run("prepare", work, args)
-            builds = {t: _run("build", work, args, "--target", t) for t in TARGETS}
+            builds = {t: _run("build", work, args, "--target", t) for t in targets}
             (work / "builds.json").write_text(json.dumps(builds))
         builds = json.loads((work / "builds.json").read_text())
         flops = {n: graph_flops(work / "fp32" / f"{n}.onnx") for n in COMPONENTS}
-        timed = {t: _run("time", work, args, "--target", t) for t in TARGETS}
+        timed = {t: _run("time", work, args, "--target", t) for t in targets if t in builds}
         print("\n".join(_report(builds, timed, flops)))
         (work / "peers.json").write_text(json.dumps({"builds": builds, "timed": timed, "flops": flops}))
     return 0

@@ -9,10 +9,12 @@ from support import run_benchmark
 
 @pytest.mark.slow
 def test_bench_peers_runs_at_toy_size(tmp_path):
-    proc = run_benchmark("peers.py", "--tiny", "--repeats", "1", "--prompts", "2", "--work", tmp_path, timeout=900)
+    proc = run_benchmark("peers.py", "--tiny", "--repeats", "1", "--prompts", "2", "--work", tmp_path,
+                         "--targets", "onnx,openvino,executorch", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    for column in ("onnx fp32", "onnx int8", "onnx int8 8-bit", "openvino fp32", "openvino int8"):
+    for column in ("onnx fp32", "onnx int8", "onnx int8 8-bit", "openvino fp32", "openvino int8", "openvino int8 hybrid",
+                   "executorch fp32", "executorch int8"):
         assert column in out, out
     assert "peak fp32" in out and "GOP/s" in out and "largest remaining gap" in out and "goal:" in out, out
 
