@@ -46,6 +46,14 @@ def compile_quietly(target: str, recipe: Path, model: Path, out: Path, *extra: s
     return int(code), err.getvalue()
 
 
+def compiled(target: str, model: Path, root: Path, extra: str, out: str = "bundle", kind: str = "eps-turbo") -> Path:
+    """A bundle compiled in-process from write_recipe(root / "r.yaml", kind, extra) into root / out;
+    a failed compile fails the caller with its stderr."""
+    code, err = compile_quietly(target, write_recipe(root / "r.yaml", kind, extra=extra), model, root / out)
+    assert code == 0, err
+    return root / out
+
+
 def family_of(kind: str) -> str:
     return "eps-turbo" if kind == "eps-turbo-xl" else kind
 

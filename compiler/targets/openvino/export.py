@@ -78,13 +78,15 @@ def weight_ops(model) -> list:
     for op in model.get_ordered_ops():
         if op.get_type_name() not in WEIGHT_OPS:
             continue
-        const = _constant_source(op.input_value(1).get_node())
+        const = constant_source(op.input_value(1).get_node())
         if const is not None:
             out.append((op, const))
     return out
 
 
-def _constant_source(node):
+def constant_source(node):
+    """The Constant a weight comes from through OpenVINO's and NNCF's conversions (decompression,
+    layout, fake quantization), or None for an activation."""
     while node.get_type_name() in ("Convert", "Reshape", "Transpose", "Multiply", "Subtract", "FakeQuantize"):
         node = node.input_value(0).get_node()
     return node if node.get_type_name() == "Constant" else None

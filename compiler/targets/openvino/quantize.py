@@ -30,7 +30,7 @@ from ...errors import CalibrationError, ExportError, first_line
 from ...quantization import Layer, sqnr, stable_range
 from ...recipe import CALIBRATED
 from .. import Artifact
-from .export import WEIGHT_OPS, save, weight_ops
+from .export import WEIGHT_OPS, constant_source, save, weight_ops
 from .run import CHECK_CONFIG, runner_of
 
 TOOLS = {
@@ -129,7 +129,7 @@ def stable_activation_ranges(model, component: str) -> None:
     import openvino as ov
 
     for fq in model.get_ordered_ops():
-        if fq.get_type_name() != "FakeQuantize" or _is_weight(fq.input_value(0).get_node()):
+        if fq.get_type_name() != "FakeQuantize" or constant_source(fq.input_value(0).get_node()) is not None:
             continue
         bounds = [fq.input_value(i).get_node() for i in range(1, 5)]
         if any(b.get_type_name() != "Constant" for b in bounds):
@@ -163,12 +163,6 @@ def _on_grid(lo: float, hi: float, levels: int) -> tuple[float, float]:
     scale = (hi - lo) / (levels - 2)
     zero = math.ceil(-lo / scale)
     return float(np.float32(-zero * scale)), float(np.float32((levels - 1 - zero) * scale))
-
-
-def _is_weight(node) -> bool:
-    while node.get_type_name() in ("Convert", "Reshape", "Transpose", "Multiply", "Subtract"):
-        node = node.input_value(0).get_node()
-    return node.get_type_name() == "Constant"
 
 
 def _check_planned(model, layers: list[Layer], float_layers: list[str], component: str) -> None:

@@ -12,14 +12,14 @@ from ...errors import BundleError
 CHECK_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
 
 
-def compiled_runner(path: Path, device: str = "CPU", config: dict | None = None):
-    """A Runner over the IR at `path` (its .xml; the .bin beside it) compiled for `device`."""
+def compiled_runner(path: Path):
+    """A Runner over the IR at `path` (its .xml; the .bin beside it) compiled for this CPU as parity checks it."""
     import openvino as ov
 
     _check_weights_file(path)
     core = ov.Core()
     try:
-        compiled = core.compile_model(core.read_model(str(path)), device, config or CHECK_CONFIG)
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", CHECK_CONFIG)
     except Exception as exc:
         raise BundleError(str(path), f"OpenVINO could not load it: {str(exc).strip().splitlines()[0][:200]}") from exc
     return runner_of(compiled)

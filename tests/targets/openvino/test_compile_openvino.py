@@ -13,7 +13,7 @@ import pytest
 
 from compiler.errors import Exit
 from support import (REPO, TRANSFORMER_TEXT, assert_same_identity, bundle_record, compile_on_another_cpu,
-                     compile_quietly, identity, outlier_linear_attention, write_recipe)
+                     compiled, identity, outlier_linear_attention, write_recipe)
 
 INT8 = ("components:\n"
         "  text_encoder: {precision: int8, quantization: {scheme: w8}}\n"
@@ -25,11 +25,7 @@ COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 
 @pytest.fixture(scope="module")
 def openvino_bundle(students, tmp_path_factory):
-    root = tmp_path_factory.mktemp("openvino")
-    recipe = write_recipe(root / "r.yaml", "eps-turbo", extra=INT8)
-    code, err = compile_quietly("openvino", recipe, students["eps-turbo"], root / "bundle")
-    assert code == Exit.OK, err
-    return root / "bundle"
+    return compiled("openvino", students["eps-turbo"], tmp_path_factory.mktemp("openvino"), INT8)
 
 
 def _int8_weights(xml) -> set[str]:
@@ -76,12 +72,12 @@ def test_activation_ranges_lie_on_the_grid_every_cpu_agrees_on(openvino_bundle):
     import openvino as ov
 
     from compiler.quantization import stable_range
-    from compiler.targets.openvino.quantize import _is_weight
+    from compiler.targets.openvino.export import constant_source
 
     model = ov.Core().read_model(str(openvino_bundle / "denoiser.xml"))
     ranges = [tuple(float(fq.input_value(i).get_node().get_data().reshape(-1)[0]) for i in (1, 2))
               for fq in model.get_ordered_ops()
-              if fq.get_type_name() == "FakeQuantize" and not _is_weight(fq.input_value(0).get_node())]
+              if fq.get_type_name() == "FakeQuantize" and constant_source(fq.input_value(0).get_node()) is None]
     assert len(ranges) > 20 and any(lo < 0 for lo, _ in ranges)
     for lo, hi in ranges:
         if lo == 0:
@@ -122,10 +118,8 @@ def test_verify_passes_the_bundle_with_openvino(openvino_bundle, students, run_c
 def test_compiled_again_in_one_process_the_bundle_is_the_same(openvino_bundle, students, tmp_path):
     """OpenVINO names the ops it makes by a per-process counter: the second compile in this process
     would name them otherwise, and export.canonical_names keeps that from the bytes."""
-    recipe = write_recipe(tmp_path / "r.yaml", "eps-turbo", extra=INT8)
-    code, err = compile_quietly("openvino", recipe, students["eps-turbo"], tmp_path / "again")
-    assert code == Exit.OK, err
-    assert identity(tmp_path / "again") == identity(openvino_bundle)
+    again = compiled("openvino", students["eps-turbo"], tmp_path, INT8, out="again")
+    assert identity(again) == identity(openvino_bundle)
 
 
 @pytest.mark.slow   # CI's 15 minutes: the activation ranges' grid is checked above, in the fast suite
@@ -147,9 +141,7 @@ def test_fallback_keeps_the_outlier_layer_float_through_nncfs_ignored_scope(stud
         "components:\n"
         "  denoiser: {precision: int8, quantization: {scheme: w8a8, max_float_weight_fraction: 0.3}}\n"
         f"calibration: {{prompts: {REPO / 'calibration/calibration.txt'}, num_prompts: 4, seed: 1}}\n")
-    out = tmp_path / "bundle"
-    code, err = compile_quietly("openvino", write_recipe(tmp_path / "r.yaml", "trigflow-scm", extra=extra), folder, out)
-    assert code == Exit.OK, err
+    out = compiled("openvino", folder, tmp_path, extra, kind="trigflow-scm")
     q = bundle_record(out)["quantization"]["components"]["denoiser"]
     assert q["check_on_calibration_prompts"]["before_fallback"]["passed"] is False
     assert q["check_on_calibration_prompts"]["after_fallback"]["passed"] is True

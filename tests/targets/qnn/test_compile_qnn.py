@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from compiler.errors import Exit, ExportError
-from support import (REPO, bundle_record, check_runtime_manifest, compile_on_another_cpu, compile_quietly, identity,
-                     outlier_linear_attention, write_recipe)
+from support import (REPO, bundle_record, check_runtime_manifest, compile_on_another_cpu, compile_quietly, compiled,
+                     identity, outlier_linear_attention, write_recipe)
 
 if platform.system() != "Linux" or platform.machine() != "x86_64":
     pytest.skip("QNN's HTP backend (onnxruntime-qnn) ships for Linux x86-64 and Windows only", allow_module_level=True)
@@ -28,11 +28,7 @@ COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 
 @pytest.fixture(scope="module")
 def qnn_bundle(students, tmp_path_factory):
-    root = tmp_path_factory.mktemp("qnn")
-    recipe = write_recipe(root / "r.yaml", "eps-turbo", extra=QNN)
-    code, err = compile_quietly("qnn", recipe, students["eps-turbo"], root / "bundle")
-    assert code == Exit.OK, err
-    return root / "bundle"
+    return compiled("qnn", students["eps-turbo"], tmp_path_factory.mktemp("qnn"), QNN)
 
 
 def test_every_component_ships_as_htp_context_binaries_for_each_soc(qnn_bundle):
