@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, print_header, verdict
+from _common import REPO, peak_rss_bytes, print_header, verdict
 
 sys.path.insert(0, str(REPO))
 
@@ -49,11 +49,11 @@ def main() -> int:
     p.add_argument("--work", help="folder for the exported files (default: a temporary one)")
     p.add_argument("--tiny", action="store_true", help="toy-size student, to smoke-test the script")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per size (default 3)")
-    p.add_argument("--target", default="onnx", choices=["onnx", "coreml", "executorch"])
+    p.add_argument("--target", default="onnx", choices=["onnx", "coreml", "executorch", "openvino"])
     p.add_argument("--components", default="denoiser,vae_decoder", help="size-dependent components to measure")
     args = p.parse_args()
     sizes = TINY_SIZES if args.tiny else SIZES
-    print_header(f"multi-size bundles (bench-sizes, {args.target})", args.tiny, sizes[0][0], "onnxruntime", "onnx",
+    print_header(f"multi-size bundles (bench-sizes, {args.target})", args.tiny, sizes[0][0], "onnxruntime", "onnx", "openvino",
                  "coremltools", "executorch")
     with tempfile.TemporaryDirectory(prefix="bench-sizes-") as tmp:
         work = Path(args.work or tmp)
@@ -122,13 +122,17 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
                     + f"; sharing the weights {share_s:.1f} s")
         for key, folder, a in parts:
             fixed = target.runner(folder / a.main, options)
+            out_fixed = fixed(feeds[key])[0]   # also the warm-up runs
+            if not target.reports_latency:
+                del fixed   # one evaluator at a time: SD-size UNets in Core ML's evaluator are several GB each
             multi = target.runner(shared_dir / programs[key]["file"], options, programs[key].get("function"))
-            out_fixed, out_multi = fixed(feeds[key])[0], multi(feeds[key])[0]   # also the warm-up runs
+            out_multi = multi(feeds[key])[0]
             times = {"fixed": [], "multi": []}
             psnr, same = compare(expected[key], out_multi).psnr_db, np.array_equal(out_fixed, out_multi)
             if not target.reports_latency:
                 rows.append(f"    {key:>8}: vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "
                             f"{'yes' if same else 'NO'} (latency: not measured on {target.name}'s checker)")
+                del multi
                 continue
             for _ in range(args.repeats):   # interleaved: a slow moment of the machine hits both
                 for label, run in (("fixed", fixed), ("multi", multi)):
@@ -141,6 +145,7 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
                         f"vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "
                         f"{'yes' if same else 'NO'}")
             del fixed, multi
+    rows.append(f"  peak resident memory of this run: {peak_rss_bytes() / 1e9:.1f} GB")
     print("\n".join(rows))
 
 

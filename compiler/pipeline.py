@@ -177,8 +177,10 @@ def _digests(root: Path, artifact: Artifact) -> tuple:
 
 def check_shared(target: Target, options, b: Built, name: str, program: Path, function: str | None) -> None:
     """The shared program vs the one parity checked, bit for bit, on the first held-out input."""
-    checked, feeds = b.quantized.chain.runners[name], b.feeds(name)
-    want, got = checked(feeds), target.runner(program, options, function)(feeds)
+    feeds = b.feeds(name)
+    want = b.quantized.chain.runners[name](feeds)
+    b.quantized.chain.close(name)   # one program in memory at a time: three SD UNets would not fit
+    got = target.runner(program, options, function)(feeds)
     if any(not np.array_equal(w, g) for w, g in zip(want, got)):
         raise CompileError(f"component {name} at {b.key}", f"{program.name} {function or ''} does not compute "
                                                            f"what the checked program did (weights shared wrongly)")

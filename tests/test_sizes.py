@@ -319,6 +319,39 @@ def test_executorch_ships_every_size_as_one_program_with_a_method_per_size(tmp_p
         assert code == 0, err
 
 
+def _ir_constants(xml) -> set[tuple[int, int]]:
+    """(offset, size) in the weights file of every Const of an OpenVINO IR."""
+    import xml.etree.ElementTree as ET
+
+    return {(int(d.get("offset")), int(d.get("size"))) for layer in ET.parse(xml).iter("layer")
+            if layer.get("type") == "Const" and (d := layer.find("data")) is not None and d.get("offset")}
+
+
+@pytest.mark.slow
+def test_openvino_ships_an_ir_per_size_over_one_weights_file(students, tmp_path, run_cli):
+    """Two sizes, the denoiser int8 (NNCF W8A8): per size-dependent component an IR per size and
+    one .bin holding one size's weights (its int8 weights and scales the same at both sizes);
+    parity at both sizes; generate at both."""
+    from compiler.pipeline import compile_bundle
+
+    recipe = load_recipe(_recipe(tmp_path, SIZES + INT8_DENOISER))
+    result = compile_bundle(recipe, "openvino", str(students["eps-turbo"]), tmp_path / "bundle")
+    m = result.manifest
+    assert [p.label for p in result.parity] == [f"{k} openvino {p}" for k in KEYS for p in ("fp32", "int8")]
+    assert m["components"]["text_encoder"]["files"] == ["text_encoder.bin", "text_encoder.xml"]
+    for name in ("denoiser", "vae_decoder"):
+        assert m["components"][name]["files"] == sorted([f"{name}.bin"] + [f"{name}.{k}.xml" for k in KEYS])
+        assert [s["components"][name]["file"] for s in m["sizes"]] == [f"{name}.{k}.xml" for k in KEYS]
+        first, second = (_ir_constants(result.out / f"{name}.{k}.xml") for k in KEYS)
+        one_size = sum(size for _, size in first)
+        assert sum(size for _, size in first & second) >= 0.9 * one_size
+        assert (result.out / f"{name}.bin").stat().st_size <= 1.1 * one_size
+    for key in KEYS:
+        code, _, err = run_cli("generate", "--bundle", result.out, "--prompt", "a red fox", "--out",
+                               tmp_path / f"{key}.png", "--size", key)
+        assert code == 0, err
+
+
 @pytest.mark.slow
 def test_a_tiled_decoder_ships_once_with_a_tile_plan_per_size(students, tmp_path, run_cli):
     """The decoder ships at its tile, the same program at every size: one file, and each size's

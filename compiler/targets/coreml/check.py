@@ -15,13 +15,14 @@ class CheckedEvaluator:
         from .evaluate import ProgramEvaluator, UnsupportedOp
 
         self.where = f"component {Path(package).name.removesuffix(convert.SUFFIX)}"
+        function = function or convert.default_function(package)
         if prog is None:
             try:
-                prog = convert.load_program(package)
+                prog = convert.load_program(package, function)
             except Exception as exc:  # coremltools' loader: a package it cannot read back
                 raise ExportError(str(package), f"the ML Program does not load: {str(exc)[:200]}") from exc
         try:
-            self.evaluator = ProgramEvaluator(prog, fp16_storage, function or convert.default_function(package))
+            self.evaluator = ProgramEvaluator(prog, fp16_storage, function)
         except UnsupportedOp as exc:
             raise ParityError(self.where, f"{exc}; its numbers cannot be checked on this machine") from exc
 

@@ -175,13 +175,18 @@ def stabilize_manifest(package: Path) -> None:
     manifest.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def load_program(package: Path):
-    """The MIL program inside a saved package (on any OS: no Core ML runtime needed)."""
+def load_program(package: Path, function: str | None = None):
+    """The MIL program inside a saved package (on any OS: no Core ML runtime needed). `function`:
+    only that function of a multifunction package is loaded, since coremltools reads every
+    function's weights into arrays of their own: three sizes of the SD UNet would be three copies."""
     import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
     package = Path(package)
     spec = ct.utils.load_spec(str(package / MODEL_SPEC))
+    if function is not None:
+        for other in [f for f in spec.mlProgram.functions if f != function]:
+            del spec.mlProgram.functions[other]
     with quiet():
         return milproto_load(spec, specification_version=spec.specificationVersion,
                              file_weights_dir=str(package / WEIGHTS_DIR))

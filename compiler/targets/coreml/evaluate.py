@@ -1183,4 +1183,5 @@ def evaluate_package(path, function: str | None = None) -> ProgramEvaluator:
     """An evaluator for the ML Program inside a saved .mlpackage (one function of a multifunction one)."""
     from .convert import default_function, load_program
 
-    return ProgramEvaluator(load_program(Path(path)), function=function or default_function(Path(path)))
+    function = function or default_function(Path(path))
+    return ProgramEvaluator(load_program(Path(path), function), function=function)

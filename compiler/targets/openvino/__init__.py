@@ -2,9 +2,10 @@
 OpenVINO's ONNX frontend and saved as IR (`.xml` + `.bin`), int8 through NNCF fed by the shared
 calibration stream, checked by running the IR with OpenVINO on this machine's CPU in fp32.
 
-    export.py    ONNX export -> openvino.convert_model -> <name>.xml + <name>.bin, deterministic names
-    quantize.py  NNCF: nncf.quantize (w8a8), nncf.compress_weights (w8), the fallback as its ignored scope
-    run.py       OpenVINO CPU inference (verify, generate)
+    export.py          ONNX export -> openvino.convert_model -> <name>.xml + <name>.bin, deterministic names
+    quantize.py        NNCF: nncf.quantize (w8a8), nncf.compress_weights (w8), the fallback as its ignored scope
+    run.py             OpenVINO CPU inference (verify, generate)
+    shared_weights.py  several sizes: an IR per size over one .bin (recipe image.sizes)
 
 The device an app runs the IR on (CPU, GPU, NPU) is the recipe's `targets.openvino.device`; only the
 CPU can be checked here, and the manifest says which device was checked.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .. import AppRuntime, check_schemes, refuse_sizes, toolkit_problem
+from .. import AppRuntime, check_schemes, toolkit_problem
 
 OPENVINO_VERSION = "2026.4.1"    # pinned in pyproject.toml with nncf 3.4.0
 DEVICES = ("CPU", "GPU", "NPU")
@@ -55,7 +56,6 @@ class OpenVinoTarget:
 
     def validate(self, recipe, options: OpenVinoOptions) -> None:
         check_schemes(self, recipe)
-        refuse_sizes(self, recipe, "an IR per size over one weights file to come")
 
     def float_precision(self, options: OpenVinoOptions) -> str:
         return "fp32"
@@ -82,6 +82,12 @@ class OpenVinoTarget:
         from .export import describe_io
 
         return describe_io(path)
+
+    def share_weights(self, name: str, parts: list, out_dir: Path, options) -> tuple:
+        from .shared_weights import share_weights
+
+        artifact, files = share_weights(name, parts, out_dir)
+        return artifact, {key: {"file": file} for key, file in files.items()}
 
     def for_device(self, artifacts: dict, precisions: dict, root: Path, work: Path, options, feeds,
                    progress) -> tuple[dict, dict]:

@@ -104,10 +104,22 @@ def layer_names(model, torch_names: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def describe_io(path: Path) -> dict:
+def weights_file(xml: Path) -> Path:
+    """The .bin an IR reads its weights from: `<component>.bin` beside it, for the one IR of a
+    one-size bundle (`denoiser.xml`) and each size's of a multi-size one (`denoiser.640x384.xml`,
+    shared_weights.py). Component names have no dot."""
+    return xml.parent / f"{xml.name.split('.', 1)[0]}.bin"
+
+
+def read_ir(xml: Path):
+    """The IR at `xml` with its weights (weights_file), as an openvino.Model."""
     import openvino as ov
 
-    model = ov.Core().read_model(str(path))
+    return ov.Core().read_model(str(xml), str(weights_file(Path(xml))))
+
+
+def describe_io(path: Path) -> dict:
+    model = read_ir(path)
     dtypes = {"f32": "float32", "i64": "int64", "i32": "int32", "f16": "float16"}
 
     def spec(ports):

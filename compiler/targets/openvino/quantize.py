@@ -30,7 +30,7 @@ from ...errors import CalibrationError, ExportError, first_line
 from ...quantization import Layer, sqnr, stable_range
 from ...recipe import CALIBRATED
 from .. import Artifact
-from .export import WEIGHT_OPS, constant_source, save, weight_ops
+from .export import WEIGHT_OPS, constant_source, read_ir, save, weight_ops
 from .run import CHECK_CONFIG, runner_of
 
 TOOLS = {
@@ -44,13 +44,11 @@ class OpenVinoQuantizer:
     op_types = WEIGHT_OPS
 
     def __init__(self, component: str, scheme: str, src: Path, dst: Path, layer_names: dict[str, str]):
-        import openvino as ov
-
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
         self.layer_names = layer_names
         self.tool = TOOLS[scheme]
         self.needs_calibration = scheme in CALIBRATED
-        self.model = ov.Core().read_model(str(src))
+        self.model = read_ir(self.src)
         self.samples: list[dict] = []
         weighted = {op.get_friendly_name() for op, _ in weight_ops(self.model)}
         self._not_candidates = [op.get_friendly_name() for op in self.model.get_ordered_ops()

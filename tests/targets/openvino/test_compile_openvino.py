@@ -172,8 +172,45 @@ def test_openvino_bundles_are_for_pcs_and_package_says_so(openvino_bundle, stude
     code, _, err = run_cli("compile", "--target", "openvino", "--recipe", recipe, "--model", students["eps-turbo"],
                            "--out", tmp_path / "b", "--emit-app-package")
     assert code == Exit.RECIPE and "--emit-app-package" in err and not (tmp_path / "b").exists()
-    sizes = write_recipe(tmp_path / "s.yaml", "eps-turbo")
-    sizes.write_text(sizes.read_text().replace("image: {height: 32, width: 32}", "image: {sizes: [[32, 32], [24, 40]]}"))
-    code, _, err = run_cli("compile", "--target", "openvino", "--recipe", sizes, "--model", students["eps-turbo"],
-                           "--out", tmp_path / "s")
-    assert code == Exit.RECIPE and "image.sizes" in err
+
+
+def _conv_ir(folder, height: int, width: int):
+    """A seeded 3x3 convolution (its 37 KB weight the same at every size) and a size-dependent
+    Reshape, saved as the IR `denoiser.xml` in folder, as the target's export saves one."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from compiler.targets import Artifact
+    from compiler.targets.openvino.export import save
+
+    weight = np.random.default_rng(0).standard_normal((32, 32, 3, 3)).astype(np.float32)
+    x = ops.parameter([1, 32, height, width], np.float32, name="latents")
+    conv = ops.convolution(x, ops.constant(weight), [1, 1], [1, 1], [1, 1], [1, 1])
+    flat = ops.reshape(conv, ops.constant(np.array([1, 32 * height * width], np.int64)), False)
+    folder.mkdir()
+    artifact = save(ov.Model([flat], [x], "denoiser"), folder, "denoiser", {})
+    return folder, artifact
+
+
+def test_each_sizes_ir_points_into_one_weights_file(tmp_path):
+    """Two sizes' IRs over one .bin: the weight stored once, each size's shape constant its own;
+    each shared IR computes exactly what its own did; sharing again writes the same bytes."""
+    from compiler.targets.openvino.run import compiled_runner
+    from compiler.targets.openvino.shared_weights import share_weights
+
+    parts = [(key, *_conv_ir(tmp_path / key, h, w)) for key, (h, w) in (("32x32", (32, 32)), ("40x24", (24, 40)))]
+    one = (tmp_path / "32x32" / "denoiser.bin").stat().st_size
+    for out in ("a", "b"):
+        (tmp_path / out).mkdir()
+        artifact, programs = share_weights("denoiser", parts, tmp_path / out)
+        assert programs == {"32x32": "denoiser.32x32.xml", "40x24": "denoiser.40x24.xml"}
+        assert artifact.main == "denoiser.32x32.xml"
+        assert artifact.files == ["denoiser.32x32.xml", "denoiser.40x24.xml", "denoiser.bin"]
+    assert one < (tmp_path / "a" / "denoiser.bin").stat().st_size <= one + 128   # + the second shape constant
+    for f in artifact.files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    for key, folder, own in parts:
+        feeds = {"latents": np.random.default_rng(1).standard_normal((1, 32, *map(int, key.split("x")[::-1])),
+                                                                        dtype=np.float32)}
+        want = compiled_runner(folder / own.main)(feeds)[0]
+        assert np.array_equal(compiled_runner(tmp_path / "a" / programs[key])(feeds)[0], want)
