@@ -7,7 +7,8 @@ is the same program at every size and ships once):
 
     bytes      one size's exported files vs the three sizes' programs over one copy of the weights
                (Target.share_weights: ONNX graphs over one data file, a Core ML multifunction
-               package, an ExecuTorch program with a method per size; goal <= 1.1x)
+               package, an ExecuTorch program with a method per size, OpenVINO IRs over one .bin;
+               goal <= 1.1x)
     compile    seconds to export each size, and to share their weights
     latency    each size's fixed-shape export vs the same size's program in the multi-size bundle,
                interleaved rounds, medians (goal <= 1.05x; not for Core ML, whose evaluator's speed
@@ -21,6 +22,7 @@ shared, the data file <= 1.1x one size's).
 
     python benchmarks/sizes.py --work /tmp/sizes
     python benchmarks/sizes.py --target coreml --components vae_decoder
+    python benchmarks/sizes.py --target openvino
     python benchmarks/sizes.py --tiny          # smoke test, seconds
 """
 from __future__ import annotations
