@@ -9,15 +9,13 @@ the graphs point into it by offset (the ONNX external-data convention ONNX Runti
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from .. import Artifact
+from ..content_store import ContentStore
 from .export import SUFFIX
 
 INLINE_BYTES = 1024          # smaller tensors stay in the graph (onnx's own size_threshold)
-PAGE_ALIGNED_BYTES = 1 << 20  # tensors this large start on a 64 KiB boundary (mappable), as onnx aligns them
-PAGE, WORD = 1 << 16, 64
 
 
 def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: Path) -> tuple[Artifact, dict[str, str]]:
@@ -26,9 +24,9 @@ def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: P
     import onnx
 
     data_name = f"{name}{SUFFIX}.data"
-    written: dict[bytes, tuple[int, int]] = {}
     programs = {}
     with open(out_dir / data_name, "wb") as data:
+        store = ContentStore(data)
         for key, root, artifact in parts:
             src = root / artifact.main
             model = onnx.load(str(src), load_external_data=False)
@@ -39,14 +37,7 @@ def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: P
                 if len(raw) < INLINE_BYTES:
                     _inline(tensor, raw)
                     continue
-                digest = hashlib.sha256(raw).digest()
-                if digest not in written:
-                    align = PAGE if len(raw) >= PAGE_ALIGNED_BYTES else WORD
-                    offset = -data.tell() % align + data.tell()
-                    data.write(b"\0" * (offset - data.tell()))
-                    data.write(raw)
-                    written[digest] = (offset, len(raw))
-                _point(tensor, data_name, *written[digest])
+                _point(tensor, data_name, *store.put(raw))
             programs[key] = f"{name}.{key}{SUFFIX}"
             onnx.save_model(model, str(out_dir / programs[key]))
     files = sorted([data_name, *programs.values()])

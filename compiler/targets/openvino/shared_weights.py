@@ -2,7 +2,7 @@
 
 The twin of the ONNX target's shared_weights.py: each size keeps its own fixed-shape IR,
 `<name>.<key>.xml`, which OpenVINO's CPU plugin plans and runs exactly as a one-size bundle's; the
-bytes of every Const of every size go once into `<name>.bin`, found by content, and each IR's
+bytes of every Const of every size go once into `<name>.bin` (content_store.py), and each IR's
 Consts point into it by offset and size. What depends on the size (a shape constant, a calibrated
 activation range) is stored per size; the weights and their per-channel int8 scales (from the
 weights alone) are the same tensors at every size, so they are stored once.
@@ -12,38 +12,29 @@ export.weights_file names it for one-size and multi-size bundles alike.
 """
 from __future__ import annotations
 
-import hashlib
 import mmap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .. import Artifact
+from ..content_store import ContentStore
 from .export import weights_file
-
-ALIGN = 64   # each tensor starts on a cache line, as mapped weights are read in place
 
 
 def share_weights(name: str, parts: list[tuple[str, Path, Artifact]], out_dir: Path) -> tuple[Artifact, dict[str, str]]:
     """parts: (size key, root, artifact) per size -> the shared artifact in out_dir, and per size key
     the IR (.xml) a runtime loads."""
     data_name = f"{name}.bin"
-    written: dict[bytes, tuple[int, int]] = {}
     programs = {}
     with open(out_dir / data_name, "wb") as data:
+        store = ContentStore(data)
         for key, root, artifact in parts:
             src = root / artifact.main
             tree = ET.parse(src)
             with open(weights_file(src), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as weights:
                 for const in _constants(tree.getroot()):
                     offset, size = int(const.get("offset")), int(const.get("size"))
-                    raw = weights[offset:offset + size]
-                    digest = hashlib.sha256(raw).digest()
-                    if digest not in written:
-                        at = -data.tell() % ALIGN + data.tell()
-                        data.write(b"\0" * (at - data.tell()))
-                        data.write(raw)
-                        written[digest] = (at, size)
-                    const.set("offset", str(written[digest][0]))
+                    const.set("offset", str(store.put(weights[offset:offset + size])[0]))
             programs[key] = f"{name}.{key}.xml"
             (out_dir / programs[key]).write_text('<?xml version="1.0"?>\n' + ET.tostring(tree.getroot(), encoding="unicode"),
                                                  encoding="utf-8")
