@@ -24,7 +24,7 @@ Conv / MatMul / Gemm, attention's activation x activation products included) and
 measured time: achieved GFLOP/s (fp32) or GOP/s (int8), as a percent of the measured peak.
 
     python benchmarks/peers.py --work /tmp/peers              # 512 px, 8 calibration prompts
-    python benchmarks/peers.py --work /tmp/peers --reuse      # after a first run: time only
+    python benchmarks/peers.py --work /tmp/peers --reuse      # after a first run: time (and build targets it lacks)
     python benchmarks/peers.py --tiny                         # smoke test, seconds
     python benchmarks/peers.py --targets onnx,openvino,executorch   # ExecuTorch too (its lowering is slow at SD size)
     python benchmarks/peers.py --student shapes --targets onnx,openvino,executorch
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", type=int, default=512)
     p.add_argument("--prompts", type=int, default=8, help="calibration prompts (default 8)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds per target (default 3)")
-    p.add_argument("--reuse", action="store_true", help="time the files a previous run left in --work")
+    p.add_argument("--reuse", action="store_true", help="time the files a previous run left in --work, building only the --targets it did not")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--targets", default="onnx,openvino",
                    help="peers to run, from onnx, openvino, executorch (default onnx,openvino; onnx is the baseline)")
@@ -480,12 +480,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peers benchmark ({'TOY SIZES (--tiny)' if args.tiny else f'SD-Turbo size, random seeded weights, {args.image}x{args.image}'}); "
               f"{m['cpu']}, {m['cores']} cores, AVX-512 {m['avx512']}, VNNI {m['vnni']}, AMX {m['amx']}; "
               + ", ".join(f"{k} {v}" for k, v in versions("onnxruntime", "openvino", "nncf").items()), flush=True)
-        if not args.reuse:
+        builds = {}
+        if args.reuse:
+            builds = json.loads((work / "builds.json").read_text())
+        else:
             _run("export", work, args)
             _run("prepare", work, args)
-            builds = {t: _run("build", work, args, "--target", t) for t in targets}
-            (work / "builds.json").write_text(json.dumps(builds))
-        builds = json.loads((work / "builds.json").read_text())
+        for t in targets:     # with --reuse: only the targets the earlier run did not build
+            if t not in builds:
+                builds[t] = _run("build", work, args, "--target", t)
+                (work / "builds.json").write_text(json.dumps(builds))
         flops = {n: graph_flops(work / "fp32" / f"{n}.onnx") for n in COMPONENTS}
         timed = {t: _run("time", work, args, "--target", t) for t in targets if t in builds}
         print("\n".join(_report(builds, timed, flops)))
