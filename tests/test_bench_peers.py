@@ -1,7 +1,8 @@
 """`make bench-peers` and `make bench-upsampling` stay runnable: their toy-size modes go through
 the same children (export, the reference and calibration samples, each target's own int8, the
 interleaved chains with the GEMM peak) on the tiny seeded student; `--student shapes` compiles the
-trained shapes student with its shipped recipes and times the bundles."""
+trained shapes student with its shipped recipes and times the bundles; benchmarks/ort_profile.py
+shares a program's time by operator type."""
 
 import pytest
 
@@ -39,3 +40,19 @@ def test_bench_peers_compiles_the_shapes_student_with_its_shipped_recipes(tmp_pa
     assert "largest remaining gap (denoiser)" in out and "goal:" not in out, out
     for target in ("onnx", "openvino"):
         assert (tmp_path / target / "int8" / "manifest.json").is_file()
+
+
+def test_ort_profile_shares_a_programs_time_by_op_type(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
+    proc = run_benchmark("ort_profile.py", tmp_path / "m.onnx", "--level", "extended", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "m.onnx: one call" in proc.stdout and "FusedConv" in proc.stdout, proc.stdout
