@@ -2,7 +2,8 @@
 the same children (export, the reference and calibration samples, each target's own int8, the
 interleaved chains with the GEMM peak) on the tiny seeded student; `--student shapes` compiles the
 trained shapes student with its shipped recipes and times the bundles; benchmarks/ort_profile.py
-shares a program's time by operator type."""
+shares a program's time by operator type; benchmarks/openvino_routes.py compares OpenVINO's two
+frontends."""
 
 import pytest
 
@@ -56,3 +57,11 @@ def test_ort_profile_shares_a_programs_time_by_op_type(tmp_path):
     proc = run_benchmark("ort_profile.py", tmp_path / "m.onnx", "--level", "extended", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "m.onnx: one call" in proc.stdout and "FusedConv" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_openvino_routes_runs_at_toy_size(tmp_path):
+    proc = run_benchmark("openvino_routes.py", "--tiny", "--repeats", "1", "--work", tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for route in ("ONNX frontend", "PyTorch frontend"):
+        assert proc.stdout.count(route) == 2, proc.stdout
