@@ -115,9 +115,45 @@ def test_verify_passes_the_bundle_with_openvino(openvino_bundle, students, run_c
     assert code == 0 and "passes" in out + err, out + err
 
 
+def test_converted_and_quantized_again_in_one_process_the_ir_is_the_same(tmp_path):
+    """OpenVINO names the ops it makes by a per-process counter (`Constant_4532`): converted and
+    quantized a second time in this process they would be named otherwise, and
+    export.canonical_names keeps that from the bytes (the whole bundle again: test-slow)."""
+    import re
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.targets.openvino.export import from_onnx
+    from compiler.targets.openvino.quantize import OpenVinoQuantizer
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["latents", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+                               helper.make_node("Relu", ["c"], ["out"], name="relu")], "g",
+                              [helper.make_tensor_value_info("latents", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 16, 16])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
+    samples = [{"latents": rng.standard_normal((1, 8, 16, 16)).astype(np.float32)} for _ in range(2)]
+    built = []
+    for run in ("first", "again"):
+        fp32, int8 = tmp_path / run / "fp32", tmp_path / run / "int8"
+        fp32.mkdir(parents=True)
+        int8.mkdir()
+        artifact = from_onnx(tmp_path / "m.onnx", fp32, "denoiser")
+        quantizer = OpenVinoQuantizer("denoiser", "w8a8", fp32 / artifact.main, int8 / artifact.main, artifact.layer_names)
+        quantizer.layers()
+        quantizer.calibrate(iter(samples))
+        quantizer.build([])
+        built.append({f"{d}/{p.name}": p.read_bytes() for d in ("fp32", "int8") for p in sorted((tmp_path / run / d).iterdir())})
+    assert sorted(built[0]) == ["fp32/denoiser.bin", "fp32/denoiser.xml", "int8/denoiser.bin", "int8/denoiser.xml"]
+    assert built[0] == built[1]
+    for name in ("fp32/denoiser.xml", "int8/denoiser.xml"):
+        assert not re.search(rb'name="[A-Za-z]+_[0-9]+"', built[0][name]), name   # no counter's name left
+
+
+@pytest.mark.slow   # CI's 15 minutes: the fast suite converts and quantizes twice in one process (above)
 def test_compiled_again_in_one_process_the_bundle_is_the_same(openvino_bundle, students, tmp_path):
-    """OpenVINO names the ops it makes by a per-process counter: the second compile in this process
-    would name them otherwise, and export.canonical_names keeps that from the bytes."""
     again = compiled("openvino", students["eps-turbo"], tmp_path, INT8, out="again")
     assert identity(again) == identity(openvino_bundle)
 
