@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -52,6 +53,16 @@ def timed_runs(run, feeds: dict, repeats: int) -> list[float]:
         run(feeds)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def interleaved_medians(runs: dict, feeds: dict, repeats: int) -> dict[str, float]:
+    """Median wall-clock seconds per label of already warmed-up runners, timed in interleaved rounds
+    (one call of each per round), so a slow moment of the machine hits every runner alike."""
+    times = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            times[label] += timed_runs(run, feeds, 1)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def peak_rss_bytes() -> int:

@@ -17,13 +17,12 @@ exports it):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, print_header
+from _common import REPO, interleaved_medians, print_header
 
 sys.path.insert(0, str(REPO))
 
@@ -86,20 +85,15 @@ def _run(work: Path, image: int, args) -> list[str]:
         seconds["PyTorch frontend"] = time.perf_counter() - t0
         graph.module = None
         core = ov.Core()
-        runners = {route: runner_of(core.compile_model(core.read_model(str(path)), "CPU", CHECK_CONFIG))
-                   for route, path in paths.items()}
+        models = {route: core.read_model(str(path)) for route, path in paths.items()}
+        runners = {route: runner_of(core.compile_model(model, "CPU", CHECK_CONFIG)) for route, model in models.items()}
         outputs = {route: run(feeds)[0] for route, run in runners.items()}    # also the warm-up
-        times = {route: [] for route in runners}
-        for _ in range(args.repeats):
-            for route, run in runners.items():
-                t0 = time.perf_counter()
-                run(feeds)
-                times[route].append(time.perf_counter() - t0)
-        base = statistics.median(times["ONNX frontend"])
+        medians = interleaved_medians(runners, feeds, args.repeats)
+        base = medians["ONNX frontend"]
         rows.append(f"  {name}:")
-        for route, path in paths.items():
-            ms = 1000 * statistics.median(times[route])
-            ops = len(core.read_model(str(path)).get_ops())
+        for route, model in models.items():
+            ms = 1000 * medians[route]
+            ops = len(model.get_ops())
             rows.append(f"    {route:16} convert {seconds[route]:6.1f} s; {ms:8.1f} ms = {ms / 1000 / base:.3f}x the "
                         f"ONNX route; vs torch fp32 {compare(expected, outputs[route]).psnr_db:.1f} dB; {ops} ops")
     return rows

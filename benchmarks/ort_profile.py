@@ -40,9 +40,9 @@ def profile(path: Path, level: str, threads: int) -> tuple[float, Counter, Count
     """(the profiled call's ms, kernel ms per op type, nodes per op type)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = False       # as compiler/targets/onnx/run.py opens it
+    from compiler.targets.onnx.run import check_external_data, session_options
+
+    opts = session_options(check_external_data(path))
     opts.enable_profiling = True
     opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "ort_profile")
     opts.intra_op_num_threads = threads

@@ -28,13 +28,12 @@ shared, the data file <= 1.1x one size's).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, peak_rss_bytes, print_header, verdict
+from _common import REPO, interleaved_medians, peak_rss_bytes, print_header, verdict
 
 sys.path.insert(0, str(REPO))
 
@@ -129,19 +128,14 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
                 del fixed   # one evaluator at a time: SD-size UNets in Core ML's evaluator are several GB each
             multi = target.runner(shared_dir / programs[key]["file"], options, programs[key].get("function"))
             out_multi = multi(feeds[key])[0]
-            times = {"fixed": [], "multi": []}
             psnr, same = compare(expected[key], out_multi).psnr_db, np.array_equal(out_fixed, out_multi)
             if not target.reports_latency:
                 rows.append(f"    {key:>8}: vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "
                             f"{'yes' if same else 'NO'} (latency: not measured on {target.name}'s checker)")
                 del multi
                 continue
-            for _ in range(args.repeats):   # interleaved: a slow moment of the machine hits both
-                for label, run in (("fixed", fixed), ("multi", multi)):
-                    t0 = time.perf_counter()
-                    run(feeds[key])
-                    times[label].append(time.perf_counter() - t0)
-            f_ms, m_ms = (1000 * statistics.median(times[k]) for k in ("fixed", "multi"))
+            medians = interleaved_medians({"fixed": fixed, "multi": multi}, feeds[key], args.repeats)
+            f_ms, m_ms = 1000 * medians["fixed"], 1000 * medians["multi"]
             rows.append(f"    {key:>8}: fixed-shape {f_ms:8.1f} ms, in the multi-size bundle {m_ms:8.1f} ms = "
                         f"{m_ms / f_ms:.3f}x (goal <= {GOAL_LATENCY}x: {verdict(m_ms / f_ms <= GOAL_LATENCY)}); "
                         f"vs torch fp32 {psnr:.1f} dB; equals its own export bit for bit: "

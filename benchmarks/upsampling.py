@@ -11,14 +11,13 @@ and OpenVINO CPU in interleaved rounds in one process, outputs compared.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, machine, versions
+from _common import REPO, interleaved_medians, machine, versions
 
 sys.path.insert(0, str(REPO))
 
@@ -82,13 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             for runtime in ("onnxruntime", "openvino"):
                 runs = {form: _runners(path)[runtime] for form, path in files.items()}
                 outs = {form: run(feeds)[0] for form, run in runs.items()}       # warm-up
-                times = {form: [] for form in runs}
-                for _ in range(args.repeats):
-                    for form, run in runs.items():
-                        t0 = time.perf_counter()
-                        run(feeds)
-                        times[form].append(time.perf_counter() - t0)
-                a, b = (statistics.median(times[f]) for f in ("resize+conv", "phases"))
+                medians = interleaved_medians(runs, feeds, args.repeats)
+                a, b = medians["resize+conv"], medians["phases"]
                 diff = compare(outs["resize+conv"], outs["phases"])
                 print(f"{name:12} {runtime:12} resize+conv {a * 1e3:8.0f} ms   phases {b * 1e3:8.0f} ms   "
                       f"{a / b:5.2f}x   outputs agree at {diff.psnr_db:.1f} dB (max abs {diff.max_abs:.2e})",

@@ -11,7 +11,18 @@ from ...errors import BundleError, ExportError
 def session_runner(path: Path):
     import onnxruntime as ort
 
-    model = check_external_data(path)
+    opts = session_options(check_external_data(path))
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(str(path), f"ONNX Runtime could not load it: {str(exc)[:200]}") from exc
+    return runner_of(session)
+
+
+def session_options(model):
+    """How parity and `generate` open the graph `model` (its weights not needed)."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     # ORT's CPU arena keeps every activation block it ever grew: without it the SD decoder at
@@ -21,11 +32,7 @@ def session_runner(path: Path):
     # int8 copies of each activation) that block outgrew the live peak, 1.50 vs 1.29 GB for the SD
     # decoder and 2.11 vs 1.83 GB for the int8 UNet; fp32 programs peak lower with it (README).
     opts.enable_mem_pattern = not any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ExportError(str(path), f"ONNX Runtime could not load it: {str(exc)[:200]}") from exc
-    return runner_of(session)
+    return opts
 
 
 def runner_of(session):
