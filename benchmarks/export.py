@@ -13,6 +13,10 @@ peak RSS is its own. Printed against the goals, never asserted:
     python benchmarks/export.py                         # all three: a few minutes, ~5 GB RAM, ~3.5 GB temp disk
     python benchmarks/export.py --components unet
     python benchmarks/export.py --tiny                  # seconds: smoke test of this script only
+    python benchmarks/export.py --target openvino       # the ONNX export, then OpenVINO's IR, as that target does
+
+Peak RSS / fp32 weights, less the 1 of the torch weights held while exporting, is the target's
+export factor in compile's memory estimate (Target.memory_factors).
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ def _graph(component: str, tiny: bool):
     """(compiler.wrap.Graph, parameters the exported graph uses): the compiler's own wrappers."""
     import torch
 
-    from compiler.wrap import DecoderGraph, Graph, TextEncoderGraph
+    from compiler.families.common import CLIPTextGraph
+    from compiler.wrap import DecoderGraph, Graph
 
     torch.manual_seed(0)
     image = 64 if tiny else IMAGE
@@ -47,7 +52,7 @@ def _graph(component: str, tiny: bool):
         from transformers import CLIPTextConfig, CLIPTextModel
 
         encoder = CLIPTextModel(CLIPTextConfig(**(TINY_TEXT if tiny else OPENCLIP_H_TEXT))).eval()
-        module = TextEncoderGraph([encoder]).eval()
+        module = CLIPTextGraph([encoder]).eval()
         ids = torch.zeros(1, TOKENS, dtype=torch.int64)
         return Graph(component, module, (ids,), ["input_ids"], ["prompt_embeds"]), module.parameters()
     if component == "unet":
@@ -76,12 +81,12 @@ def _graph(component: str, tiny: bool):
     raise SystemExit(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
 
 
-def child(component: str, tiny: bool) -> None:
+def child(component: str, tiny: bool, target: str) -> None:
     """Build one component, export it as compile does, print one JSON line with the measurements."""
-    child_result(lambda: _measure(component, tiny))
+    child_result(lambda: _measure(component, tiny, target))
 
 
-def _measure(component: str, tiny: bool) -> dict:
+def _measure(component: str, tiny: bool, target_name: str) -> dict:
     from compiler.targets.registry import get_target
 
     t0 = time.perf_counter()
@@ -91,10 +96,10 @@ def _measure(component: str, tiny: bool) -> dict:
     weight_bytes = sum(p.numel() * p.element_size() for p in params)
     build_s = time.perf_counter() - t0
     rss_before = peak_rss_bytes()
-    target = get_target("onnx")
+    target = get_target(target_name)
     with tempfile.TemporaryDirectory(prefix=f"bench-{component}-") as out:
         t0 = time.perf_counter()
-        files = target.export(graph, Path(out), target.Options(opset=18)).files
+        files = target.export(graph, Path(out), target.Options()).files
         export_s = time.perf_counter() - t0
         file_bytes = sum((Path(out) / f).stat().st_size for f in files)
     return {"component": component, "params": n, "weight_bytes": weight_bytes, "build_s": build_s,
@@ -102,8 +107,8 @@ def _measure(component: str, tiny: bool) -> dict:
             "files": files, "file_bytes": file_bytes}
 
 
-def _run_child(component: str, tiny: bool) -> dict:
-    result = run_child(Path(__file__).resolve(), ["--child", component] + (["--tiny"] if tiny else []))
+def _run_child(component: str, tiny: bool, target: str) -> dict:
+    result = run_child(Path(__file__).resolve(), ["--child", component, "--target", target] + (["--tiny"] if tiny else []))
     return {"component": component, **result}
 
 
@@ -124,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--components", default=",".join(COMPONENTS), help=f"comma-separated subset of {COMPONENTS}")
     p.add_argument("--tiny", action="store_true", help="toy sizes: smoke-test the script, not a measurement")
+    p.add_argument("--target", default="onnx", choices=["onnx", "openvino"],
+                   help="onnx (default), or openvino: the ONNX export, then OpenVINO's conversion to IR, as its target does")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.child, args.tiny)
+        child(args.child, args.tiny, args.target)
         return 0
     components = [c.strip() for c in args.components.split(",") if c.strip()]
     unknown = [c for c in components if c not in COMPONENTS]
@@ -135,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown component(s) {', '.join(unknown)}; choose from {', '.join(COMPONENTS)}")
     scale = "TOY SIZES (--tiny): not a measurement" if args.tiny else \
         f"SD-Turbo size, random seeded weights, {IMAGE}x{IMAGE}"
-    print(f"ONNX export benchmark ({scale}); torch.onnx dynamo exporter, opset 18; "
+    print(f"{args.target} export benchmark ({scale}); torch.onnx dynamo exporter, opset 18; "
           f"{os.cpu_count()} CPU cores; one child process per component", flush=True)
     print(f"{'component':<13} {'params':>10}  {'export':>10}  {'peak RSS':>10}  {'files':>10}  "
           f"{'time per 1e9 params':<28}  {'peak RSS / fp32 weights'}", flush=True)
     results = []
     for c in components:
-        results.append(_run_child(c, args.tiny))
+        results.append(_run_child(c, args.tiny, args.target))
         print(_row(results[-1]), flush=True)
     ok = [r for r in results if "error" not in r]
     if ok:

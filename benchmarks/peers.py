@@ -128,7 +128,7 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
     own = work / target_name / "fp32"
     own.mkdir(parents=True, exist_ok=True)
     graphs = _torch_graphs(work, target, tiny, image, prompts) if target_name == "executorch" else {}
-    out = {}
+    out, measured = {}, 0.0
     for name in COMPONENTS:
         src = work / "fp32" / f"{name}.onnx"
         t0 = time.perf_counter()
@@ -140,15 +140,18 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
             artifact, root = Artifact(name, src.name, [src.name, f"{src.name}.data"]), src.parent
         row = {"fp32_s": time.perf_counter() - t0, "fp32_bytes": sum((root / f).stat().st_size for f in artifact.files)}
         for chain, options in _int8_chains(target) if name in INT8 else ():
-            t0 = time.perf_counter()
+            t0, before = time.perf_counter(), PeakRSS.current()
             folder = work / target_name / chain
             folder.mkdir(exist_ok=True)
-            quantizer = target.quantizer(name, "w8a8", artifact, root, folder, options)
-            quantizer.layers()
-            quantizer.calibrate(iter(_samples(work, name)))
-            built = quantizer.build([])
+            with PeakRSS() as rss:    # what calibration and quantization add: Target.memory_factors' second
+                quantizer = target.quantizer(name, "w8a8", artifact, root, folder, options)
+                quantizer.layers()
+                quantizer.calibrate(iter(_samples(work, name)))
+                built = quantizer.build([])
             row[chain] = {"s": time.perf_counter() - t0, "tool": quantizer.tool,
                           "bytes": sum((folder / f).stat().st_size for f in built.files)}
+            if not measured:   # later builds reuse memory the process already grew, so only the first measures
+                measured = row[chain]["rss_added_x"] = (rss.peak - before) / row["fp32_bytes"]
         if target_name == "openvino" and name in INT8:
             t0 = time.perf_counter()
             folder = work / target_name / HYBRID
@@ -161,9 +164,11 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
 
 def _int8_chains(target) -> list[tuple[str, object]]:
     """(chain, target options) of the int8 chains: ONNX Runtime's W8A8 as the target ships it (7-bit
-    weights) and with all 8 bits (`reduce_range: false`, for CPUs with VNNI and ARM); NNCF's."""
+    weights), with all 8 bits (`reduce_range: false`, for CPUs with VNNI and ARM) and with the
+    elementwise ops int8 too (`elementwise: true`); NNCF's."""
     if target.name == "onnx":
-        return [("int8", target.Options()), ("int8 8-bit", target.Options(reduce_range=False))]
+        return [("int8", target.Options()), ("int8 8-bit", target.Options(reduce_range=False)),
+                ("int8 elementwise", target.Options(elementwise=INT8))]
     return [("int8", target.Options())]
 
 
@@ -425,9 +430,10 @@ def _report(builds: dict, timed: dict, flops: dict, int8: tuple[str, ...] = INT8
         lines.append(f"goal: ONNX Runtime int8 (as shipped) >= {GOAL_ONNX}x fp32: {speed[('onnx', 'int8')]:.2f}x: "
                      f"{verdict(speed[('onnx', 'int8')] >= GOAL_ONNX)}")
         lines.append("")
-    lines.append("int8 build (s; --student shapes: the whole int8 compile): " + "; ".join(
-        f"{t} {n} {c} {row[c]['s']:.0f}" for t in peers for n, row in builds[t].items() for c in row
-        if isinstance(row[c], dict)))
+    lines.append("int8 build (s; --student shapes: the whole int8 compile; for each child's first build, the "
+                 "resident memory it added as a multiple of the fp32 program): " + "; ".join(
+        f"{t} {n} {c} {row[c]['s']:.0f}" + (f" (+{row[c]['rss_added_x']:.2f}x)" if "rss_added_x" in row[c] else "")
+        for t in peers for n, row in builds[t].items() for c in row if isinstance(row[c], dict)))
     lines.append("int8 tools: " + "; ".join(sorted({f"{t} {c}: {row[c]['tool']}" for t in peers
                                                      for row in builds[t].values() for c in row
                                                      if isinstance(row[c], dict)})))

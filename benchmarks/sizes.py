@@ -9,7 +9,8 @@ is the same program at every size and ships once):
                (Target.share_weights: ONNX graphs over one data file, a Core ML multifunction
                package, an ExecuTorch program with a method per size, OpenVINO IRs over one .bin;
                goal <= 1.1x)
-    compile    seconds to export each size, and to share their weights
+    compile    seconds to export each size, and to share their weights; the resident memory sharing
+               adds, per size, as a multiple of one size's program (compile's memory estimate)
     latency    each size's fixed-shape export vs the same size's program in the multi-size bundle,
                interleaved rounds, medians (goal <= 1.05x; not for Core ML, whose evaluator's speed
                says nothing about a phone's)
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, interleaved_medians, peak_rss_bytes, print_header, verdict
+from _common import REPO, PeakRSS, interleaved_medians, peak_rss_bytes, print_header, verdict
 
 sys.path.insert(0, str(REPO))
 
@@ -110,8 +111,9 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
             graph.module = None
         shared_dir = work / name / "shared"
         shared_dir.mkdir(exist_ok=True)
-        t0 = time.perf_counter()
-        artifact, programs = target.share_weights(name, parts, shared_dir, options)
+        t0, before = time.perf_counter(), PeakRSS.current()
+        with PeakRSS() as rss:    # what sharing adds on top of this process: Target.memory_factors' third
+            artifact, programs = target.share_weights(name, parts, shared_dir, options)
         share_s = time.perf_counter() - t0
         one = sum((parts[0][1] / f).stat().st_size for f in parts[0][2].files)
         three = sum((shared_dir / f).stat().st_size for f in artifact.files)
@@ -120,7 +122,8 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
                     f"{three / one:.3f}x one size (goal <= {GOAL_BYTES}x: {verdict(three / one <= GOAL_BYTES)}); "
                     f"three separate bundles {separate / 1e6:.1f} MB")
         rows.append("    compile: export " + ", ".join(f"{k} {s:.1f} s" for k, s in export_s.items())
-                    + f"; sharing the weights {share_s:.1f} s")
+                    + f"; sharing the weights {share_s:.1f} s, adding {(rss.peak - before) / 1e9:.2f} GB resident = "
+                    f"{(rss.peak - before) / one / len(parts):.2f}x one size's weights per size")
         for key, folder, a in parts:
             fixed = target.runner(folder / a.main, options)
             out_fixed = fixed(feeds[key])[0]   # also the warm-up runs

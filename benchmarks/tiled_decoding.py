@@ -194,7 +194,7 @@ def sdxl_estimate() -> dict:
 
     weights = {"text_encoder": FP32 * sum(count(t) for t in text), "denoiser": FP32 * count(unet),
                "vae_decoder": FP32 * (count(vae.decoder) + count(vae.post_quant_conv))}
-    export_k, quantize_k = OnnxTarget.memory_factors
+    export_k, quantize_k, _ = OnnxTarget.memory_factors
     student = sum(weights.values())
     stages = {"load": student, "export": student + int(export_k * max(weights.values())),
               "quantize": student + int(quantize_k * weights["denoiser"]), "verify": 2 * student}

@@ -6,7 +6,9 @@ Model: the compile holds one component's fp32 weights at a time (compiler/stream
 is loaded, its reference answers recorded, exported and released), so each stage is the largest
 component it works on, plus what the target was measured to add on top of it as a multiple of
 its fp32 weights (Target.memory_factors, from the README's bench-export, bench-int8,
-bench-coreml and bench-executorch runs at SD-Turbo size). Verify opens one session at a time
+bench-coreml and bench-executorch runs at SD-Turbo size). A multi-size recipe's share stage
+(every size's program of one component into one weight file) adds the third factor per size
+(bench-sizes, which prints it). Verify opens one session at a time
 beside the recorded answers. Activations are not modelled (a 1024 px decoder's are several GB:
 tile it). An estimate, printed as one."""
 from __future__ import annotations
@@ -43,8 +45,8 @@ def component_parameters(model: Path, subfolders: list[str]) -> dict[str, int]:
     return out
 
 
-def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int]:
-    """Peak resident bytes per stage. `factors`: the target's (export, quantize) multiples."""
+def estimate(model: Path, recipe, factors: tuple[float, float, float]) -> dict[str, int]:
+    """Peak resident bytes per stage. `factors`: the target's (export, quantize, share) multiples."""
     from .families import get_family
     from .recipe import CALIBRATED, scheme_of
 
@@ -57,7 +59,7 @@ def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int
     params = component_parameters(model, [s for subs in folders.values() for s in subs])
     weights = {name: FP32 * sum(params[s] for s in subs) for name, subs in folders.items()}
     largest = max(weights.values())
-    export_k, quantize_k = factors
+    export_k, quantize_k, share_k = factors
     out = {"load": weights["text_encoder"], "export": int((1 + export_k) * largest)}
     # calibrated (w8a8): the measured calibration factor; weight-only schemes rewrite the weights
     # once, as an export does
@@ -65,6 +67,9 @@ def estimate(model: Path, recipe, factors: tuple[float, float]) -> dict[str, int
             for n, c in recipe.component_specs().items() if c.precision == "int8"]
     if int8:
         out["quantize"] = int(max(int8))
+    sizes = len(recipe.sizes())
+    if sizes > 1:   # one weight file for every size's program of each size-dependent component, one at a time
+        out["share"] = int(share_k * sizes * max(weights["denoiser"], weights["vae_decoder"]))
     out["verify"] = 2 * largest
     return out
 

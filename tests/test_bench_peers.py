@@ -16,7 +16,8 @@ def test_bench_peers_runs_at_toy_size(tmp_path):
                          "--targets", "onnx,openvino,executorch", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    for column in ("onnx fp32", "onnx int8", "onnx int8 8-bit", "openvino fp32", "openvino int8", "openvino int8 hybrid",
+    for column in ("onnx fp32", "onnx int8", "onnx int8 8-bit", "onnx int8 elementwise", "openvino fp32", "openvino int8",
+                   "openvino int8 hybrid",
                    "executorch fp32", "executorch int8"):
         assert column in out, out
     assert "peak fp32" in out and "GOP/s" in out and "largest remaining gap" in out and "goal:" in out, out

@@ -522,3 +522,58 @@ def test_reduce_range_false_ships_all_eight_bits_of_each_weight(tmp_path):
         weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8]
         widest[reduce_range] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
     assert widest[True] <= 64 and widest[False] == 127
+
+
+def test_elementwise_runs_silu_and_the_residual_add_on_uint8_in_onnx_runtime(tmp_path):
+    """`targets.onnx.elementwise: [vae_decoder]`: that component's W8A8 quantizes the Add / Mul /
+    Sigmoid between the convolutions too, and ONNX Runtime's optimized graph then runs
+    QLinearSigmoid / QLinearMul / QLinearAdd on uint8 tensors; by default those stay float. Either
+    way the output stays close. A name that is not a component is refused."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.errors import RecipeError
+    from compiler.metrics import compare
+    from compiler.recipe import load_recipe
+    from compiler.targets import Artifact
+    from compiler.targets.onnx import OnnxTarget
+    from support import write_recipe
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Sigmoid", ["c1"], ["s"], name="sigmoid"),
+             helper.make_node("Mul", ["c1", "s"], ["silu"], name="silu"),
+             helper.make_node("Conv", ["silu", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Add", ["c2", "x"], ["y"], name="residual")]
+    weights = [numpy_helper.from_array((0.2 * rng.standard_normal((4, 4, 3, 3))).astype(np.float32), n) for n in ("w1", "w2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
+              tmp_path / "vae_decoder.onnx")
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "vae_decoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    kernels = {}
+    for elementwise in (False, True):
+        recipe = load_recipe(write_recipe(tmp_path / f"{elementwise}.yaml",
+                                          extra=f"targets: {{onnx: {{elementwise: {'[vae_decoder]' if elementwise else '[]'}}}}}\n"))
+        options = recipe.target_options("onnx")
+        out = tmp_path / str(elementwise)
+        out.mkdir()
+        target = OnnxTarget()
+        q = target.quantizer("vae_decoder", "w8a8", Artifact("vae_decoder", "vae_decoder.onnx", ["vae_decoder.onnx"]),
+                             tmp_path, out, options)
+        assert [l.node for l in q.layers()] == ["conv1", "conv2"]      # fallback still ranks the convolutions only
+        q.calibrate(iter([{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(8)] + [{"x": x}]))
+        q.build([])
+        assert ("Add/Mul/Sigmoid" in q.tool) is elementwise
+        assert target.manifest_block(options, {}, out)["elementwise"] == (["vae_decoder"] if elementwise else [])
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(out / "optimized.onnx")
+        got = ort.InferenceSession(str(out / "vae_decoder.onnx"), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        assert compare(want, got).psnr_db > 30
+        kernels[elementwise] = {n.op_type for n in onnx.load(str(out / "optimized.onnx")).graph.node}
+    assert {"QLinearSigmoid", "QLinearMul", "QLinearAdd"} <= kernels[True]
+    assert not {"QLinearSigmoid", "QLinearMul", "QLinearAdd"} & kernels[False]
+    assert "QLinearConv" in kernels[False] and "QLinearConv" in kernels[True]
+    with pytest.raises(RecipeError, match=r"targets.onnx.elementwise.*'decoder' is not a component"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", extra="targets: {onnx: {elementwise: [decoder]}}\n"))

@@ -72,8 +72,9 @@ class Target(Protocol):
     reports_latency: bool         # whether timing its checker on this machine means anything
     app: AppRuntime               # how an app runs its bundles
     # peak memory added by (export, quantize), as multiples of the largest component's fp32 weights
-    # it works on, on top of that component (compiler/memory.py; measured at SD-Turbo size)
-    memory_factors: tuple[float, float]
+    # it works on, on top of that component, and by sharing a component's weights across sizes,
+    # per size (compiler/memory.py; measured at SD-Turbo size: bench-export, bench-int8, bench-sizes)
+    memory_factors: tuple[float, float, float]
 
     def unavailable_reason(self) -> str | None: ...
 

@@ -75,7 +75,9 @@ class CoreMLTarget:
     schemes = ("w8a8", "w8", "palettize6", "palettize4")
     packages = ("coremltools", "scikit-learn")
     reports_latency = False       # the evaluator's speed says nothing about a phone's
-    memory_factors = (1.7, 2.0)   # bench-coreml conversion 1.95-2.65x per component
+    # bench-coreml conversion 1.95-2.65x per component; bench-sizes: the multifunction save, +0.30 GB
+    # for the SD decoder's three fp16 functions (1.0x each fp16 package, 0.5x its fp32 weights per size)
+    memory_factors = (1.7, 2.0, 0.5)
     app = AppRuntime("swift", "CoreMLEngine")
 
     def __init__(self):

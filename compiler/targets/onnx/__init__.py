@@ -7,7 +7,7 @@ by running the files with ONNX Runtime on this machine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
@@ -23,6 +23,12 @@ class OnnxOptions:
     # kernels saturate pairs of products: quantize.py); false ships all 8 bits, for phones (ARM
     # dot products) and x86 CPUs with VNNI. The file is the same whichever machine compiles it.
     reduce_range: bool = True
+    # Components whose W8A8 also quantizes the float ops between the convolutions (Add, Mul, Sigmoid:
+    # residual adds, SiLU, GroupNorm's affine), which ONNX Runtime then runs as QLinearAdd /
+    # QLinearMul / QLinearSigmoid on uint8 tensors. At SD-Turbo size the decoder is 1.10x faster
+    # at 2.3 dB less; the UNet gains nothing and loses 3 dB (make bench-peers, docs/targets.md).
+    # Fallback still ranks the weight-carrying layers only.
+    elementwise: tuple[str, ...] = ()
     # diffusers' Upsample2D (nearest 2x, then a 3x3 convolution) exported as its four phase
     # convolutions (targets/upsampling.py): at SD-Turbo size the decoder 1.04x and the UNet 1.01x
     # faster on ONNX Runtime, 1.15x and 1.08x on OpenVINO, which exports through this
@@ -30,7 +36,12 @@ class OnnxOptions:
     phase_upsampling: bool = True
 
     def problems(self) -> list[tuple[str, str]]:
-        return [("opset", "must be >= 17 (LayerNormalization, dynamo exporter)")] if self.opset < 17 else []
+        from ...recipe import Components
+
+        known = [f.name for f in fields(Components)]
+        out = [("opset", "must be >= 17 (LayerNormalization, dynamo exporter)")] if self.opset < 17 else []
+        return out + [("elementwise", f"{c!r} is not a component (one of {', '.join(known)})")
+                      for c in self.elementwise if c not in known]
 
 
 class OnnxTarget:
@@ -39,7 +50,9 @@ class OnnxTarget:
     schemes = ("w8a8", "w8")
     packages = ("onnx", "onnxruntime", "onnxscript")
     reports_latency = True        # ORT CPU timings say something about ORT on a device
-    memory_factors = (0.9, 2.2)   # bench-sana: Gemma-2-2B export 1.85x its weights; bench-int8 calibration 2.2x
+    # bench-sana: Gemma-2-2B export 1.85x its weights; bench-int8 calibration 2.2x; bench-sizes: sharing
+    # the SD UNet's three sizes streams tensors into one data file, +0.15 GB on 3.6 GB (0.01x per size)
+    memory_factors = (0.9, 2.2, 0.02)
     app = AppRuntime("android", "OnnxRuntimeEngine", (ORT_ANDROID,))
 
     def unavailable_reason(self) -> str | None:
@@ -59,7 +72,8 @@ class OnnxTarget:
     def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
         from .quantize import OnnxQuantizer
 
-        return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main, options.reduce_range)
+        return OnnxQuantizer(component, scheme, src_root / src.main, out_dir / src.main, options.reduce_range,
+                             component in options.elementwise)
 
     def runner(self, path: Path, options=None, function: str | None = None):   # a graph per file
         from .run import session_runner
@@ -85,6 +99,6 @@ class OnnxTarget:
         return artifacts, {}     # the checked artifacts are what the device loads
 
     def manifest_block(self, options: OnnxOptions, artifacts: dict, root: Path) -> dict:
-        return {"opset": options.opset, "reduce_range": options.reduce_range,
+        return {"opset": options.opset, "reduce_range": options.reduce_range, "elementwise": list(options.elementwise),
                 "execution_provider_checked": "CPUExecutionProvider",
                 "checker": self.checker(options)}

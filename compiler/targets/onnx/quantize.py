@@ -12,7 +12,9 @@ coverage) is compiler/quantization.py.
   MatMul/Gemm with a constant operand) are candidates: quantizing the attention
   activation x activation MatMuls made the UNet slower on AVX2 CPUs (shared/PITFALLS.md).
   Because every candidate gets Q/DQ on its output as well as its inputs, ONNX Runtime
-  fuses them into QLinearConv / QLinearMatMul kernels at session load.
+  fuses them into QLinearConv / QLinearMatMul kernels at session load. With `elementwise`
+  (target option) the Add / Mul / Sigmoid nodes are candidates too (QLinearAdd, QLinearMul,
+  QLinearSigmoid at load); they are not layers of the fallback plan.
 - `w8` (text encoder default): weight-only int8 (`MatMulNBits`, bits=8, symmetric,
   blocks along K); activations stay float, so no calibration is needed.
 
@@ -37,10 +39,11 @@ from .. import Artifact, package_files
 from .run import session_runner
 
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
+ELEMENTWISE_OPS = ("Add", "Mul", "Sigmoid")   # the `elementwise` option: ONNX Runtime has uint8 kernels for each
 WEIGHT_ONLY_BLOCK = 128    # MatMulNBits: one scale per 128 weights along K (ORT pads a K that is not a multiple)
 TOOLS = {
     "w8a8": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, reduce_range={reduce_range}, weight QInt8 "
-            "symmetric, activation QUInt8, MinMax)",
+            "symmetric, activation QUInt8, MinMax{elementwise})",
     "w8": "onnxruntime.quantization.MatMulNBitsQuantizer(bits=8, symmetric)",
     # QNN's HTP: full-range weights, 16-bit activations (quantize_static raises the graph to opset 21)
     "w8a16": "onnxruntime.quantization.quantize_static(QDQ, per_channel=True, weight QInt8 symmetric, "
@@ -50,15 +53,19 @@ TOOLS = {
 
 class OnnxQuantizer:
     """One component: `src` (fp32 .onnx in the work dir) -> `dst` (in the bundle)."""
-    op_types = WEIGHT_OPS
+    op_types = WEIGHT_OPS     # the layers a recipe plans and fallback ranks
 
-    def __init__(self, component: str, scheme: str, src: Path, dst: Path, reduce_range: bool = True):
-        """`reduce_range`: 7-bit weights for ONNX Runtime's x86 kernels (above); an NPU takes all 8."""
+    def __init__(self, component: str, scheme: str, src: Path, dst: Path, reduce_range: bool = True,
+                 elementwise: bool = False):
+        """`reduce_range`: 7-bit weights for ONNX Runtime's x86 kernels (above); an NPU takes all 8.
+        `elementwise`: W8A8 quantizes Add / Mul / Sigmoid too (above)."""
         import onnx
 
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
         self.reduce_range = reduce_range and scheme == "w8a8"
-        self.tool = TOOLS[scheme].format(reduce_range=self.reduce_range)
+        self.quantized_ops = WEIGHT_OPS + (ELEMENTWISE_OPS if elementwise and scheme == "w8a8" else ())
+        self.tool = TOOLS[scheme].format(reduce_range=self.reduce_range,
+                                         elementwise=", Add/Mul/Sigmoid too" if len(self.quantized_ops) > 3 else "")
         self.needs_calibration = scheme in CALIBRATED
         self.graph = onnx.load(str(src), load_external_data=False)
         self.cache = self.src.with_name(f"{component}.calibration.json")
@@ -74,15 +81,17 @@ class OnnxQuantizer:
         return self._layers
 
     def calibrate(self, feeds: Iterator[dict]) -> None:
-        _calibrate(self.graph, self.src, self.cache, feeds)
+        _calibrate(self.graph, self.src, self.cache, feeds, self.quantized_ops)
         _check_ranges(self.cache, self.graph, self.component)
 
     def build(self, float_layers: list[str]) -> Artifact:
         if self.scheme == "w8":
             _weight_only(self.src, self.dst, float_layers)
         else:
+            elementwise = [n.name for n in self.graph.graph.node if n.op_type in self.quantized_ops and n.op_type not in WEIGHT_OPS]
             _static(self.src, self.dst, self.cache, float_layers, [l.node for l in self._layers],
-                    sixteen_bit=self.scheme == "w8a16", reduce_range=self.reduce_range)
+                    sixteen_bit=self.scheme == "w8a16", reduce_range=self.reduce_range, also=elementwise,
+                    op_types=self.quantized_ops)
         return Artifact(self.component, self.dst.name, package_files(self.dst.parent, self.dst.name))
 
     def runner(self):
@@ -154,8 +163,8 @@ def _quiet_ort_logging():
         logging.disable(logging.NOTSET)
 
 
-def _calibrate(graph, src: Path, cache: Path, feeds: Iterator[dict]) -> None:
-    """MinMax ranges of every float input and output of the Conv/MatMul/Gemm nodes, streamed one
+def _calibrate(graph, src: Path, cache: Path, feeds: Iterator[dict], op_types: tuple[str, ...] = WEIGHT_OPS) -> None:
+    """MinMax ranges of every float input and output of the `op_types` nodes, streamed one
     sample at a time, written as ORT's calibration cache (quantize_static then reads it).
 
     The method is ORT's MinMaxCalibrater's (a ReduceMin and a ReduceMax on each tensor, added as
@@ -176,7 +185,7 @@ def _calibrate(graph, src: Path, cache: Path, feeds: Iterator[dict]) -> None:
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input,
                        *model.graph.output]}
-    tensors = {t for n in model.graph.node if n.op_type in WEIGHT_OPS for t in (*n.input, *n.output)
+    tensors = {t for n in model.graph.node if n.op_type in op_types for t in (*n.input, *n.output)
                if t and t not in inits and types.get(t) == TensorProto.FLOAT}
     model.graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "calib_flat"))
     outputs = []
@@ -228,16 +237,18 @@ def _calibrate(graph, src: Path, cache: Path, feeds: Iterator[dict]) -> None:
 
 
 def _static(src: Path, dst: Path, cache: Path, exclude: list[str], candidates: list[str], sixteen_bit: bool = False,
-            reduce_range: bool = True) -> None:
+            reduce_range: bool = True, also: list[str] = (), op_types: tuple[str, ...] = WEIGHT_OPS) -> None:
+    """`candidates`: the weight-carrying layers, less `exclude`; `also`: further nodes to quantize."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     _remove_model(dst)
     chosen = [n for n in candidates if n not in set(exclude)]
     if not chosen:
         raise RecipeError("quantization", "every weight-carrying layer is excluded; set precision: fp32 instead")
+    chosen += also
     with _quiet_ort_logging():
         quantize_static(
-            str(src), str(dst), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(WEIGHT_OPS),
+            str(src), str(dst), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt16 if sixteen_bit else QuantType.QUInt8,
             nodes_to_quantize=chosen, nodes_to_exclude=exclude or None, use_external_data_format=_needs_external(src),
