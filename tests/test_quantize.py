@@ -486,41 +486,51 @@ def test_one_component_at_a_time_frees_each_and_keeps_every_answer_later_stages_
         reference.denoise(reference.embed(tokenize(reference.tokenizers, "a prompt nobody recorded")), z)
 
 
-def test_reduce_range_false_ships_all_eight_bits_of_each_weight(tmp_path):
-    """`targets.onnx.reduce_range` (default true: 7-bit weights for x86 CPUs without VNNI); false
-    ships the full int8 range, for VNNI and ARM dot products (docs/quantization.md)."""
-    from onnx import TensorProto, helper, numpy_helper
+def _onnx_w8a8(tmp_path, nodes, weights, out_channels: int, option: str, samples: list):
+    """The seeded graph `nodes` (input x [1, 4, 8, 8]) quantized W8A8 by the ONNX target under the
+    recipe line `targets: {onnx: {<option>}}`: (the quantizer, the target's manifest block, the
+    folder of the quantized file)."""
+    from onnx import TensorProto, helper
 
     from compiler.recipe import load_recipe
     from compiler.targets import Artifact
     from compiler.targets.onnx import OnnxTarget
     from support import write_recipe
 
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 8, 8])], weights)
+    if not (tmp_path / "vae_decoder.onnx").exists():
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
+                  tmp_path / "vae_decoder.onnx")
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+    out.mkdir()
+    options = load_recipe(write_recipe(out.with_suffix(".yaml"), extra=f"targets: {{onnx: {{{option}}}}}\n")).target_options("onnx")
+    target = OnnxTarget()
+    q = target.quantizer("vae_decoder", "w8a8", Artifact("vae_decoder", "vae_decoder.onnx", ["vae_decoder.onnx"]),
+                         tmp_path, out, options)
+    q.layers()
+    q.calibrate(iter(samples))
+    q.build([])
+    return q, target.manifest_block(options, {}, out), out
+
+
+def test_reduce_range_false_ships_all_eight_bits_of_each_weight(tmp_path):
+    """`targets.onnx.reduce_range` (default true: 7-bit weights for x86 CPUs without VNNI); false
+    ships the full int8 range, for VNNI and ARM dot products (docs/quantization.md)."""
+    from onnx import TensorProto, helper, numpy_helper
+
     rng = np.random.default_rng(0)
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
-                              [numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
-              tmp_path / "vae_decoder.onnx")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")]
     widest = {}
     for reduce_range in (True, False):
-        recipe = load_recipe(write_recipe(tmp_path / f"{reduce_range}.yaml",
-                                          extra=f"targets: {{onnx: {{reduce_range: {str(reduce_range).lower()}}}}}\n"))
-        options = recipe.target_options("onnx")
-        out = tmp_path / str(reduce_range)
-        out.mkdir()
-        target = OnnxTarget()
-        q = target.quantizer("vae_decoder", "w8a8", Artifact("vae_decoder", "vae_decoder.onnx", ["vae_decoder.onnx"]),
-                             tmp_path, out, options)
-        q.layers()
-        q.calibrate(iter([{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]))
-        q.build([])
+        samples = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
+        q, block, out = _onnx_w8a8(tmp_path, nodes, weights, 8, f"reduce_range: {str(reduce_range).lower()}", samples)
         assert f"reduce_range={reduce_range}" in q.tool
-        assert target.manifest_block(options, {}, out)["reduce_range"] is reduce_range
+        assert block["reduce_range"] is reduce_range
         model = onnx.load(str(out / "vae_decoder.onnx"))
-        weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8]
-        widest[reduce_range] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        quantized = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == TensorProto.INT8]
+        widest[reduce_range] = max(int(np.abs(w.astype(np.int32)).max()) for w in quantized)
     assert widest[True] <= 64 and widest[False] == 127
 
 
@@ -530,13 +540,11 @@ def test_elementwise_runs_silu_and_the_residual_add_on_uint8_in_onnx_runtime(tmp
     QLinearSigmoid / QLinearMul / QLinearAdd on uint8 tensors; by default those stay float. Either
     way the output stays close. A name that is not a component is refused."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     from compiler.errors import RecipeError
     from compiler.metrics import compare
     from compiler.recipe import load_recipe
-    from compiler.targets import Artifact
-    from compiler.targets.onnx import OnnxTarget
     from support import write_recipe
 
     rng = np.random.default_rng(0)
@@ -546,27 +554,16 @@ def test_elementwise_runs_silu_and_the_residual_add_on_uint8_in_onnx_runtime(tmp
              helper.make_node("Conv", ["silu", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
              helper.make_node("Add", ["c2", "x"], ["y"], name="residual")]
     weights = [numpy_helper.from_array((0.2 * rng.standard_normal((4, 4, 3, 3))).astype(np.float32), n) for n in ("w1", "w2")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], weights)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
-              tmp_path / "vae_decoder.onnx")
     x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
-    want = ort.InferenceSession(str(tmp_path / "vae_decoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    kernels = {}
+    kernels, want = {}, None
     for elementwise in (False, True):
-        recipe = load_recipe(write_recipe(tmp_path / f"{elementwise}.yaml",
-                                          extra=f"targets: {{onnx: {{elementwise: {'[vae_decoder]' if elementwise else '[]'}}}}}\n"))
-        options = recipe.target_options("onnx")
-        out = tmp_path / str(elementwise)
-        out.mkdir()
-        target = OnnxTarget()
-        q = target.quantizer("vae_decoder", "w8a8", Artifact("vae_decoder", "vae_decoder.onnx", ["vae_decoder.onnx"]),
-                             tmp_path, out, options)
+        samples = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(8)] + [{"x": x}]
+        q, block, out = _onnx_w8a8(tmp_path, nodes, weights, 4, f"elementwise: {'[vae_decoder]' if elementwise else '[]'}",
+                                   samples)
+        want = ort.InferenceSession(str(tmp_path / "vae_decoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
         assert [l.node for l in q.layers()] == ["conv1", "conv2"]      # fallback still ranks the convolutions only
-        q.calibrate(iter([{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(8)] + [{"x": x}]))
-        q.build([])
         assert ("Add/Mul/Sigmoid" in q.tool) is elementwise
-        assert target.manifest_block(options, {}, out)["elementwise"] == (["vae_decoder"] if elementwise else [])
+        assert block["elementwise"] == (["vae_decoder"] if elementwise else [])
         opts = ort.SessionOptions()
         opts.optimized_model_filepath = str(out / "optimized.onnx")
         got = ort.InferenceSession(str(out / "vae_decoder.onnx"), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
