@@ -104,7 +104,8 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
     from compiler.recipe import Component, Quantization
     from compiler.targets.coreml.evaluate import evaluate_package
     from compiler.targets.coreml.quantize import CoreMLQuantizer
-    from compiler.parity import TOLERANCES, heldout_inputs
+    from compiler.cases import heldout_cases
+    from compiler.parity import TOLERANCES
 
     recipe, student, wrapped = _setup(work, tiny, image)
     params = bench._parameters(component, wrapped.graphs[component])
@@ -138,14 +139,14 @@ def child_scheme(work: Path, tiny: bool, image: int, component: str, scheme: str
     result["package_bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     evaluator = evaluate_package(path)
     metrics, seconds = [], []
-    for _, tokens, z in heldout_inputs(reference, bench._heldout(recipe), recipe.parity.seed):
-        embeds = reference.embed(tokens)
+    for case in heldout_cases(reference, bench._heldout(recipe), recipe.parity.seed):
+        embeds = reference.embed(case.tokens)
         if component == "text_encoder":
-            feeds, expected = tokens.ids, embeds["prompt_embeds"]
+            feeds, expected = case.tokens.ids, embeds["prompt_embeds"]
         elif component == "denoiser":
-            feeds, expected = reference.denoiser_feeds(embeds, z), reference.denoise(embeds, z)
+            feeds, expected = reference.denoiser_feeds(embeds, case.z), reference.denoise(embeds, case.z)
         else:
-            latents = reference.denoise(embeds, z)
+            latents = reference.denoise(embeds, case.z)
             feeds, expected = {"latents": latents}, reference.decode(latents)
         t0 = time.perf_counter()
         out = evaluator(feeds)[0]

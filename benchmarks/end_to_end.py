@@ -82,7 +82,8 @@ def child_decoder(work: Path, tiny: bool, image: int, prompts: int, float_fracti
     from compiler.recipe import Calibration, Components, Decoder, Image, Quantization, Recipe
     from compiler.targets.onnx import OnnxTarget
     from compiler.targets.onnx.quantize import OnnxQuantizer
-    from compiler.parity import TOLERANCES, heldout_inputs
+    from compiler.cases import heldout_cases
+    from compiler.parity import TOLERANCES
     from compiler.wrap import DecoderGraph, Graph, wrap
 
     spec = Decoder("int8", Quantization(scheme="w8a8", max_float_weight_fraction=float_fraction))
@@ -107,8 +108,8 @@ def child_decoder(work: Path, tiny: bool, image: int, prompts: int, float_fracti
     result["quantize_s"] = time.perf_counter() - t0
     run = OnnxTarget().runner(dst)
     rows = []
-    for _, tokens, z in heldout_inputs(reference, bench_int8._heldout(recipe), recipe.parity.seed):
-        latents = reference.denoise(reference.embed(tokens), z)
+    for case in heldout_cases(reference, bench_int8._heldout(recipe), recipe.parity.seed):
+        latents = reference.denoise(reference.embed(case.tokens), case.z)
         ref, got = reference.decode(latents), run({"latents": latents})[0]
         rows.append({"psnr_db": compare(ref, got, data_range=1.0).psnr_db, "ssim": ssim(ref, got)})
     result["heldout"] = {"psnr_db": min(r["psnr_db"] for r in rows), "ssim": min(r["ssim"] for r in rows),

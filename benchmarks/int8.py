@@ -260,14 +260,14 @@ def child_calibrate(work: Path, tiny: bool, image: int, prompts: int) -> dict:
 def _heldout_accuracy(reference, recipe, target, denoiser: Path, text_encoder: Path) -> dict:
     """int8 vs torch fp32 on the held-out prompts, each component fed the reference's inputs."""
     from compiler.metrics import compare
-    from compiler.parity import heldout_inputs
+    from compiler.cases import heldout_cases
 
     run_denoiser, run_text = target.runner(denoiser), target.runner(text_encoder)
     rows = {"denoiser": [], "text_encoder": []}
-    for _, tokens, z in heldout_inputs(reference, _heldout(recipe), recipe.parity.seed):
-        embeds = reference.embed(tokens)
-        rows["denoiser"].append(compare(reference.denoise(embeds, z), run_denoiser({**embeds, "noise": z})[0]))
-        rows["text_encoder"].append(compare(embeds["prompt_embeds"], run_text(tokens.ids)[0]))
+    for case in heldout_cases(reference, _heldout(recipe), recipe.parity.seed):
+        embeds = reference.embed(case.tokens)
+        rows["denoiser"].append(compare(reference.denoise(embeds, case.z), run_denoiser({**embeds, "noise": case.z})[0]))
+        rows["text_encoder"].append(compare(embeds["prompt_embeds"], run_text(case.tokens.ids)[0]))
     return {name: {"psnr_db": min(m.psnr_db for m in ms), "cosine": min(m.cosine for m in ms),
                    "finite": all(m.finite for m in ms), "prompts": len(ms)} for name, ms in rows.items()}
 

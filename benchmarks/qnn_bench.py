@@ -80,7 +80,6 @@ def child_component(work: Path, tiny: bool, image: int, component: str, socs: li
 
     from compiler.errors import ParityError
     from compiler.metrics import compare
-    from compiler.parity import heldout_inputs
     from compiler.pipeline import torch_chain
     from compiler.quantization import calibration_feeds, quantize_component
     from compiler.targets.onnx import OnnxTarget

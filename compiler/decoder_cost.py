@@ -39,7 +39,7 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
     import torch
 
     from .load import load_full_decoder
-    from .parity import heldout_inputs
+    from .cases import heldout_cases
     from .wrap import DecoderGraph
 
     tiny = type(student.vae).__name__ == "AutoencoderTiny"
@@ -51,8 +51,8 @@ def compare_decoders(student, reference, heldout: list[str], seed: int) -> Decod
         return None
     graph = DecoderGraph(vae, float(vae.config.scaling_factor)).eval()
     full, shipped_images = [], []
-    for _, tokens, z in heldout_inputs(reference, heldout, seed):
-        latents = reference.denoise(reference.embed(tokens), z)
+    for case in heldout_cases(reference, heldout, seed):
+        latents = reference.denoise(reference.embed(case.tokens), case.z)
         shipped_images.append(reference.decode(latents))
         with torch.no_grad():
             full.append(graph(torch.from_numpy(latents)).numpy())

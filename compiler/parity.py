@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .contract import noise
 from .errors import ParityError
 from .metrics import Metrics, compare, ssim
 from .cases import heldout_cases
-from .prompts import tokenize
 from .runtime import Chain
 
 END_TO_END = "end_to_end"
@@ -146,12 +144,6 @@ class Parity:
                     where = f"held-out prompt {bad + 1} {self.samples[bad].prompt[:50]!r}"
                 return f"{c.name} ({c.precision}) {self.label}: {what} on {where}"
         return None
-
-
-def heldout_inputs(chain: Chain, prompts: list[str], seed: int):
-    """(prompt, tokens, noise) per held-out prompt; prompt i gets noise seed `seed + i`."""
-    for i, prompt in enumerate(prompts):
-        yield prompt, tokenize(chain.tokenizers, prompt), noise.gaussian(seed + i, chain.latent_shape)
 
 
 def check_parity(reference: Chain, candidate: Chain, precisions: dict[str, str], prompts: list[str],
