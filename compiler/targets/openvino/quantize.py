@@ -4,7 +4,9 @@ layer the fallback keeps float goes into NNCF's ignored scope.
 
 - `w8a8`: `nncf.quantize` (preset MIXED: symmetric per-channel int8 weights, asymmetric
   activations where that is tighter; model type TRANSFORMER, which quantizes the inputs of
-  convolutions and matrix products only), MinMax statistics on the calibration samples. As on
+  convolutions and matrix products only), MinMax statistics on the calibration samples (asked
+  for: NNCF's default for a per-tensor activation averages each sample's min and max, which
+  clipped the shapes student's held-out prompts, worst image 28.4 dB against 39.3). As on
   every target only weight-carrying ops are candidates: the activation x activation MatMuls of
   attention are in the ignored scope, where the fallback's layers join them. Bias correction and
   SmoothQuant are off: both move weights by statistics the CPU computed, and another CPU's last
@@ -79,6 +81,7 @@ class OpenVinoQuantizer:
 
     def build(self, float_layers: list[str]) -> Artifact:
         import nncf
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         nncf.set_log_level(logging.ERROR)
         scope = nncf.IgnoredScope(names=list(float_layers) + self._not_candidates, validate=True)
@@ -90,6 +93,7 @@ class OpenVinoQuantizer:
                 model = nncf.quantize(self.model.clone(), nncf.Dataset(self.samples), subset_size=len(self.samples),
                                       preset=nncf.QuantizationPreset.MIXED, model_type=nncf.ModelType.TRANSFORMER,
                                       ignored_scope=scope, advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                          activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
                                           disable_bias_correction=True,
                                           smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(convolution=-1,
                                                                                                  matmul=-1)))

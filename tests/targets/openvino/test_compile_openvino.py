@@ -250,3 +250,28 @@ def test_each_sizes_ir_points_into_one_weights_file(tmp_path):
                                                                         dtype=np.float32)}
         want = compiled_runner(folder / own.main)(feeds)[0]
         assert np.array_equal(compiled_runner(tmp_path / "a" / programs[key])(feeds)[0], want)
+
+
+def test_activation_ranges_span_every_calibration_sample_not_their_mean(tmp_path):
+    """NNCF's default for a per-tensor activation is the mean of each sample's min and max
+    (MEAN_MINMAX), which clips whatever a held-out prompt pushes past the average sample: the
+    trained shapes student's worst held-out image read 28.4 dB with it, 39.3 with MinMax. The
+    target asks for MinMax, as every target calibrates: the range covers the largest sample."""
+    import openvino as ov
+
+    from compiler.targets.openvino.quantize import OpenVinoQuantizer
+
+    folder, artifact = _conv_ir(tmp_path / "fp32", 8, 8)
+    (tmp_path / "int8").mkdir()
+    rng = np.random.default_rng(1)
+    samples = [{"latents": rng.standard_normal((1, 32, 8, 8)).astype(np.float32) * scale} for scale in (1, 1, 1, 10)]
+    quantizer = OpenVinoQuantizer("denoiser", "w8a8", folder / artifact.main, tmp_path / "int8" / artifact.main,
+                                  artifact.layer_names)
+    quantizer.layers()
+    quantizer.calibrate(iter(samples))
+    quantizer.build([])
+    model = ov.Core().read_model(str(tmp_path / "int8" / artifact.main))
+    [fq] = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+            and op.input_value(0).get_node().get_type_name() == "Parameter"]
+    lo, hi = (float(fq.input_value(i).get_node().get_data().reshape(-1)[0]) for i in (1, 2))
+    assert lo <= min(s["latents"].min() for s in samples) and hi >= max(s["latents"].max() for s in samples)
