@@ -165,7 +165,7 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
 def _int8_chains(target) -> list[tuple[str, object]]:
     """(chain, target options) of the int8 chains: ONNX Runtime's W8A8 as the target ships it (7-bit
     weights), with all 8 bits (`reduce_range: false`, for CPUs with VNNI and ARM) and with the
-    elementwise ops int8 too (`elementwise: true`); NNCF's."""
+    elementwise ops int8 too (`elementwise: [denoiser, vae_decoder]`); NNCF's."""
     if target.name == "onnx":
         return [("int8", target.Options()), ("int8 8-bit", target.Options(reduce_range=False)),
                 ("int8 elementwise", target.Options(elementwise=INT8))]
