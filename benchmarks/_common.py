@@ -74,11 +74,15 @@ class PeakRSS:
     """The peak of this process's resident set inside a `with` block, sampled every 20 ms from
     /proc (ru_maxrss cannot be reset, so it would report whatever was built before the block).
     `children=True`: the peak of its child processes' resident sets together instead (a tool the
-    block runs in a subprocess)."""
+    block runs in a subprocess). `added`: the peak less the resident set the block started from."""
 
     def __init__(self, interval: float = 0.02, children: bool = False):
-        self.interval, self.peak, self.children = interval, 0, children
+        self.interval, self.start, self.peak, self.children = interval, 0, 0, children
         self._stop = threading.Event()
+
+    @property
+    def added(self) -> int:
+        return self.peak - self.start
 
     @staticmethod
     def current(pid: int | str = "self") -> int:
@@ -111,7 +115,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakRSS":
-        self.peak = self._measure()
+        self.start = self.peak = self._measure()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self

@@ -121,12 +121,11 @@ def child_step(work: Path, tiny: bool, image: int, component: str, precision: st
     result["delegation"] = artifact.facts["delegation"]
     result["pte_bytes"] = (out / artifact.main).stat().st_size
     del wrapped, student, graph
-    before = PeakRSS.current()
     with PeakRSS() as rss:     # loading the program and running it: what an app would hold
         run = target.runner(out / artifact.main)
         got = run(feeds)[0]
         result["latency_s"] = sorted(timed_runs(run, feeds, REPEATS))[REPEATS // 2]
-    result["run_peak_rss_bytes"] = rss.peak - before
+    result["run_peak_rss_bytes"] = rss.added
     m = compare(expected, got, data_range=1.0 if component == "vae_decoder" else None)
     result.update(psnr_db=m.psnr_db, cosine=m.cosine)
     return result

@@ -128,7 +128,7 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
     own = work / target_name / "fp32"
     own.mkdir(parents=True, exist_ok=True)
     graphs = _torch_graphs(work, target, tiny, image, prompts) if target_name == "executorch" else {}
-    out, measured = {}, 0.0
+    out, measured = {}, False
     for name in COMPONENTS:
         src = work / "fp32" / f"{name}.onnx"
         t0 = time.perf_counter()
@@ -140,7 +140,7 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
             artifact, root = Artifact(name, src.name, [src.name, f"{src.name}.data"]), src.parent
         row = {"fp32_s": time.perf_counter() - t0, "fp32_bytes": sum((root / f).stat().st_size for f in artifact.files)}
         for chain, options in _int8_chains(target) if name in INT8 else ():
-            t0, before = time.perf_counter(), PeakRSS.current()
+            t0 = time.perf_counter()
             folder = work / target_name / chain
             folder.mkdir(exist_ok=True)
             with PeakRSS() as rss:    # what calibration and quantization add: Target.memory_factors' second
@@ -151,7 +151,7 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
             row[chain] = {"s": time.perf_counter() - t0, "tool": quantizer.tool,
                           "bytes": sum((folder / f).stat().st_size for f in built.files)}
             if not measured:   # later builds reuse memory the process already grew, so only the first measures
-                measured = row[chain]["rss_added_x"] = (rss.peak - before) / row["fp32_bytes"]
+                row[chain]["rss_added_x"], measured = rss.added / row["fp32_bytes"], True
         if target_name == "openvino" and name in INT8:
             t0 = time.perf_counter()
             folder = work / target_name / HYBRID

@@ -486,22 +486,26 @@ def test_one_component_at_a_time_frees_each_and_keeps_every_answer_later_stages_
         reference.denoise(reference.embed(tokenize(reference.tokenizers, "a prompt nobody recorded")), z)
 
 
-def _onnx_w8a8(tmp_path, nodes, weights, out_channels: int, option: str, samples: list):
-    """The seeded graph `nodes` (input x [1, 4, 8, 8]) quantized W8A8 by the ONNX target under the
-    recipe line `targets: {onnx: {<option>}}`: (the quantizer, the target's manifest block, the
-    folder of the quantized file)."""
+def _save_decoder(tmp_path, nodes, weights, out_channels: int) -> Path:
+    """The seeded graph `nodes` (input x [1, 4, 8, 8], output y) saved as tmp_path/vae_decoder.onnx."""
     from onnx import TensorProto, helper
 
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 8, 8])], weights)
+    path = tmp_path / "vae_decoder.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+    return path
+
+
+def _onnx_w8a8(tmp_path, option: str, samples: list):
+    """tmp_path/vae_decoder.onnx (_save_decoder) quantized W8A8 by the ONNX target under the recipe
+    line `targets: {onnx: {<option>}}`: (the quantizer, the target's manifest block, the folder of
+    the quantized file)."""
     from compiler.recipe import load_recipe
     from compiler.targets import Artifact
     from compiler.targets.onnx import OnnxTarget
     from support import write_recipe
 
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 8, 8])], weights)
-    if not (tmp_path / "vae_decoder.onnx").exists():
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
-                  tmp_path / "vae_decoder.onnx")
     out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
     out.mkdir()
     options = load_recipe(write_recipe(out.with_suffix(".yaml"), extra=f"targets: {{onnx: {{{option}}}}}\n")).target_options("onnx")
@@ -520,12 +524,12 @@ def test_reduce_range_false_ships_all_eight_bits_of_each_weight(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
-    weights = [numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")]
+    _save_decoder(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+                  [numpy_helper.from_array(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), "w")], 8)
     widest = {}
     for reduce_range in (True, False):
         samples = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
-        q, block, out = _onnx_w8a8(tmp_path, nodes, weights, 8, f"reduce_range: {str(reduce_range).lower()}", samples)
+        q, block, out = _onnx_w8a8(tmp_path, f"reduce_range: {str(reduce_range).lower()}", samples)
         assert f"reduce_range={reduce_range}" in q.tool
         assert block["reduce_range"] is reduce_range
         model = onnx.load(str(out / "vae_decoder.onnx"))
@@ -555,12 +559,12 @@ def test_elementwise_runs_silu_and_the_residual_add_on_uint8_in_onnx_runtime(tmp
              helper.make_node("Add", ["c2", "x"], ["y"], name="residual")]
     weights = [numpy_helper.from_array((0.2 * rng.standard_normal((4, 4, 3, 3))).astype(np.float32), n) for n in ("w1", "w2")]
     x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
-    kernels, want = {}, None
+    src = _save_decoder(tmp_path, nodes, weights, 4)
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    kernels = {}
     for elementwise in (False, True):
         samples = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(8)] + [{"x": x}]
-        q, block, out = _onnx_w8a8(tmp_path, nodes, weights, 4, f"elementwise: {'[vae_decoder]' if elementwise else '[]'}",
-                                   samples)
-        want = ort.InferenceSession(str(tmp_path / "vae_decoder.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        q, block, out = _onnx_w8a8(tmp_path, f"elementwise: {'[vae_decoder]' if elementwise else '[]'}", samples)
         assert [l.node for l in q.layers()] == ["conv1", "conv2"]      # fallback still ranks the convolutions only
         assert ("Add/Mul/Sigmoid" in q.tool) is elementwise
         assert block["elementwise"] == (["vae_decoder"] if elementwise else [])

@@ -66,6 +66,11 @@ def test_every_component_ships_as_openvino_ir_quantized_by_nncf(openvino_bundle)
     assert (openvino_bundle / "denoiser.bin").stat().st_size < 0.4 * fp32_weight_bytes   # int8 weights on disk
 
 
+def _input_range(fq) -> tuple[float, float]:
+    """A FakeQuantize's input low and high (per tensor)."""
+    return tuple(float(fq.input_value(i).get_node().get_data().reshape(-1)[0]) for i in (1, 2))
+
+
 def test_activation_ranges_lie_on_the_grid_every_cpu_agrees_on(openvino_bundle):
     """Each activation FakeQuantize's range comes from quantization.stable_range's grid: a range
     from 0 tops out on it, and every range has zero on one of its levels."""
@@ -75,8 +80,7 @@ def test_activation_ranges_lie_on_the_grid_every_cpu_agrees_on(openvino_bundle):
     from compiler.targets.openvino.export import constant_source
 
     model = ov.Core().read_model(str(openvino_bundle / "denoiser.xml"))
-    ranges = [tuple(float(fq.input_value(i).get_node().get_data().reshape(-1)[0]) for i in (1, 2))
-              for fq in model.get_ordered_ops()
+    ranges = [_input_range(fq) for fq in model.get_ordered_ops()
               if fq.get_type_name() == "FakeQuantize" and constant_source(fq.input_value(0).get_node()) is None]
     assert len(ranges) > 20 and any(lo < 0 for lo, _ in ranges)
     for lo, hi in ranges:
@@ -273,5 +277,5 @@ def test_activation_ranges_span_every_calibration_sample_not_their_mean(tmp_path
     model = ov.Core().read_model(str(tmp_path / "int8" / artifact.main))
     [fq] = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
             and op.input_value(0).get_node().get_type_name() == "Parameter"]
-    lo, hi = (float(fq.input_value(i).get_node().get_data().reshape(-1)[0]) for i in (1, 2))
+    lo, hi = _input_range(fq)
     assert lo <= min(s["latents"].min() for s in samples) and hi >= max(s["latents"].max() for s in samples)
