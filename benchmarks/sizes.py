@@ -91,7 +91,7 @@ def _run(work: Path, sizes: list[tuple[int, int]], args) -> None:
     options = target.Options()
     student = bench._student(args.tiny, work)
     recipe = Recipe(version=1, name="bench-sizes", family="eps-turbo", image=Image(*sizes[0], sizes=tuple(sizes)))
-    target.validate(recipe, options)   # Core ML: iOS 18 (multifunction); ExecuTorch: keep each size's program
+    target.validate(recipe, options)   # Core ML: iOS 18 (multifunction)
     rows = []
     for i, name in enumerate(args.components.split(",")):
         parts, feeds, expected, export_s = [], {}, {}, {}

@@ -40,15 +40,14 @@ class ExecuTorchTarget:
     schemes = ("w8a8", "w8")
     packages = PACKAGES
     reports_latency = True        # XNNPACK's CPU kernels are the ones phones run
-    # bench-executorch: text encoder lowering 4.36x its weights; bench-sizes: the joint lowering of
-    # every size's method holds each size's program and its edge and XNNPACK copies, +2.01 GB for the
-    # SD decoder's three sizes (3.12x its weights per size)
-    memory_factors = (3.4, 3.4, 3.2)
+    # bench-executorch: text encoder lowering 4.36x its weights; bench-sizes: joining the sizes'
+    # programs holds one copy of the weights, +3.80 GB for the SD UNet's three (1.1x its weights,
+    # whatever the count: 0.55 per size covers two)
+    memory_factors = (3.4, 3.4, 0.55)
     app = AppRuntime("android", "ExecuTorchEngine", ("org.pytorch:executorch-android:1.5.1",))
 
     def __init__(self):
         self._int8: set[str] = set()
-        self._keep = False   # multi-size compiles keep each size's ATen programs (sizes.py)
         # component -> (the rewritten ATen program as a module, its example inputs, input names, output
         # names), kept from export for PT2E quantization; the module shares the torch module's weights
         # (no copy). Taken before lowering, which edits the program's constants.
@@ -60,7 +59,6 @@ class ExecuTorchTarget:
 
     def validate(self, recipe, options: ExecuTorchOptions) -> None:
         check_schemes(self, recipe)
-        self._keep = len(recipe.sizes()) > 1   # each size's programs, lowered again together (sizes.py)
         self._int8 = {n for n, s in recipe.component_specs().items() if s.precision == "int8"}
         if recipe.img2img and "denoiser" in self._int8:
             # measured: a tiny SD student's int8 denoiser at strength 0.25 fell to cosine 0.967 (gate 0.99)
@@ -79,13 +77,12 @@ class ExecuTorchTarget:
         if graph.name in self._int8:
             self._modules[graph.name] = (program.module(), program.example_inputs[0], graph.input_names,
                                          graph.output_names)
-        return lower_and_write(program, graph.name, graph.input_names, graph.output_names, out_dir, options,
-                               self._keep)
+        return lower_and_write(program, graph.name, graph.input_names, graph.output_names, out_dir, options)
 
     def quantizer(self, component, scheme, src: Artifact, src_root: Path, out_dir: Path, options):
         from .quantize import ExecuTorchQuantizer
 
-        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), out_dir, options, self._keep)
+        return ExecuTorchQuantizer(component, scheme, *self._modules.pop(component), out_dir, options)
 
     def runner(self, path: Path, options=None, function: str | None = None):
         from .run import program_runner

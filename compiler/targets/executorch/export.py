@@ -65,24 +65,32 @@ def _spec(names: list[str], values) -> list[dict]:
             for n, v in zip(names, values)]
 
 
-KEPT = ".programs"   # beside a size's files (multi-size compiles): the ATen programs it lowered
+# ExecuTorch 1.5 and torch hold pieces of every program lowered past the lowering: each XNNPACK
+# partition config notes the last node it declined in a module-level WhyNoPartition, exir's
+# `is_same_node` caches node pairs (lru_cache, unbounded), and FakeTensorMode's class-wide dispatch
+# cache keys on the delegate calls' lowered modules. Each holds the lowered program and its
+# weights: measured, +3.9 GB resident per SD-Turbo UNet lowered, so a three-size compile ran out
+# of 24 GB.
+_DECLINE_NOTES = ("xnnpack_config", "gemm_configs", "node_configs", "generic_node_configs")
 
 
-def kept_program(out_dir: Path, component: str) -> Path:
-    return out_dir / KEPT / f"{component}.pt2"
+def _forget_lowered_nodes() -> None:
+    import importlib
+
+    from executorch.exir.backend import utils
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for name in _DECLINE_NOTES:
+        importlib.import_module(f"executorch.backends.xnnpack.partition.config.{name}").why.node = None
+    utils.is_same_node.cache_clear()
+    FakeTensorMode.cache_clear()
 
 
 def lower_and_write(program, component: str, input_names: list[str], output_names: list[str], out_dir: Path,
-                    options, keep: bool = False) -> Artifact:
+                    options) -> Artifact:
     """Partition for XNNPACK, measure and enforce delegation, write `<component>.pte` and its I/O file,
-    and load it with ExecuTorch's runtime. `keep`: also save the ATen program (torch.export.save),
-    which a multi-size bundle lowers again with the other sizes' into one program (sizes.py)."""
+    and load it with ExecuTorch's runtime."""
     import torch
-
-    if keep:
-        kept_program(out_dir, component).parent.mkdir(exist_ok=True)
-        with quiet():
-            torch.export.save(program, str(kept_program(out_dir, component)))
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -96,8 +104,11 @@ def lower_and_write(program, component: str, input_names: list[str], output_name
         raise
     except Exception as exc:
         raise _failure(component, "ExecuTorch lowering (XNNPACK)", exc) from exc
+    finally:
+        _forget_lowered_nodes()
     path = out_dir / f"{component}{SUFFIX}"
     path.write_bytes(executorch_program.buffer)
+    del edge, executorch_program
     outputs = [n.meta["val"] for n in program.graph.output_node().args[0]]
     write_io(path, _spec(input_names, program.example_inputs[0]), _spec(output_names, outputs))
     load_program(path, component)

@@ -73,10 +73,10 @@ class ExecuTorchQuantizer:
     op_types = WEIGHT_OPS
 
     def __init__(self, component: str, scheme: str, module, example_inputs: tuple, input_names: list[str],
-                 output_names: list[str], out_dir: Path, options, keep: bool = False):
+                 output_names: list[str], out_dir: Path, options):
         self.component, self.scheme, self.module, self.example = component, scheme, module, example_inputs
         self.input_names, self.output_names = input_names, output_names
-        self.out_dir, self.options, self.keep = out_dir, options, keep
+        self.out_dir, self.options = out_dir, options
         self.tool = TOOLS[scheme]
         self.needs_calibration = scheme in CALIBRATED
         self._feeds: list[dict[str, np.ndarray]] = []
@@ -134,7 +134,7 @@ class ExecuTorchQuantizer:
             self._converted = convert_pt2e(prepared)
             quantized = torch.export.export(self._converted, example)
         self._artifact = lower_and_write(quantized, self.component, self.input_names, self.output_names,
-                                         self.out_dir, self.options, self.keep)
+                                         self.out_dir, self.options)
         return self._artifact
 
     def runner(self):
