@@ -185,6 +185,9 @@ def test_pixart_step_matches_the_pipeline_latents_for_each_student_scheduler(stu
         theirs = pipe(PROMPTS[0], guidance_scale=1.0, latents=z.clone(), height=recipe.image.height,
                       width=recipe.image.width, use_resolution_binning=False, clean_caption=False,
                       max_sequence_length=16, output_type="latent", **steps).images
+    # eps-prediction divides by sqrt(abar) (157 at t = 999): the transformer's last-bit differences
+    # between CPUs' kernels grow by that much even where clip_sample then bounds the latents to 1
+    gain = 1 / pipe.scheduler.alphas_cumprod[timestep or 999].sqrt().item()
     scale = theirs.abs().max().item()
-    assert (latents - theirs).abs().max().item() <= 1e-6 * max(scale, 1.0)
+    assert (latents - theirs).abs().max().item() <= 1e-6 * max(scale, gain, 1.0)
     assert wrapped.constants["timestep"] == (timestep or 999)
