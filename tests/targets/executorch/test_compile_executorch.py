@@ -150,18 +150,16 @@ def test_delegation_report_names_a_non_delegable_op_and_the_minimum_is_enforced(
     assert "min_delegated_flop_share" in str(err.value)
 
 
-class WithConstant(torch.nn.Module):
-    """Convolutions (their weights in XNNPACK's named data) around a portable cumsum, and a constant
-    that an op left to the portable kernels reads from the program's own constant table."""
+class WithConstant(WithCumsum):
+    """WithCumsum's convolutions (their weights in XNNPACK's named data), and a constant that an op
+    left to the portable kernels reads from the program's own constant table."""
 
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.a, self.b = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
         self.register_buffer("shift", torch.randn(4))
 
     def forward(self, x):
-        return torch.cumsum(self.b(torch.cumsum(self.a(x), dim=-1)), dim=-2).permute(0, 2, 3, 1) + self.shift
+        return torch.cumsum(super().forward(x), dim=-2).permute(0, 2, 3, 1) + self.shift
 
 
 def test_sizes_join_into_one_program_computing_what_each_did_with_weights_stored_once(tmp_path):
