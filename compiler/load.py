@@ -45,7 +45,7 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
     `lazy`: every file is checked now, but the modules are weightless skeletons (configs only)
     until `Student.load(component)`, so a compile holds one component's weights at a time."""
     from .families import get_family
-    from .contract.tokenizers import source_problem
+    from .contract.tokenizers import check_shippable, source_problem
 
     fam = get_family(family)
     layout = fam.layout
@@ -65,6 +65,8 @@ def load_student(model: str, family: str, decoder_subfolder: str = "vae", decode
 
     tokenizers = [_load_tokenizer(root / slot.tokenizer, i, slot.kind, fam.prompt_format(i, recipe))
                   for i, slot in enumerate(slots)]
+    for tok, slot in zip(tokenizers, slots):
+        check_shippable(tok, root / slot.tokenizer)
     sources = {"text_encoder": [], "denoiser": [], "vae_decoder": []}
     for slot in slots:
         cls_name = _class_name(root, slot.encoder, index, default=slot.encoder_classes[0])

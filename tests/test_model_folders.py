@@ -87,8 +87,16 @@ def test_weights_in_two_variants_and_none_plain_are_refused_naming_the_folder(st
     assert not (tmp_path / "bundle").exists()
 
 
-def test_a_tokenizer_json_with_tokens_the_runtimes_cannot_reproduce_is_refused(students, tmp_path):
+def test_a_tokenizer_json_with_tokens_the_runtimes_cannot_reproduce_is_refused_before_any_export(students, tmp_path,
+                                                                                                   monkeypatch):
     import shutil
+
+    import compiler.pipeline
+
+    def export(*args, **kwargs):
+        raise AssertionError("exported before the tokenizer was checked")
+
+    monkeypatch.setattr(compiler.pipeline, "export", export)
 
     folder = tmp_path / "student"
     shutil.copytree(students["eps-turbo"], folder)

@@ -258,6 +258,7 @@ def test_outlier_layer_and_only_it_falls_back_to_float(outlier_student, run_cli,
         assert ranked[0]["name"] == layer
 
 
+@pytest.mark.slow   # CI's 15 minutes: the SD layout's W8A8 decoders stay in the fast suite
 def test_tiny_decoder_w8a8_on_the_sdxl_layout(students, run_cli, tmp_path):
     """The other decoder class (AutoencoderTiny, SDXL latents) int8 alone, within its gate. The
     random tiny AutoencoderTiny has few, large layers and misses under full W8A8, so fallback may

@@ -41,7 +41,8 @@ def _swift_png(binary: Path, bundle: Path, prompt: str, seed: str, out: Path) ->
                           capture_output=True, text=True, timeout=600, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
 
 
-@pytest.mark.parametrize("case", ["eps-turbo", "eps-turbo-xl", pytest.param("lcm", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", ["eps-turbo", pytest.param("eps-turbo-xl", marks=pytest.mark.slow),   # CI's 15 minutes;
+                                  pytest.param("lcm", marks=pytest.mark.slow)])   # Kotlin runs SDXL in the fast suite
 def test_swift_pipeline_writes_the_same_png_as_generate(onestep_generate, bundles, generated_png, tmp_path, case):
     """SD and SDXL (two CLIP tokenizers) layouts, the AutoencoderKL and the tiny decoder."""
     bundle = bundles(case)

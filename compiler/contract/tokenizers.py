@@ -155,6 +155,16 @@ def save(tok: PromptTokenizer, source: Path, folder: Path) -> None:
             f.unlink()
 
 
+def check_shippable(tok: PromptTokenizer, source: Path) -> None:
+    """Refuses (ModelError) at load, before any export, a tokenizer `save` could not ship: a CLIP
+    tokenizer.json is turned into vocab.json + merges.txt in a scratch folder and checked there."""
+    import tempfile
+
+    if tok.kind == CLIP and not all((source / f).is_file() for f in runtime_files(CLIP)):
+        with tempfile.TemporaryDirectory() as scratch:
+            _clip_files_from_tokenizer_json(source, Path(scratch), tok.hf)
+
+
 def _clip_files_from_tokenizer_json(source: Path, folder: Path, hf) -> None:
     """vocab.json + merges.txt (what the runtimes read) from a tokenizer.json's BPE model, written
     as transformers writes them, plus the folder's config files; refused (ModelError) unless the

@@ -257,6 +257,7 @@ def test_generate_refuses_a_bundle_with_a_missing_file(bundles, run_cli, tmp_pat
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow   # CI's 15 minutes: the fast suite's rebuilds under another CPU's kernels assert the same bytes
 def test_two_compiles_of_the_same_inputs_are_byte_identical(bundles, students, tmp_path):
     """Rebuilt into another directory, which held a stale file: --force replaces it, and every
     byte of the result equals the first build."""
