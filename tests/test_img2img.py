@@ -153,7 +153,7 @@ def test_bad_img2img_recipes_are_exit_2_naming_the_key(tmp_path, extra, where):
     assert where in exc.value.where
 
 
-def test_families_without_an_img2img_pipeline_and_executorch_int8_are_refused(tmp_path):
+def test_families_without_an_img2img_pipeline_and_executorch_elementwise_int8_are_refused(tmp_path):
     from compiler.errors import RecipeError
     from compiler.families import img2img_family, stepped
     from compiler.targets.registry import get_target
@@ -161,10 +161,14 @@ def test_families_without_an_img2img_pipeline_and_executorch_int8_are_refused(tm
     for family in stepped.WITHOUT:
         with pytest.raises(RecipeError, match=f"family {family}"):
             img2img_family(load_recipe(write_recipe(tmp_path / f"{family}.yaml", family, extra=IMG2IMG)).family)
-    recipe = load_recipe(write_recipe(tmp_path / "et.yaml", extra=IMG2IMG + "components: {denoiser: {precision: int8}}\n"))
+    int8 = IMG2IMG + "components: {denoiser: {precision: int8}}\n"
     target = get_target("executorch")
-    with pytest.raises(RecipeError, match="not available on executorch"):
+    recipe = load_recipe(write_recipe(tmp_path / "et.yaml", extra=int8 + "targets: {executorch: {elementwise: [denoiser]}}\n"))
+    with pytest.raises(RecipeError, match="not available on executorch") as refused:
         target.validate(recipe, recipe.target_options("executorch"))
+    assert refused.value.where == "targets.executorch.elementwise"
+    recipe = load_recipe(write_recipe(tmp_path / "et-default.yaml", extra=int8))   # convolutions and linears only
+    target.validate(recipe, recipe.target_options("executorch"))
 
 
 def test_a_recipe_without_img2img_records_what_it_did_before():
@@ -285,16 +289,15 @@ def test_kotlin_pipeline_writes_the_img2img_png_generate_writes(kotlin_jar, onnx
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["coreml", "executorch", "qnn"])
 def test_img2img_compiles_on_every_target_with_an_int8_encoder(students, tmp_path, target):
-    """Core ML (its ML Program evaluator here), ExecuTorch (XNNPACK; its denoiser fp32, see
-    test_families_without_...) and QNN (HTP simulator) ship the encoder and the stepped denoiser,
-    pass parity at every strength, and generate from a picture."""
+    """Core ML (its ML Program evaluator here), ExecuTorch (XNNPACK; convolutions and linears int8,
+    see test_families_without_...) and QNN (HTP simulator) ship the encoder and the stepped int8
+    denoiser, pass parity at every strength, and generate from a picture."""
     from compiler.pipeline import compile_bundle
     from compiler.runtime import load_bundle
 
-    denoiser = "fp32" if target == "executorch" else "int8"
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", extra=IMG2IMG + (
-        f"calibration: {{num_prompts: 4}}\ncomponents: {{vae_encoder: {{precision: int8, quantization: "
-        f"{{max_float_weight_fraction: 0.5}}}}, denoiser: {{precision: {denoiser}}}}}\n")))
+        "calibration: {num_prompts: 4}\ncomponents: {vae_encoder: {precision: int8, quantization: "
+        "{max_float_weight_fraction: 0.5}}, denoiser: {precision: int8}}\n")))
     result = compile_bundle(recipe, target, str(students["eps-turbo"]), tmp_path / "bundle")
     assert all(p.passed for p in result.parity)
     assert {s.strength for s in result.parity[-1].samples} == {None, *STRENGTHS}

@@ -118,6 +118,16 @@ class Target(Protocol):
         """This target's facts for manifest.json `targets.<name>` (artifacts lie under root)."""
 
 
+def component_problems(field: str, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(field, why) for each name in a target option's list of components that is not one."""
+    from dataclasses import fields
+
+    from ..recipe import Components   # here, not at the top: recipe.py reads the targets' options
+
+    known = [f.name for f in fields(Components)]
+    return [(field, f"{c!r} is not a component (one of {', '.join(known)})") for c in names if c not in known]
+
+
 def size_program(key: str) -> str:
     """The name of a size's program where one file holds every size's (a Core ML function, an
     ExecuTorch method): `size_640x384` (a MIL function name is an identifier; "640x384" starts

@@ -2,7 +2,9 @@
 
 - `w8a8` (denoiser, decoder): static, per-channel symmetric int8 weights, int8 activations with
   ranges observed on the shared calibration stream (`prepare_pt2e` -> calibrate -> `convert_pt2e`):
-  each activation's min/max put on the grid every CPU agrees on (quantization.stable_range).
+  each activation's min/max put on the grid every CPU agrees on (quantization.stable_range). The
+  convolutions and linears are annotated, as the other targets quantize; a component listed in
+  `targets.executorch.elementwise` gets every pattern of XNNPACK's quantizer (add, mul, cat too).
 - `w8` (text encoder): int8 per-channel weights with activations quantized per call (XNNPACK's
   dynamic quantization). XNNPACK has no weight-only int8 kernels; this is its 8-bit-weights
   scheme (shared/PITFALLS.md), and like every scheme it must pass the component's gate.
@@ -28,14 +30,9 @@ from .run import program_runner
 
 WEIGHT_OPS = ("conv", "linear")
 _ATEN = {"conv2d": "conv", "conv1d": "conv", "linear": "linear"}
-TOOLS = {
-    "w8a8": "torchao.quantization.pt2e prepare_pt2e/convert_pt2e with executorch XNNPACKQuantizer("
-            "get_symmetric_quantization_config(is_per_channel=True)): int8 per-channel weights, int8 activations "
-            "(MinMax ranges on a 6-bit grid)",
-    "w8": "torchao.quantization.pt2e prepare_pt2e/convert_pt2e with executorch XNNPACKQuantizer("
-          "get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)): int8 per-channel weights, "
-          "activations quantized per call",
-}
+TOOL = ("torchao.quantization.pt2e prepare_pt2e/convert_pt2e with executorch XNNPACKQuantizer({annotated} "
+        "get_symmetric_quantization_config(is_per_channel=True{dynamic})): int8 per-channel weights, {activations}")
+ACTIVATIONS = {"w8a8": "int8 activations (MinMax ranges on a 6-bit grid)", "w8": "activations quantized per call"}
 
 
 def _module_path(node) -> str | None:
@@ -77,7 +74,10 @@ class ExecuTorchQuantizer:
         self.component, self.scheme, self.module, self.example = component, scheme, module, example_inputs
         self.input_names, self.output_names = input_names, output_names
         self.out_dir, self.options = out_dir, options
-        self.tool = TOOLS[scheme]
+        self.elementwise = component in options.elementwise
+        annotated = "set_global" if self.elementwise else "set_operator_type(conv, linear)"
+        self.tool = TOOL.format(annotated=annotated, dynamic=", is_dynamic=True" if scheme == "w8" else "",
+                                activations=ACTIVATIONS[scheme])
         self.needs_calibration = scheme in CALIBRATED
         self._feeds: list[dict[str, np.ndarray]] = []
         self._converted = None
@@ -110,10 +110,15 @@ class ExecuTorchQuantizer:
 
     def _quantizer(self, float_layers: list[str]):
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer, get_symmetric_quantization_config)
+            CONV_TARGETS, LINEAR_TARGETS, XNNPACKQuantizer, get_symmetric_quantization_config)
 
-        quantizer = XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=True, is_dynamic=self.scheme == "w8"))
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=self.scheme == "w8")
+        quantizer = XNNPACKQuantizer()
+        if self.elementwise:
+            quantizer.set_global(config)
+        else:   # the weight-carrying ops only: an int8 residual add or SiLU costs 2-9 dB (docs/targets.md)
+            for op in sorted(CONV_TARGETS | LINEAR_TARGETS, key=str):
+                quantizer.set_operator_type(op, config)
         if float_layers:
             # set_module_name(path, None) is not supported by this quantizer (an assertion): a
             # filter leaves every op of those modules unannotated, so they stay float

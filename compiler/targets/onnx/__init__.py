@@ -7,10 +7,10 @@ by running the files with ONNX Runtime on this machine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import AppRuntime, Artifact, check_schemes, toolkit_problem
+from .. import AppRuntime, Artifact, check_schemes, component_problems, toolkit_problem
 
 # ONNX Runtime Android at the onnxruntime version parity runs with (pyproject.toml)
 ORT_ANDROID = "com.microsoft.onnxruntime:onnxruntime-android:1.32.0"
@@ -36,12 +36,8 @@ class OnnxOptions:
     phase_upsampling: bool = True
 
     def problems(self) -> list[tuple[str, str]]:
-        from ...recipe import Components
-
-        known = [f.name for f in fields(Components)]
         out = [("opset", "must be >= 17 (LayerNormalization, dynamo exporter)")] if self.opset < 17 else []
-        return out + [("elementwise", f"{c!r} is not a component (one of {', '.join(known)})")
-                      for c in self.elementwise if c not in known]
+        return out + component_problems("elementwise", self.elementwise)
 
 
 class OnnxTarget:

@@ -261,6 +261,56 @@ def test_fallback_keeps_the_named_layers_float_and_quantizes_the_rest(tmp_path):
     assert quantized_weights(["b"]) == {"a": True, "b": False}
 
 
+class Residual(torch.nn.Module):
+    """conv -> SiLU -> conv + the block's input: a ResNet block's float ops between convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(F.silu(self.a(x))) + x
+
+
+def test_elementwise_ops_stay_float_unless_the_component_is_listed(tmp_path):
+    """By default W8A8 annotates the convolutions and linears only (as the ONNX target quantizes);
+    `targets.executorch.elementwise: [denoiser]` gives that component every pattern of XNNPACK's
+    quantizer, so the residual add gets an int8 output too. Either way XNNPACK
+    computes it close to float; a name that is not a component is refused."""
+    from compiler.errors import RecipeError
+    from compiler.metrics import compare
+    from compiler.recipe import load_recipe
+    from compiler.targets.executorch import ExecuTorchOptions, ExecuTorchTarget
+    from compiler.targets.executorch.export import exported_program
+    from compiler.targets.executorch.quantize import ExecuTorchQuantizer
+    from support import write_recipe
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 8, 8, generator=gen)
+    want = Residual().eval()(x).detach().numpy()
+    quantized = {}
+    for listed in ((), ("denoiser",)):
+        opts = ExecuTorchOptions(elementwise=listed)
+        program = exported_program(Graph("denoiser", Residual().eval(), (x,), ["x"], ["y"]), opts)
+        out = tmp_path / ("listed" if listed else "default")
+        out.mkdir()
+        q = ExecuTorchQuantizer("denoiser", "w8a8", program.module(), (x,), ["x"], ["y"], out, opts)
+        assert {l.name for l in q.layers()} == {"a", "b"}     # fallback still ranks the convolutions only
+        q.calibrate(iter([{"x": torch.randn(1, 4, 8, 8, generator=gen).numpy()} for _ in range(8)] + [{"x": x.numpy()}]))
+        q.build([])
+        outputs = [n.args[0] for n in q._converted.graph.nodes
+                   if n.op == "call_function" and "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)]
+        quantized[listed] = {str(n.target).split(".")[1] for n in outputs if n.op == "call_function"}
+        assert ("set_global" in q.tool) is bool(listed) and ("set_operator_type(conv, linear)" in q.tool) is not bool(listed)
+        assert ExecuTorchTarget().manifest_block(opts, {}, tmp_path)["elementwise"] == list(listed)
+        assert compare(want, q.runner()({"x": x.numpy()})[0]).psnr_db > 30
+    assert quantized[()] == {"conv2d", "silu"}   # the convolutions' outputs and inputs
+    assert quantized[("denoiser",)] == {"conv2d", "silu", "add"}
+    with pytest.raises(RecipeError, match=r"targets.executorch.elementwise.*'unet' is not a component"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", extra="targets: {executorch: {elementwise: [unet]}}\n"))
+
+
 class Folded(torch.nn.Module):
     """Group norm and upsampling: the rewrites fold constants (affine views, the ones kernel)."""
 
