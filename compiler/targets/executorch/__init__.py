@@ -30,7 +30,7 @@ class ExecuTorchOptions:
     # Components whose W8A8 also quantizes the ops between the convolutions (every pattern of
     # XNNPACK's quantizer: add, mul, cat); the others quantize the convolutions and linears only, as
     # the ONNX target's `elementwise` does. On the trained shapes student the default took the worst
-    # held-out image from 30.4 to 39.3 dB and the int8 denoiser from 1.27x to 1.35x fp32 (docs/targets.md).
+    # held-out image from 30.4 to 39.3 dB, and its int8 denoiser was no slower (docs/benchmarks.md).
     elementwise: tuple[str, ...] = ()
 
     def problems(self) -> list[tuple[str, str]]:
