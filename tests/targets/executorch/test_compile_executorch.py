@@ -290,9 +290,9 @@ def test_elementwise_ops_stay_float_unless_the_component_is_listed(tmp_path):
     x = torch.randn(1, 4, 8, 8, generator=gen)
     want = Residual().eval()(x).detach().numpy()
     quantized = {}
+    program = exported_program(Graph("denoiser", Residual().eval(), (x,), ["x"], ["y"]), ExecuTorchOptions())
     for listed in ((), ("denoiser",)):
         opts = ExecuTorchOptions(elementwise=listed)
-        program = exported_program(Graph("denoiser", Residual().eval(), (x,), ["x"], ["y"]), opts)
         out = tmp_path / ("listed" if listed else "default")
         out.mkdir()
         q = ExecuTorchQuantizer("denoiser", "w8a8", program.module(), (x,), ["x"], ["y"], out, opts)
