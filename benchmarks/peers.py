@@ -163,12 +163,14 @@ def child_build(work: Path, target_name: str, tiny: bool, image: int, prompts: i
 
 
 def _int8_chains(target) -> list[tuple[str, object]]:
-    """(chain, target options) of the int8 chains: ONNX Runtime's W8A8 as the target ships it (7-bit
-    weights), with all 8 bits (`reduce_range: false`, for CPUs with VNNI and ARM) and with the
-    elementwise ops int8 too (`elementwise: [denoiser, vae_decoder]`); NNCF's."""
+    """(chain, target options) of the int8 chains: ONNX Runtime's and NNCF's W8A8 as the targets ship
+    them (7-bit weights), with all 8 bits (`reduce_range: false`, for CPUs with VNNI and ARM), and
+    ONNX Runtime's with the elementwise ops int8 too (`elementwise: [denoiser, vae_decoder]`)."""
     if target.name == "onnx":
         return [("int8", target.Options()), ("int8 8-bit", target.Options(reduce_range=False)),
                 ("int8 elementwise", target.Options(elementwise=INT8))]
+    if target.name == "openvino":
+        return [("int8", target.Options()), ("int8 8-bit", target.Options(reduce_range=False))]
     return [("int8", target.Options())]
 
 

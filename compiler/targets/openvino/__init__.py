@@ -27,6 +27,11 @@ class OpenVinoOptions:
     # the OpenVINO device an app compiles the IR for: CPU, GPU (Intel integrated or discrete) or NPU
     # (Intel Core Ultra). Parity always runs on this machine's CPU.
     device: Literal["CPU", "GPU", "NPU"] = "CPU"
+    # W8A8 weights in 7 bits in every layer (NNCF's overflow_fix: ENABLE), as the onnx target's
+    # reduce_range: x86 CPUs without VNNI add pairs of u8 x s8 products in saturating int16
+    # (VPMADDUBSW) in OpenVINO's kernels too. false ships 8 bits (NNCF's default: 7 in the first
+    # layer only), for CPUs with VNNI or AMX; the file is the same whichever machine compiles it.
+    reduce_range: bool = True
 
     def problems(self) -> list[tuple[str, str]]:
         if self.device not in DEVICES:
@@ -71,7 +76,8 @@ class OpenVinoTarget:
     def quantizer(self, component, scheme, src, src_root: Path, out_dir: Path, options):
         from .quantize import OpenVinoQuantizer
 
-        return OpenVinoQuantizer(component, scheme, src_root / src.main, out_dir / src.main, src.layer_names)
+        return OpenVinoQuantizer(component, scheme, src_root / src.main, out_dir / src.main, src.layer_names,
+                                 options.reduce_range)
 
     def runner(self, path: Path, options=None, function: str | None = None):
         from .run import compiled_runner
@@ -100,6 +106,7 @@ class OpenVinoTarget:
         from .run import CHECK_CONFIG
 
         return {"device": options.device, "config": dict(CHECK_CONFIG) if options.device == "CPU" else {},
+                "reduce_range": options.reduce_range,
                 "checker": self.checker(options), "checked_on": "CPU",
                 # GPU and NPU compile the same IR with their own kernels (fp16 by default): not checked here
                 "device_checked": options.device == "CPU"}

@@ -10,7 +10,9 @@ layer the fallback keeps float goes into NNCF's ignored scope.
   every target only weight-carrying ops are candidates: the activation x activation MatMuls of
   attention are in the ignored scope, where the fallback's layers join them. Bias correction and
   SmoothQuant are off: both move weights by statistics the CPU computed, and another CPU's last
-  bits would ship other weights.
+  bits would ship other weights. Weights take 7 bits in every layer (NNCF's overflow fix) unless
+  `targets.openvino.reduce_range` is false: OpenVINO's u8 x s8 kernels on x86 CPUs without VNNI
+  add pairs of products in saturating int16, and the 8th bit cost an SD-size decoder 7.6 dB there.
 - `w8`: `nncf.compress_weights(INT8_SYM)`: int8 per-channel weights of every Conv and MatMul
   decompressed in the kernel, activations float, no calibration.
 
@@ -36,8 +38,8 @@ from .export import WEIGHT_OPS, constant_source, read_ir, save, weight_ops
 from .run import CHECK_CONFIG, runner_of
 
 TOOLS = {
-    "w8a8": "nncf.quantize(preset=MIXED, model_type=TRANSFORMER, int8 per-channel symmetric weights, MinMax "
-            "activations, bias correction and SmoothQuant off)",
+    "w8a8": "nncf.quantize(preset=MIXED, model_type=TRANSFORMER, int8 per-channel symmetric weights{overflow}, "
+            "MinMax activations, bias correction and SmoothQuant off)",
     "w8": "nncf.compress_weights(mode=INT8_SYM, per-channel)",
 }
 
@@ -45,10 +47,11 @@ TOOLS = {
 class OpenVinoQuantizer:
     op_types = WEIGHT_OPS
 
-    def __init__(self, component: str, scheme: str, src: Path, dst: Path, layer_names: dict[str, str]):
+    def __init__(self, component: str, scheme: str, src: Path, dst: Path, layer_names: dict[str, str],
+                 reduce_range: bool = True):
         self.component, self.scheme, self.src, self.dst = component, scheme, Path(src), Path(dst)
-        self.layer_names = layer_names
-        self.tool = TOOLS[scheme]
+        self.layer_names, self.reduce_range = layer_names, reduce_range
+        self.tool = TOOLS[scheme].format(overflow=" in 7 bits (overflow_fix=ENABLE)" if reduce_range else "")
         self.needs_calibration = scheme in CALIBRATED
         self.model = read_ir(self.src)
         self.samples: list[dict] = []
@@ -94,6 +97,8 @@ class OpenVinoQuantizer:
                                       preset=nncf.QuantizationPreset.MIXED, model_type=nncf.ModelType.TRANSFORMER,
                                       ignored_scope=scope, advanced_parameters=nncf.AdvancedQuantizationParameters(
                                           activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+                                          overflow_fix=nncf.OverflowFix.ENABLE if self.reduce_range
+                                          else nncf.OverflowFix.FIRST_LAYER,
                                           disable_bias_correction=True,
                                           smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(convolution=-1,
                                                                                                  matmul=-1)))

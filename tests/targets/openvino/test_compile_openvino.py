@@ -44,8 +44,8 @@ def test_every_component_ships_as_openvino_ir_quantized_by_nncf(openvino_bundle)
         c = m["components"][name]
         assert c["file"] == f"{name}.xml" and c["files"] == [f"{name}.bin", f"{name}.xml"] and c["precision"] == "int8"
         assert all(f in m["files"] for f in c["files"])           # hashed
-    assert m["targets"]["openvino"] == {"device": "CPU", "config": {"INFERENCE_PRECISION_HINT": "f32",
-                                                                    "PERFORMANCE_HINT": "LATENCY"},
+    assert m["targets"]["openvino"] == {"device": "CPU", "reduce_range": True,
+                                        "config": {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"},
                                         "checker": "openvino 2026.4.1 CPU plugin (INFERENCE_PRECISION_HINT f32)",
                                         "checked_on": "CPU", "device_checked": True}
     q = m["quantization"]["components"]
@@ -156,6 +156,53 @@ def test_converted_and_quantized_again_in_one_process_the_ir_is_the_same(tmp_pat
         assert not re.search(rb'name="[A-Za-z]+_[0-9]+"', built[0][name]), name   # no counter's name left
 
 
+def test_weights_take_7_bits_unless_reduce_range_is_off(tmp_path):
+    """`reduce_range` (default true) ships every W8A8 weight in 7 bits (NNCF's overflow fix), so x86
+    CPUs without VNNI, whose u8 x s8 kernels add pairs of products in saturating int16, compute what
+    the others do; false ships all 8 bits (NNCF leaves only the first layer 7-bit). Read from the
+    int8 weight constants of the saved IR; the manifest records the option, and a recipe's
+    non-boolean is refused naming it."""
+    import onnx
+    import openvino as ov
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.errors import RecipeError
+    from compiler.recipe import load_recipe
+    from compiler.targets.openvino import OpenVinoOptions, OpenVinoTarget
+    from compiler.targets.openvino.export import from_onnx
+    from compiler.targets.openvino.quantize import OpenVinoQuantizer
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), n) for n in ("w1", "w2")]
+    graph = helper.make_graph([helper.make_node("Conv", ["latents", "w1"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+                               helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                               helper.make_node("Conv", ["r", "w2"], ["out"], pads=[1, 1, 1, 1], name="conv2")], "g",
+                              [helper.make_tensor_value_info("latents", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 16, 16])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
+    artifact = from_onnx(tmp_path / "m.onnx", tmp_path, "denoiser")
+    samples = [{"latents": rng.standard_normal((1, 8, 16, 16)).astype(np.float32)} for _ in range(2)]
+    widest = {}
+    for reduce_range in (True, False):
+        out = tmp_path / str(reduce_range)
+        out.mkdir()
+        quantizer = OpenVinoQuantizer("denoiser", "w8a8", tmp_path / artifact.main, out / artifact.main,
+                                      artifact.layer_names, reduce_range)
+        quantizer.layers()
+        quantizer.calibrate(iter(samples))
+        quantizer.build([])
+        assert ("in 7 bits" in quantizer.tool) is reduce_range
+        model = ov.Core().read_model(str(out / artifact.main))
+        widest[reduce_range] = sorted(int(np.abs(op.get_data().astype(np.int32)).max()) for op in model.get_ops()
+                                      if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8)
+        block = OpenVinoTarget().manifest_block(OpenVinoOptions(reduce_range=reduce_range), {}, tmp_path)
+        assert block["reduce_range"] is reduce_range
+    assert len(widest[True]) == 2 and max(widest[True]) <= 64           # both convolutions' weights
+    assert min(widest[False]) <= 64 < max(widest[False]) <= 127         # the first layer 7-bit, the other 8
+    with pytest.raises(RecipeError, match="targets.openvino.reduce_range"):
+        load_recipe(write_recipe(tmp_path / "bad.yaml", extra="targets: {openvino: {reduce_range: 7}}\n"))
+
+
 @pytest.mark.slow   # CI's 15 minutes: the fast suite converts and quantizes twice in one process (above)
 def test_compiled_again_in_one_process_the_bundle_is_the_same(openvino_bundle, students, tmp_path):
     again = compiled("openvino", students["eps-turbo"], tmp_path, INT8, out="again")
@@ -194,7 +241,7 @@ def test_devices_other_than_the_cpu_ship_unchecked_on_them_and_say_so(students, 
     recipe = write_recipe(tmp_path / "r.yaml", "eps-turbo", extra="targets: {openvino: {device: NPU}}\n")
     code, out, err = run_cli("compile", "--target", "openvino", "--recipe", recipe, "--model", students["eps-turbo"],
                              "--out", tmp_path / "npu", "--dry-run")
-    assert code == 0 and json.loads(out)["plan"]["target_options"] == {"device": "NPU"}
+    assert code == 0 and json.loads(out)["plan"]["target_options"] == {"device": "NPU", "reduce_range": True}
     from compiler.targets.registry import get_target
 
     block = get_target("openvino").manifest_block(get_target("openvino").Options(device="NPU"), {}, tmp_path)
