@@ -17,7 +17,7 @@ def test_bench_peers_runs_at_toy_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     for column in ("onnx fp32", "onnx int8", "onnx int8 8-bit", "onnx int8 elementwise", "openvino fp32", "openvino int8",
-                   "openvino int8 hybrid",
+                   "openvino int8 8-bit", "openvino int8 hybrid",
                    "executorch fp32", "executorch int8"):
         assert column in out, out
     assert "peak fp32" in out and "GOP/s" in out and "largest remaining gap" in out and "goal:" in out, out
