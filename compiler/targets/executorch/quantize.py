@@ -116,7 +116,7 @@ class ExecuTorchQuantizer:
         quantizer = XNNPACKQuantizer()
         if self.elementwise:
             quantizer.set_global(config)
-        else:   # the weight-carrying ops only: int8 residual adds and muls cost 2-9 dB (docs/targets.md, docs/benchmarks.md)
+        else:   # the weight-carrying ops only: int8 residual adds and muls cost 2-9 dB (docs/benchmarks.md)
             for op in sorted(CONV_TARGETS | LINEAR_TARGETS, key=str):
                 quantizer.set_operator_type(op, config)
         if float_layers:

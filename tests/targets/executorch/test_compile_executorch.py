@@ -292,12 +292,14 @@ def test_elementwise_ops_stay_float_unless_the_component_is_listed(tmp_path):
         out.mkdir()
         q = ExecuTorchQuantizer("denoiser", "w8a8", program.module(), (x,), ["x"], ["y"], out, opts)
         assert {l.name for l in q.layers()} == {"a", "b"}     # fallback still ranks the convolutions only
-        q.calibrate(iter([{"x": torch.randn(1, 4, 8, 8, generator=gen).numpy()} for _ in range(8)] + [{"x": x.numpy()}]))
+        samples = [{"x": torch.randn(1, 4, 8, 8, generator=gen).numpy()} for _ in range(8)]
+        q.calibrate(iter(samples + [{"x": x.numpy()}]))
         q.build([])
-        outputs = [n.args[0] for n in q._converted.graph.nodes
-                   if n.op == "call_function" and "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)]
+        outputs = [n.args[0] for n in q._converted.graph.nodes if n.op == "call_function"
+                   and "quantize_per_tensor" in str(n.target) and "dequantize" not in str(n.target)]
         quantized[listed] = {str(n.target).split(".")[1] for n in outputs if n.op == "call_function"}
-        assert ("set_global" in q.tool) is bool(listed) and ("set_operator_type(conv, linear)" in q.tool) is not bool(listed)
+        assert ("set_global" in q.tool) is bool(listed)
+        assert ("set_operator_type(conv, linear)" in q.tool) is not bool(listed)
         assert ExecuTorchTarget().manifest_block(opts, {}, tmp_path)["elementwise"] == list(listed)
         assert compare(want, q.runner()({"x": x.numpy()})[0]).psnr_db > 30
     assert quantized[()] == {"conv2d", "silu"}   # the convolutions' outputs and inputs
